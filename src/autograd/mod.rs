@@ -1,0 +1,5 @@
+//! Reverse-mode automatic differentiation.
+
+mod meta;
+
+pub use meta::{AutogradMeta, Node};

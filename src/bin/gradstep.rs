@@ -1,0 +1,5 @@
+//! The `gradstep` command-line tool.
+
+fn main() {
+    println!("gradstep {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! Differentiable operations: `impl Tensor` blocks built on the dispatch primitives.

@@ -1,0 +1,1 @@
+//! Optimizers: zero_grad and step.

@@ -1,0 +1,8 @@
+//! Parity checks of the optim kernels against the CPU backend.
+
+use super::Check;
+
+/// The checks of this area.
+pub fn checks() -> Vec<Check> {
+    Vec::new()
+}
