@@ -20,6 +20,7 @@ pub mod ops;
 pub mod optim;
 pub mod selftest;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{DType, Device, Tensor};

@@ -1,7 +1,8 @@
-//! Per-tensor autograd metadata.
+//! Per-tensor autograd metadata and its accessors.
 
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// A node of the backward graph (the `grad_fn` of a non-leaf tensor).
@@ -27,5 +28,79 @@ impl Tensor {
     /// Whether gradients flow to this tensor.
     pub fn requires_grad(&self) -> bool {
         self.meta().requires_grad
+    }
+
+    /// Sets `requires_grad` (PyTorch's `requires_grad_`); returns the same tensor.
+    /// Only leaves can stop requiring grad; only float tensors can require it.
+    pub fn requires_grad_(&self, requires: bool) -> Result<Tensor> {
+        let mut m = self.meta();
+        if requires && !self.dtype().is_float() {
+            return Err(Error::Autograd(format!("only float tensors can require grad, not {}", self.dtype())));
+        }
+        if !requires && m.grad_fn.is_some() {
+            return Err(Error::Autograd(
+                "requires_grad can only be cleared on a leaf; use detach() for a non-leaf".into(),
+            ));
+        }
+        m.requires_grad = requires;
+        drop(m);
+        Ok(self.clone())
+    }
+
+    /// The accumulated gradient (`.grad`), if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.meta().grad.clone()
+    }
+
+    /// Replaces `.grad` (None clears it). The gradient must match shape, dtype and device.
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "set_grad",
+                    lhs: self.shape().to_vec(),
+                    rhs: g.shape().to_vec(),
+                });
+            }
+            if g.dtype() != self.dtype() {
+                return Err(Error::DTypeMismatch {
+                    op: "set_grad",
+                    lhs: self.dtype(),
+                    rhs: g.dtype(),
+                });
+            }
+            if g.device() != self.device() {
+                return Err(Error::DeviceMismatch {
+                    op: "set_grad",
+                    lhs: self.device(),
+                    rhs: g.device(),
+                });
+            }
+        }
+        self.meta().grad = grad;
+        Ok(())
+    }
+
+    /// The node that produced this tensor (None for leaves).
+    pub fn grad_fn(&self) -> Option<Arc<Node>> {
+        self.meta().grad_fn.clone()
+    }
+
+    /// Whether the tensor is a leaf of the graph (created by the user, not by an op
+    /// that tracks gradients).
+    pub fn is_leaf(&self) -> bool {
+        self.meta().grad_fn.is_none()
+    }
+
+    /// Cuts this tensor off the graph in place: no grad_fn, no requires_grad.
+    pub fn detach_(&self) {
+        let mut m = self.meta();
+        m.grad_fn = None;
+        m.requires_grad = false;
+    }
+
+    /// A new tensor sharing this one's data, with no history and no requires_grad.
+    pub fn detach(&self) -> Tensor {
+        self.with_layout(self.layout().clone())
     }
 }

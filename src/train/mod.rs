@@ -1,0 +1,1 @@
+//! The quickstart training and test loops, checkpoints and plots.
