@@ -12,8 +12,16 @@ mod nvrtc;
 fn main() {
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    println!("cargo::rerun-if-changed=kernels");
     println!("cargo::rerun-if-changed=build");
+    println!("cargo::rerun-if-changed=kernels/host");
+    for entry in std::fs::read_dir(root.join("kernels")).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "cu" || e == "cuh") {
+            println!("cargo::rerun-if-changed={}", p.display());
+        }
+    }
+    // A new kernel file must be found too.
+    println!("cargo::rerun-if-changed=kernels");
     let modules = match kernels::scan(&root.join("kernels")) {
         Ok(m) => m,
         Err(e) => {

@@ -12,6 +12,7 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod data;
 pub mod error;

@@ -2,14 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::autograd::engine;
+use crate::autograd::node::Node;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-
-/// A node of the backward graph (the `grad_fn` of a non-leaf tensor).
-pub struct Node {
-    /// The op's name, e.g. `MulBackward`.
-    pub name: &'static str,
-}
 
 /// What autograd knows about one tensor.
 #[derive(Default)]
@@ -102,5 +98,43 @@ impl Tensor {
     /// A new tensor sharing this one's data, with no history and no requires_grad.
     pub fn detach(&self) -> Tensor {
         self.with_layout(self.layout().clone())
+    }
+
+    /// Backward from a one-element tensor: fills `.grad` of every leaf it depends on
+    /// (PyTorch's `loss.backward()`); frees the graph's saved tensors.
+    pub fn backward(&self) -> Result<()> {
+        engine::backward(self, None, false, false)
+    }
+
+    /// Backward with an explicit output gradient (required unless the tensor has one
+    /// element), optionally keeping the graph (`retain_graph`) and recording the backward
+    /// itself so the gradients can be differentiated again (`create_graph`, which also
+    /// keeps the graph).
+    pub fn backward_with(&self, gradient: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+        engine::backward(self, gradient, retain_graph, create_graph)
+    }
+
+    /// Makes a non-leaf keep its gradient in `.grad` at the next backward (leaves always
+    /// do). An error on a tensor that does not require grad.
+    pub fn retain_grad(&self) -> Result<()> {
+        let mut m = self.meta();
+        if !m.requires_grad {
+            return Err(Error::Autograd("retain_grad on a tensor that does not require grad".into()));
+        }
+        let Some(node) = m.grad_fn.clone() else {
+            return Ok(());
+        };
+        if !m.retains_grad {
+            m.retains_grad = true;
+            node.retained.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&self.0));
+        }
+        Ok(())
+    }
+
+    /// Whether `.grad` is populated for this tensor by backward: leaves requiring grad,
+    /// and non-leaves after [`Self::retain_grad`].
+    pub fn retains_grad(&self) -> bool {
+        let m = self.meta();
+        m.retains_grad || (m.requires_grad && m.grad_fn.is_none())
     }
 }

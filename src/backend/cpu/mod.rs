@@ -1,115 +1,149 @@
-//! The CPU backend: reference semantics, rayon-parallel.
-#![allow(unused_variables)]
+//! The CPU backend: reference semantics for every test and a real device, rayon-parallel.
+//!
+//! Every function implements the matching primitive of [`crate::backend::dispatch`]
+//! (which has validated dtypes, devices and shapes). Float kernels load f16 as f32,
+//! compute in f32 (f64 for f64) and round once on store; reductions accumulate in that
+//! arithmetic type. Inputs may be any strided view; outputs are new contiguous tensors.
+
+mod copy;
+mod dropout;
+mod elem;
+mod elementwise;
+mod embedding;
+mod matmul;
+mod norm;
+mod reduce;
+mod softmax;
+mod strided;
+#[cfg(test)]
+mod tests;
 
 use crate::backend::dispatch::{BinaryOp, CrossEntropyOpts, UnaryOp};
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Device, Tensor};
-
-fn todo(op: &'static str, dtype: DType, device: Device) -> Error {
-    Error::Unsupported { op, dtype, device }
-}
+use crate::error::Result;
+use crate::tensor::{DType, Tensor};
 
 /// See [`crate::backend::dispatch::unary`].
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    Err(todo("unary", x.dtype(), x.device()))
+    elementwise::unary(op, x)
 }
 
 /// See [`crate::backend::dispatch::binary`].
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Err(todo("binary", a.dtype(), a.device()))
+    elementwise::binary(op, a, b)
 }
 
 /// See [`crate::backend::dispatch::affine`].
 pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
-    Err(todo("affine", x.dtype(), x.device()))
+    elementwise::affine(x, mul, add)
 }
 
 /// See [`crate::backend::dispatch::sum_dims`].
 pub fn sum_dims(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-    Err(todo("sum_dims", x.dtype(), x.device()))
+    reduce::sum_dims(x, dims, keepdim)
 }
 
 /// See [`crate::backend::dispatch::matmul`].
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Err(todo("matmul", a.dtype(), a.device()))
+    matmul::matmul(a, b)
 }
 
 /// See [`crate::backend::dispatch::contiguous`].
 pub fn contiguous(x: &Tensor) -> Result<Tensor> {
-    Err(todo("contiguous", x.dtype(), x.device()))
+    copy::contiguous(x)
 }
 
 /// See [`crate::backend::dispatch::cast`].
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
-    Err(todo("cast", x.dtype(), x.device()))
+    copy::cast(x, dtype)
 }
 
 /// See [`crate::backend::dispatch::softmax`].
 pub fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
-    Err(todo("softmax", x.dtype(), x.device()))
+    softmax::softmax(x, log)
 }
 
 /// See [`crate::backend::dispatch::softmax_backward`].
 pub fn softmax_backward(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
-    Err(todo("softmax_backward", y.dtype(), y.device()))
+    softmax::softmax_backward(y, dy, log)
 }
 
 /// See [`crate::backend::dispatch::cross_entropy`].
-pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result<(Tensor, Tensor)> {
-    Err(todo("cross_entropy", logits.dtype(), logits.device()))
+pub fn cross_entropy(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &CrossEntropyOpts,
+) -> Result<(Tensor, Tensor)> {
+    softmax::cross_entropy(logits, target, opts)
 }
 
 /// See [`crate::backend::dispatch::cross_entropy_backward`].
-pub fn cross_entropy_backward(logits: &Tensor, target: &Tensor, lse: &Tensor, grad_loss: &Tensor, opts: &CrossEntropyOpts) -> Result<Tensor> {
-    Err(todo("cross_entropy_backward", logits.dtype(), logits.device()))
+pub fn cross_entropy_backward(
+    logits: &Tensor,
+    target: &Tensor,
+    lse: &Tensor,
+    grad_loss: &Tensor,
+    opts: &CrossEntropyOpts,
+) -> Result<Tensor> {
+    softmax::cross_entropy_backward(logits, target, lse, grad_loss, opts)
 }
 
 /// See [`crate::backend::dispatch::layer_norm`].
-pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    Err(todo("layer_norm", x.dtype(), x.device()))
+pub fn layer_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    norm::layer_norm(x, weight, bias, eps)
 }
 
 /// See [`crate::backend::dispatch::layer_norm_backward`].
-pub fn layer_norm_backward(dy: &Tensor, x: &Tensor, mean: &Tensor, rstd: &Tensor, weight: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
-    Err(todo("layer_norm_backward", x.dtype(), x.device()))
+pub fn layer_norm_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    norm::layer_norm_backward(dy, x, mean, rstd, weight)
 }
 
 /// See [`crate::backend::dispatch::embedding`].
 pub fn embedding(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
-    Err(todo("embedding", weight.dtype(), weight.device()))
+    embedding::embedding(weight, idx)
 }
 
 /// See [`crate::backend::dispatch::embedding_backward`].
 pub fn embedding_backward(grad: &Tensor, idx: &Tensor, num_embeddings: usize) -> Result<Tensor> {
-    Err(todo("embedding_backward", grad.dtype(), grad.device()))
+    embedding::embedding_backward(grad, idx, num_embeddings)
 }
 
 /// See [`crate::backend::dispatch::dropout_mask`].
 pub fn dropout_mask(shape: &[usize], p: f64, seed: u64, dtype: DType) -> Result<Tensor> {
-    Err(todo("dropout_mask", dtype, Device::Cpu))
+    dropout::dropout_mask(shape, p, seed, dtype)
 }
 
 /// See [`crate::backend::dispatch::argmax`].
 pub fn argmax(x: &Tensor) -> Result<Tensor> {
-    Err(todo("argmax", x.dtype(), x.device()))
+    reduce::argmax(x)
 }
 
 /// See [`crate::backend::dispatch::add_`].
 pub fn add_(dst: &Tensor, src: &Tensor, alpha: f64) -> Result<()> {
-    Err(todo("add_", dst.dtype(), dst.device()))
+    copy::add_(dst, src, alpha)
 }
 
 /// See [`crate::backend::dispatch::copy_`].
 pub fn copy_(dst: &Tensor, src: &Tensor) -> Result<()> {
-    Err(todo("copy_", dst.dtype(), dst.device()))
+    copy::copy_(dst, src)
 }
 
 /// See [`crate::backend::dispatch::fill_`].
 pub fn fill_(t: &Tensor, value: f64) -> Result<()> {
-    Err(todo("fill_", t.dtype(), t.device()))
+    copy::fill_(t, value)
 }
 
 /// See [`crate::backend::dispatch::zero_`].
 pub fn zero_(t: &Tensor) -> Result<()> {
-    Err(todo("zero_", t.dtype(), t.device()))
+    copy::zero_(t)
 }

@@ -1,50 +1,210 @@
 //! The CUDA backend (cudarc): context, stream, module cache, launches, cuBLAS.
+//!
+//! Every device has one context (the primary one), one non-blocking stream on which all
+//! work is queued in order, PTX modules loaded once, and a `CUfunction` per kernel found
+//! once. Memory is allocated and freed in stream order (`cuMemAllocAsync`) where the
+//! device supports memory pools.
+
+mod blas;
+mod error;
+mod modules;
 
 use std::ffi::c_void;
+use std::sync::{Arc, OnceLock};
 
-use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig};
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{result as cu, CudaContext, CudaStream};
+
+use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig};
 use crate::error::{Error, Result};
+use crate::tensor::Device;
 
-/// Number of CUDA devices; an error when no driver is present. Never panics.
-pub fn device_count() -> Result<usize> {
-    Err(Error::NoCudaDriver)
+/// Whether libcuda can be loaded (probed once; cudarc panics on a driver call without it).
+fn driver_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    // SAFETY: only tries to open the driver library.
+    *PRESENT.get_or_init(|| unsafe { cudarc::driver::sys::is_culib_present() })
 }
 
-/// A CUDA device.
-pub struct CudaApi {}
+/// Number of CUDA devices; [`Error::NoCudaDriver`] when libcuda cannot be loaded,
+/// [`Error::Cuda`] when the driver fails to initialise. Never panics.
+pub fn device_count() -> Result<usize> {
+    if !driver_present() {
+        return Err(Error::NoCudaDriver);
+    }
+    match cu::init() {
+        Ok(()) => {}
+        Err(e) if e.0 == CUresult::CUDA_ERROR_NO_DEVICE => return Ok(0),
+        Err(e) => return Err(error::cuda("cuInit", e)),
+    }
+    let n = cu::device::get_count().map_err(|e| error::cuda("cuDeviceGetCount", e))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// A CUDA device: its context, its stream, its kernels and a cuBLAS handle.
+pub struct CudaApi {
+    device: Device,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: modules::KernelCache,
+    /// Created on the first GEMM; `None` inside when libcublas is missing.
+    blas: OnceLock<Option<blas::Blas>>,
+    /// Whether `cuMemAllocAsync` is supported (memory pools).
+    async_alloc: bool,
+}
 
 impl CudaApi {
-    /// Opens device `ordinal`.
-    pub fn new(_ordinal: usize) -> Result<Self> {
-        device_count()?;
-        Err(Error::NoCudaDriver)
+    /// Opens device `ordinal`: retains its primary context and creates the stream.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(Error::NoSuchDevice { ordinal, count });
+        }
+        let device = Device::Cuda(ordinal);
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| error::cuda(format!("creating a context on {device}"), e))?;
+        // SAFETY: gradstep queues all work of a device on one stream and never uses
+        // cudarc's CudaSlice, so cross-stream event tracking is not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| error::cuda(format!("creating a stream on {device}"), e))?;
+        let async_alloc = ctx.has_async_alloc();
+        Ok(CudaApi {
+            device,
+            ctx,
+            stream,
+            kernels: modules::KernelCache::new(),
+            blas: OnceLock::new(),
+            async_alloc,
+        })
+    }
+
+    /// Makes the context current on the calling thread (a no-op when it already is).
+    fn bind(&self, what: &str) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| error::cuda(format!("{what} on {}", self.device), e))
+    }
+
+    /// The cuBLAS handle, created on first use.
+    fn blas(&self) -> Result<Option<&blas::Blas>> {
+        if let Some(b) = self.blas.get() {
+            return Ok(b.as_ref());
+        }
+        self.bind("creating a cuBLAS handle")?;
+        let b = blas::Blas::new(self.stream.clone())?;
+        // A racing thread may have set it first; either handle is equivalent.
+        let _ = self.blas.set(b);
+        Ok(self.blas.get().and_then(|b| b.as_ref()))
     }
 }
 
 impl DeviceApi for CudaApi {
     fn name(&self) -> String {
-        "cuda".into()
+        self.ctx.name().unwrap_or_else(|_| self.device.to_string())
     }
-    fn alloc(&self, _bytes: usize) -> Result<u64> {
-        Err(Error::NoCudaDriver)
+
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        self.bind("cuMemAlloc")?;
+        // SAFETY: the stream belongs to this context; the memory is handed out uninitialised
+        // as raw bytes, and every later use is queued on the same stream.
+        let r = unsafe {
+            if self.async_alloc {
+                cu::malloc_async(self.stream.cu_stream(), bytes)
+            } else {
+                cu::malloc_sync(bytes)
+            }
+        };
+        r.map_err(|e| error::alloc(self.device, bytes, e))
     }
-    unsafe fn free(&self, _ptr: u64) {}
-    fn memset_zero(&self, _ptr: u64, _bytes: usize) -> Result<()> {
-        Err(Error::NoCudaDriver)
+
+    unsafe fn free(&self, ptr: u64) {
+        if self.ctx.bind_to_thread().is_err() {
+            return;
+        }
+        // The caller guarantees `ptr` came from `alloc`; freeing is stream-ordered, so work
+        // already queued that uses it completes first. Errors (a destroyed context at
+        // exit) leave nothing to recover.
+        let _ = if self.async_alloc {
+            cu::free_async(ptr, self.stream.cu_stream())
+        } else {
+            cu::free_sync(ptr)
+        };
     }
-    fn htod(&self, _src: &[u8], _dst: u64) -> Result<()> {
-        Err(Error::NoCudaDriver)
+
+    fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        self.bind("cuMemsetD8Async")?;
+        // SAFETY: `ptr..ptr+bytes` is device memory of this context (GpuDevice's contract).
+        unsafe { cu::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(format!("cuMemsetD8Async of {bytes} bytes"), e))
     }
-    fn dtoh(&self, _src: u64, _dst: &mut [u8]) -> Result<()> {
-        Err(Error::NoCudaDriver)
+
+    fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.bind("cuMemcpyHtoDAsync")?;
+        // SAFETY: `dst` holds `src.len()` bytes. `src` is pageable host memory, so the
+        // driver has copied it into a staging buffer before the call returns and the
+        // slice may be dropped afterwards.
+        unsafe { cu::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(format!("copying {} bytes to {}", src.len(), self.device), e))
     }
-    fn dtod(&self, _src: u64, _dst: u64, _bytes: usize) -> Result<()> {
-        Err(Error::NoCudaDriver)
+
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.bind("cuMemcpyDtoHAsync")?;
+        let (bytes, device) = (dst.len(), self.device);
+        let what = || format!("copying {bytes} bytes from {device}");
+        // SAFETY: `src` holds `dst.len()` bytes; the stream is synchronised before `dst`
+        // is released to the caller.
+        unsafe { cu::memcpy_dtoh_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(what(), e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| error::cuda(what(), e))
     }
+
+    fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        self.bind("cuMemcpyDtoDAsync")?;
+        // SAFETY: both ranges are device memory of this context holding `bytes` bytes.
+        unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(format!("copying {bytes} bytes on {}", self.device), e))
+    }
+
     fn synchronize(&self) -> Result<()> {
-        Err(Error::NoCudaDriver)
+        self.stream
+            .synchronize()
+            .map_err(|e| error::cuda(format!("synchronizing {}", self.device), e))
     }
-    unsafe fn launch(&self, _k: KernelId, _cfg: &LaunchConfig, _p: &mut [*mut c_void]) -> Result<()> {
-        Err(Error::NoCudaDriver)
+
+    unsafe fn launch(
+        &self,
+        kernel: KernelId,
+        cfg: &LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.bind("cuLaunchKernel")?;
+        let f = self.kernels.function(&self.ctx, kernel)?;
+        // SAFETY: `f` lives as long as the cache; the caller guarantees `params` match the
+        // kernel's signature and address device memory large enough for its accesses.
+        unsafe {
+            cu::launch_kernel(
+                f,
+                cfg.grid,
+                cfg.block,
+                cfg.shared_bytes,
+                self.stream.cu_stream(),
+                params,
+            )
+        }
+        .map_err(|e| error::kernel(kernel.name(), &format!("cuLaunchKernel {cfg:?}"), e))
+    }
+
+    fn gemm(&self, g: &GemmDesc) -> Result<bool> {
+        match self.blas()? {
+            Some(b) => {
+                self.bind("cuBLAS gemm")?;
+                b.gemm(g)
+            }
+            None => Ok(false),
+        }
     }
 }

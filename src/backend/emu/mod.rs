@@ -1,48 +1,204 @@
 //! Host emulation of the CUDA backend: the unchanged `kernels/*.cu`, compiled for the host.
+//!
+//! build/emu.rs compiles every kernel with g++ against a small shim
+//! (`kernels/host/include`); each CUDA thread of a block is a fiber, `__syncthreads` and
+//! warp operations are barriers among the block's fibers, blocks run in parallel on the
+//! rayon pool, and device memory is host memory. Execution is synchronous.
+//!
+//! Two environment variables, read once at run time, select the checks:
+//!
+//! - `GRADSTEP_EMU_SCHEDULE=random:SEED` resumes a block's fibers in a seeded random order
+//!   at every barrier (and starts them in random order), which exposes a missing
+//!   `__syncthreads` or a shared-memory reuse race. The default, `round-robin`, runs
+//!   them in index/arrival order.
+//! - `GRADSTEP_EMU_SANITIZE=1` checks every pointer argument at launch against the live
+//!   allocations, and places every allocation (and the dynamic shared memory) so that its
+//!   end abuts an inaccessible page: a kernel that reads or writes past the end aborts the
+//!   process with a message naming the kernel, the block and the thread. Allocations are
+//!   then aligned to 16 bytes or to the largest power of two that divides their size.
+
+mod ffi;
+mod launch;
+mod memory;
 
 use std::ffi::c_void;
+use std::fmt;
+use std::sync::OnceLock;
 
-use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig};
+use crate::backend::gpu::{DeviceApi, KernelArgs, KernelId, LaunchConfig};
 use crate::error::{Error, Result};
 
-/// The emulated device.
-pub struct EmuApi {}
+pub use launch::{MAX_DYNAMIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK};
+pub use memory::live_allocations;
 
-impl EmuApi {
-    /// Creates the emulated device.
-    pub fn new() -> Result<Self> {
-        Ok(EmuApi {})
+/// Environment variable selecting the fiber schedule (`round-robin` or `random:SEED`).
+pub const SCHEDULE_ENV: &str = "GRADSTEP_EMU_SCHEDULE";
+/// Environment variable turning the sanitizer on (`1`).
+pub const SANITIZE_ENV: &str = "GRADSTEP_EMU_SANITIZE";
+
+/// The order in which a block's fibers run between barriers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Fibers start in index order and resume in arrival order (deterministic).
+    RoundRobin,
+    /// The next fiber is drawn at random from the ready ones, from this seed (mixed with the
+    /// kernel name and the block index, so a run is reproducible).
+    Random(u64),
+}
+
+impl Schedule {
+    /// Parses `round-robin` (or empty) and `random:SEED`.
+    pub fn parse(s: &str) -> Result<Schedule> {
+        let s = s.trim();
+        if s.is_empty() || s == "round-robin" {
+            return Ok(Schedule::RoundRobin);
+        }
+        s.strip_prefix("random:")
+            .and_then(|seed| seed.trim().parse::<u64>().ok())
+            .map(Schedule::Random)
+            .ok_or_else(|| Error::invalid("emu schedule", format!("`{s}`: expected `round-robin` or `random:SEED`")))
+    }
+
+    /// The schedule named by `GRADSTEP_EMU_SCHEDULE` (round-robin when unset).
+    pub fn from_env() -> Result<Schedule> {
+        match std::env::var(SCHEDULE_ENV) {
+            Ok(v) => Schedule::parse(&v).map_err(|e| Error::invalid("emu schedule", format!("{SCHEDULE_ENV}: {e}"))),
+            Err(_) => Ok(Schedule::RoundRobin),
+        }
     }
 }
 
-fn todo() -> Error {
-    Error::invalid("emu", "not implemented yet")
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::RoundRobin => f.write_str("schedule round-robin"),
+            Schedule::Random(seed) => write!(f, "schedule random:{seed}"),
+        }
+    }
+}
+
+/// Whether the sanitizer is on in this process (`GRADSTEP_EMU_SANITIZE`, read once).
+pub fn sanitize_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(SANITIZE_ENV).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+fn install_fault_handler() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    // SAFETY: installs a process-wide handler once; it forwards faults outside kernels.
+    DONE.get_or_init(|| unsafe { ffi::gs_emu_install_fault_handler() });
+}
+
+/// The emulated device.
+pub struct EmuApi {
+    schedule: Schedule,
+}
+
+impl EmuApi {
+    /// The emulated device with the schedule of `GRADSTEP_EMU_SCHEDULE`. Fails on a bad
+    /// schedule, or when the compiled kernel table does not match the kernel ids.
+    pub fn new() -> Result<Self> {
+        let names = kernel_names();
+        if names != crate::backend::gpu::kernels::KERNEL_NAMES {
+            return Err(Error::invalid(
+                "emu",
+                format!("the emulated kernel table {names:?} does not match the kernel ids"),
+            ));
+        }
+        Ok(Self::with_schedule(Schedule::from_env()?))
+    }
+
+    /// The emulated device with an explicit schedule (memory is shared by every instance).
+    pub fn with_schedule(schedule: Schedule) -> Self {
+        install_fault_handler();
+        EmuApi { schedule }
+    }
+
+    /// This device's schedule.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    fn options(&self) -> launch::RunOptions {
+        launch::RunOptions { schedule: self.schedule, sanitize: sanitize_enabled() }
+    }
 }
 
 impl DeviceApi for EmuApi {
     fn name(&self) -> String {
-        "host emulation".into()
+        format!("host emulation ({})", self.schedule)
     }
-    fn alloc(&self, _bytes: usize) -> Result<u64> {
-        Err(todo())
+    fn alloc(&self, bytes: usize) -> Result<u64> {
+        memory::alloc(bytes, sanitize_enabled())
     }
-    unsafe fn free(&self, _ptr: u64) {}
-    fn memset_zero(&self, _ptr: u64, _bytes: usize) -> Result<()> {
-        Err(todo())
+    unsafe fn free(&self, ptr: u64) {
+        // SAFETY: forwarded contract.
+        unsafe { memory::free(ptr, sanitize_enabled()) }
     }
-    fn htod(&self, _src: &[u8], _dst: u64) -> Result<()> {
-        Err(todo())
+    fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        memory::check_range("emu memset", ptr, bytes)?;
+        // SAFETY: the range lies inside a live allocation.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        Ok(())
     }
-    fn dtoh(&self, _src: u64, _dst: &mut [u8]) -> Result<()> {
-        Err(todo())
+    fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        memory::check_range("emu htod", dst, src.len())?;
+        // SAFETY: the destination range lies inside a live allocation, distinct from `src`.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        Ok(())
     }
-    fn dtod(&self, _src: u64, _dst: u64, _bytes: usize) -> Result<()> {
-        Err(todo())
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        memory::check_range("emu dtoh", src, dst.len())?;
+        // SAFETY: the source range lies inside a live allocation, distinct from `dst`.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+    fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        memory::check_range("emu dtod (source)", src, bytes)?;
+        memory::check_range("emu dtod (destination)", dst, bytes)?;
+        // SAFETY: both ranges lie inside live allocations; `copy` allows overlap.
+        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+        Ok(())
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
-    unsafe fn launch(&self, _k: KernelId, _cfg: &LaunchConfig, _p: &mut [*mut c_void]) -> Result<()> {
-        Err(todo())
+    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
+        let desc = ffi::kernel(kernel.0).ok_or_else(|| Error::Kernel {
+            kernel: format!("#{}", kernel.0),
+            msg: "kernel id out of range of the emulated kernel table".into(),
+        })?;
+        // SAFETY: forwarded contract.
+        unsafe { launch::run(desc, cfg, params, self.options()) }
     }
+}
+
+/// Names of the emulated kernels of `kernels/*.cu`, in kernel-id order (the same order as
+/// [`crate::backend::gpu::kernels::KERNEL_NAMES`]).
+pub fn kernel_names() -> Vec<&'static str> {
+    ffi::kernels().map(|d| d.name()).collect()
+}
+
+/// Names of the host-only test kernels (`kernels/host/test_kernels.cu`), which exist only
+/// in the emulator and test it.
+pub fn host_test_kernel_names() -> Vec<&'static str> {
+    ffi::test_kernels().map(|d| d.name()).collect()
+}
+
+/// Launches a host-only test kernel by name with an explicit schedule (sanitizer as the
+/// environment says). Memory comes from the emulated device (`gpu::get(Device::Emu)`).
+///
+/// # Safety
+/// `args` match the kernel's C signature and every pointer argument addresses emulated
+/// memory large enough for the kernel's accesses.
+pub unsafe fn launch_host_test_kernel(name: &str, cfg: &LaunchConfig, args: &mut KernelArgs, schedule: Schedule) -> Result<()> {
+    install_fault_handler();
+    let desc = ffi::test_kernels().find(|d| d.name() == name).ok_or_else(|| Error::Kernel {
+        kernel: name.to_string(),
+        msg: "no such host test kernel".into(),
+    })?;
+    let mut params = args.as_params();
+    let opts = launch::RunOptions { schedule, sanitize: sanitize_enabled() };
+    // SAFETY: forwarded contract.
+    unsafe { launch::run(desc, cfg, &mut params, opts) }
 }

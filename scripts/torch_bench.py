@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""PyTorch side of gradstep's benchmarks: the same parameter sets and the same
+operations as `gradstep bench`, timed with torch on the same machine.
+
+    python3 scripts/torch_bench.py --device cpu --json out.json
+    python3 scripts/torch_bench.py --device cuda --json out.json
+
+Parameter sets (identical to gradstep's `bench::param_set`):
+  10x10M     ten tensors of 10,000,000 elements
+  gpt2-124m  the 148 parameter tensors of GPT-2 124M
+  mixed1000  1000 tensors, element i has 1 + (i * 7919 + 13) % 16000 elements
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def gpt2_shapes():
+    d, v, ctx, layers = 768, 50257, 1024, 12
+    shapes = [(v, d), (ctx, d)]
+    for _ in range(layers):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,),
+                   (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+    shapes += [(d,), (d,)]
+    return shapes
+
+
+def param_set(name):
+    if name == "10x10M":
+        return [(10_000_000,)] * 10
+    if name == "gpt2-124m":
+        return gpt2_shapes()
+    if name == "mixed1000":
+        return [(1 + (i * 7919 + 13) % 16000,) for i in range(1000)]
+    raise SystemExit(f"unknown parameter set {name}")
+
+
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, min_runs=5, min_seconds=1.0, max_runs=200):
+    fn()  # warm-up
+    fn()
+    sync(device)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
+        if device == "cuda":
+            a = torch.cuda.Event(enable_timing=True)
+            b = torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_params(shapes, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ps = []
+    for s in shapes:
+        p = torch.nn.Parameter((torch.rand(s, generator=g) - 0.5).to(dtype).to(device))
+        p.grad = ((torch.rand(s, generator=g) - 0.5) * 1e-2).to(dtype).to(device)
+        ps.append(p)
+    return ps
+
+
+def copy_bandwidth(device):
+    n = 256 * 1024 * 1024 // 4
+    a = torch.rand(n, device=device)
+    b = torch.empty_like(a)
+    t = timeit(lambda: b.copy_(a), device)
+    return 2 * a.numel() * 4 / t / 1e9
+
+
+def bench(args):
+    device = args.device
+    dtypes = {"f32": torch.float32, "f16": torch.float16}
+    results = []
+    bw = copy_bandwidth(device)
+    results.append({"bench": "copy", "gbps": bw})
+    for set_name in args.sets:
+        shapes = param_set(set_name)
+        numel = sum(torch.Size(s).numel() for s in shapes)
+        for dname in args.dtypes:
+            dtype = dtypes[dname]
+            if device == "cpu" and dname == "f16" and set_name == "10x10M":
+                continue
+            params = make_params(shapes, dtype, device)
+            grads = [p.grad for p in params]
+            esize = torch.tensor([], dtype=dtype).element_size()
+
+            def zero_per_tensor():
+                for g in grads:
+                    g.zero_()
+
+            def zero_foreach():
+                torch._foreach_zero_(grads)
+
+            for name, fn in [("per_tensor", zero_per_tensor), ("foreach", zero_foreach)]:
+                t = timeit(fn, device)
+                results.append({"bench": "zero", "set": set_name, "dtype": dname, "impl": name,
+                                "tensors": len(shapes), "numel": numel, "seconds": t,
+                                "gbps": numel * esize / t / 1e9})
+            # refill grads (zeroing above)
+            with torch.no_grad():
+                for g in grads:
+                    g.uniform_(-1e-2, 1e-2)
+            for opt_name in args.optimizers:
+                for impl in ["forloop", "foreach", "fused"]:
+                    kw = {"foreach": impl == "foreach"}
+                    if impl == "fused":
+                        kw = {"fused": True}
+                    if opt_name == "sgd":
+                        opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, **kw)
+                        bytes_pp = 5 * esize
+                    elif opt_name == "adam":
+                        opt = torch.optim.Adam(params, lr=1e-3, **kw)
+                        bytes_pp = 7 * esize
+                    else:
+                        opt = torch.optim.AdamW(params, lr=1e-3, **kw)
+                        bytes_pp = 7 * esize
+                    try:
+                        t = timeit(opt.step, device)
+                    except (RuntimeError, TypeError) as e:
+                        print(f"skip {opt_name} {impl} {set_name} {dname}: {e}", file=sys.stderr)
+                        continue
+                    results.append({"bench": "step", "set": set_name, "dtype": dname,
+                                    "optimizer": opt_name, "impl": impl, "tensors": len(shapes),
+                                    "numel": numel, "seconds": t,
+                                    "gbps": numel * bytes_pp / t / 1e9})
+                    del opt
+            del params, grads
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--sets", nargs="+", default=["10x10M", "gpt2-124m", "mixed1000"])
+    ap.add_argument("--dtypes", nargs="+", default=["f32", "f16"])
+    ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam", "adamw"])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = bench(args)
+    meta = {"torch": torch.__version__, "device": args.device,
+            "threads": torch.get_num_threads(),
+            "card": torch.cuda.get_device_name(0) if args.device == "cuda" else None}
+    out = {"meta": meta, "results": results}
+    for r in results:
+        if r["bench"] == "copy":
+            print(f"copy bandwidth {r['gbps']:.1f} GB/s")
+        else:
+            label = f"{r['bench']:4} {r['set']:10} {r['dtype']} {r.get('optimizer', ''):6} {r['impl']:10}"
+            print(f"{label} {r['seconds'] * 1e3:10.3f} ms {r['gbps']:8.1f} GB/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

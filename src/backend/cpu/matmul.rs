@@ -1,0 +1,201 @@
+//! Matrix products through the `gemm` crate, which takes row and column strides, so
+//! transposed and broadcast views need no copy.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::tensor::{Layout, Tensor};
+
+use super::elem::{output, read, read2, CpuElem, Float};
+use super::strided::{map1, Dims};
+
+/// Products of at least this many multiply-adds use gemm's own threads.
+const GEMM_PAR_MIN: usize = 1 << 18;
+
+/// One matrix operand: storage, offset and strides (in elements) of rows and columns.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// The shape of one product `[m, k] @ [k, n]`.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// `dst [m, n]` (row-major, contiguous) = `a @ b`.
+///
+/// # Safety
+/// Every element `offset + i*rs + j*cs` of `a` (`i < m`, `j < k`) and of `b` (`i < k`,
+/// `j < n`) must lie inside its `data`; `dst` must hold `m * n` elements.
+unsafe fn gemm_into<T: 'static + Copy>(
+    dst: &mut [T],
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    p: Plan,
+    one: T,
+    par: gemm::Parallelism,
+) {
+    debug_assert_eq!(dst.len(), p.m * p.n);
+    gemm::gemm(
+        p.m,
+        p.n,
+        p.k,
+        dst.as_mut_ptr(),
+        1,
+        p.n as isize,
+        false,
+        a.data.as_ptr().add(a.offset),
+        a.cs as isize,
+        a.rs as isize,
+        b.data.as_ptr().add(b.offset),
+        b.cs as isize,
+        b.rs as isize,
+        one,
+        one,
+        false,
+        false,
+        false,
+        par,
+    );
+}
+
+/// Offset of batch `i` of a view whose leading `batch_shape` dims have `strides`.
+fn batch_offset(i: usize, batch_shape: &[usize], strides: &[usize], base: usize) -> usize {
+    let mut rem = i;
+    let mut off = base;
+    for d in (0..batch_shape.len()).rev() {
+        off += (rem % batch_shape[d]) * strides[d];
+        rem /= batch_shape[d];
+    }
+    off
+}
+
+/// `a @ b` for gemm's element types, from storage slices and layouts.
+fn product<T: 'static + Copy + Default + Send + Sync>(
+    sa: &[T],
+    la: &Layout,
+    sb: &[T],
+    lb: &Layout,
+    one: T,
+) -> Vec<T> {
+    let (ra, rb) = (la.rank(), lb.rank());
+    let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
+    let batch_shape = &la.shape()[..ra - 2];
+    let batch: usize = batch_shape.iter().product();
+    let mut out = vec![T::default(); batch * m * n];
+    if out.is_empty() || k == 0 {
+        return out;
+    }
+    let (ast, bst) = (la.strides(), lb.strides());
+    let bmat = |off| Mat {
+        data: sb,
+        offset: off,
+        rs: bst[rb - 2],
+        cs: bst[rb - 1],
+    };
+    let amat = |off, rs| Mat {
+        data: sa,
+        offset: off,
+        rs,
+        cs: ast[ra - 1],
+    };
+    let par_of = |p: Plan| {
+        if p.m * p.n * p.k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        }
+    };
+    // A shared 2-D b and batch dims that fold into a's rows: one tall product.
+    let rows = Dims::new(&la.shape()[..ra - 1], [&ast[..ra - 1]]);
+    if rb == 2 && rows.shape.len() == 1 {
+        let p = Plan { m: batch * m, k, n };
+        // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
+        // the folded rows walk exactly a's elements.
+        unsafe {
+            gemm_into(
+                &mut out,
+                amat(la.offset(), rows.strides[0][0]),
+                bmat(lb.offset()),
+                p,
+                one,
+                par_of(p),
+            )
+        };
+        return out;
+    }
+    let p = Plan { m, k, n };
+    let one_product = |i: usize, dst: &mut [T], par| {
+        let ao = batch_offset(i, batch_shape, ast, la.offset());
+        let bo = if rb == 2 {
+            lb.offset()
+        } else {
+            batch_offset(i, batch_shape, bst, lb.offset())
+        };
+        // SAFETY: as above; each batch's matrix lies inside the checked view.
+        unsafe { gemm_into(dst, amat(ao, ast[ra - 2]), bmat(bo), p, one, par) };
+    };
+    if batch > 1 && batch * m * n * k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, dst)| one_product(i, dst, gemm::Parallelism::None));
+    } else {
+        for (i, dst) in out.chunks_mut(m * n).enumerate() {
+            one_product(i, dst, par_of(p));
+        }
+    }
+    out
+}
+
+/// The element types gemm multiplies directly, and f16 through f32.
+trait MatmulElem: Float {
+    /// `a @ b` as a new contiguous vector.
+    fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>>;
+}
+
+macro_rules! direct {
+    ($t:ty) => {
+        impl MatmulElem for $t {
+            fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>> {
+                read2::<$t, _>("matmul", a, b, |sa, la, sb, lb| {
+                    product(sa, la, sb, lb, 1.0)
+                })
+            }
+        }
+    };
+}
+
+direct!(f32);
+direct!(f64);
+
+impl MatmulElem for f16 {
+    /// Widens both operands to f32 (so every sum accumulates in f32) and rounds the
+    /// product once.
+    fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>> {
+        let widen = |t: &Tensor| read::<f16, _>("matmul", t, |s, l| map1(s, l, f16::to_f32));
+        let (wa, wb) = (widen(a)?, widen(b)?);
+        let (la, lb) = (Layout::contiguous(a.shape()), Layout::contiguous(b.shape()));
+        let v = product(&wa, &la, &wb, &lb, 1.0f32);
+        Ok(v.into_iter().map(f16::from_f32).collect())
+    }
+}
+
+fn matmul_t<T: MatmulElem + CpuElem>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let ra = a.rank();
+    let mut shape = a.shape()[..ra - 1].to_vec();
+    shape.push(b.shape()[b.rank() - 1]);
+    Ok(output(T::matmul(a, b)?, &shape))
+}
+
+/// See [`crate::backend::dispatch::matmul`].
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    super::elem::with_float!(a.dtype(), "matmul", |T| matmul_t::<T>(a, b))
+}

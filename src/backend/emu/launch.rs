@@ -1,0 +1,129 @@
+//! Running a grid: validation, launch-time pointer checks, blocks on the rayon pool.
+
+use std::ffi::c_void;
+
+use rayon::prelude::*;
+
+use super::ffi::{self, KernelDesc, Launch};
+use super::{memory, Schedule};
+use crate::backend::gpu::LaunchConfig;
+use crate::error::{Error, Result};
+
+/// Most threads per block (as on every CUDA GPU gradstep targets).
+pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+/// Most dynamic shared memory per block (227 KiB, an H100's opt-in limit).
+pub const MAX_DYNAMIC_SHARED_BYTES: u32 = 227 * 1024;
+
+/// How one launch runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunOptions {
+    pub schedule: Schedule,
+    /// Check pointer arguments against the live allocations and guard dynamic shared memory.
+    pub sanitize: bool,
+}
+
+/// Runs `desc` over the grid of `cfg`.
+///
+/// # Safety
+/// `params` match the kernel's parameters; every pointer argument addresses emulated memory
+/// large enough for the kernel's accesses (checked only partly, in sanitizer mode).
+pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*mut c_void], opts: RunOptions) -> Result<()> {
+    let fail = |msg: String| Error::Kernel { kernel: desc.name().to_string(), msg };
+    validate(desc, cfg, params.len()).map_err(fail)?;
+    let (gx, gy, gz) = cfg.grid;
+    if gx == 0 || gy == 0 || gz == 0 {
+        return Ok(());
+    }
+    if opts.sanitize {
+        // SAFETY: params has one valid slot per parameter of the kernel (checked above).
+        unsafe { check_pointer_args(desc, params) }.map_err(fail)?;
+    }
+    let seed = match opts.schedule {
+        Schedule::RoundRobin => 0,
+        Schedule::Random(s) => mix(s ^ mix(desc.name().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)))),
+    };
+    let launch = Launch {
+        desc,
+        params: params.as_mut_ptr(),
+        grid: [gx, gy, gz],
+        block: [cfg.block.0, cfg.block.1, cfg.block.2],
+        shared_bytes: cfg.shared_bytes as usize,
+        seed,
+        random: matches!(opts.schedule, Schedule::Random(_)) as i32,
+        guard_shared: opts.sanitize as i32,
+    };
+    let blocks = gx as u64 * gy as u64 * gz as u64;
+    let run_one = |b: u64| -> Result<()> {
+        let (bx, by, bz) = ((b % gx as u64) as u32, ((b / gx as u64) % gy as u64) as u32, (b / (gx as u64 * gy as u64)) as u32);
+        // SAFETY: the launch describes a validated configuration; see this fn's contract.
+        match unsafe { ffi::gs_emu_run_block(&launch, bx, by, bz) } {
+            0 => Ok(()),
+            1 => Err(fail(format!(
+                "deadlock in block ({bx}, {by}, {bz}): every remaining thread waits at a barrier \
+                 (__syncthreads or a warp operation) that not every thread reaches ({})",
+                opts.schedule
+            ))),
+            _ => Err(fail("out of host memory for fiber stacks or dynamic shared memory".into())),
+        }
+    };
+    if blocks == 1 {
+        run_one(0)
+    } else {
+        (0..blocks).into_par_iter().try_for_each(run_one)
+    }
+}
+
+/// Checks the configuration and the parameter count; the message names what is wrong.
+fn validate(desc: &KernelDesc, cfg: &LaunchConfig, nparams: usize) -> Result<(), String> {
+    if nparams != desc.nparams() {
+        return Err(format!("{nparams} arguments given, the kernel takes {}", desc.nparams()));
+    }
+    let (bx, by, bz) = cfg.block;
+    if bx == 0 || by == 0 || bz == 0 {
+        return Err(format!("block ({bx}, {by}, {bz}) has a zero dimension"));
+    }
+    let threads = bx as u64 * by as u64 * bz as u64;
+    if threads > MAX_THREADS_PER_BLOCK as u64 || bz > 64 {
+        return Err(format!(
+            "block ({bx}, {by}, {bz}) exceeds {MAX_THREADS_PER_BLOCK} threads (or 64 in z)"
+        ));
+    }
+    if cfg.grid.1 > 65535 || cfg.grid.2 > 65535 || cfg.grid.0 > i32::MAX as u32 {
+        return Err(format!("grid {:?} exceeds the grid limits", cfg.grid));
+    }
+    if cfg.shared_bytes > MAX_DYNAMIC_SHARED_BYTES {
+        return Err(format!(
+            "{} bytes of dynamic shared memory exceed {MAX_DYNAMIC_SHARED_BYTES}",
+            cfg.shared_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Every non-null pointer argument must point into (or one past) a live allocation.
+///
+/// # Safety
+/// `params[i]` points at a value of parameter `i`'s size.
+unsafe fn check_pointer_args(desc: &KernelDesc, params: &[*mut c_void]) -> Result<(), String> {
+    for (i, &p) in params.iter().enumerate() {
+        if !desc.param_is_pointer(i) || desc.param_size(i) != 8 {
+            continue;
+        }
+        // SAFETY: a pointer parameter's slot holds 8 bytes.
+        let addr = unsafe { std::ptr::read_unaligned(p as *const u64) };
+        if addr != 0 && memory::containing(addr).is_none() {
+            return Err(format!(
+                "argument {i} ({addr:#x}) does not point into any live emulated allocation"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// splitmix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,186 @@
+//! The data loader: batches in a seeded order, collated ahead on a background thread.
+//!
+//! While the training thread works on one batch, a loader thread collates the next ones
+//! (up to `prefetch` of them) into host memory; datasets may parallelise collation with
+//! rayon. Batches reach the device through [`HostBatch::to_device`] on the training
+//! thread. (On CUDA, pinned host buffers and an asynchronous copy on a side stream would
+//! overlap the transfer too; not done yet.)
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::data::{Batch, Dataset, HostBatch};
+use crate::error::{Error, Result};
+use crate::tensor::{Device, Rng};
+
+/// Iterates over a dataset in batches, like PyTorch's `DataLoader`.
+pub struct DataLoader {
+    dataset: Arc<dyn Dataset>,
+    batch_size: usize,
+    drop_last: bool,
+    shuffle: Option<Rng>,
+    device: Device,
+    prefetch: usize,
+}
+
+impl DataLoader {
+    /// A loader over `dataset` with batches of `batch_size` samples, in order, on the CPU,
+    /// keeping the last partial batch and collating 2 batches ahead.
+    pub fn new(dataset: Arc<dyn Dataset>, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::invalid(
+                "DataLoader",
+                "batch_size must be at least 1",
+            ));
+        }
+        Ok(DataLoader {
+            dataset,
+            batch_size,
+            drop_last: false,
+            shuffle: None,
+            device: Device::Cpu,
+            prefetch: 2,
+        })
+    }
+
+    /// Reshuffles the samples at the start of every epoch with `rng` (seeded: the same
+    /// generator state gives the same order).
+    pub fn shuffle(mut self, rng: Rng) -> Self {
+        self.shuffle = Some(rng);
+        self
+    }
+
+    /// Whether to drop the last batch when it has fewer than `batch_size` samples.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// The device the batches are copied to.
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// How many batches the loader thread collates ahead (at least 1).
+    pub fn prefetch(mut self, batches: usize) -> Self {
+        self.prefetch = batches.max(1);
+        self
+    }
+
+    /// The dataset.
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+
+    /// Samples per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Number of batches per epoch (`len(dataloader)` in PyTorch).
+    pub fn len(&self) -> usize {
+        let n = self.dataset.len();
+        if self.drop_last {
+            n / self.batch_size
+        } else {
+            n.div_ceil(self.batch_size)
+        }
+    }
+
+    /// Whether an epoch yields no batch.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shuffling generator's current state (None when not shuffling), for checkpoints.
+    pub fn rng_state(&self) -> Option<[u64; 4]> {
+        self.shuffle.as_ref().map(Rng::state)
+    }
+
+    /// Restores the shuffling generator (a no-op when not shuffling).
+    pub fn set_rng_state(&mut self, state: [u64; 4]) {
+        if let Some(rng) = &mut self.shuffle {
+            *rng = Rng::from_state(state);
+        }
+    }
+
+    /// The sample order of the next epoch; advances the shuffling generator.
+    pub fn next_order(&mut self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if let Some(rng) = &mut self.shuffle {
+            rng.shuffle(&mut order);
+        }
+        order
+    }
+
+    /// Starts one epoch: a loader thread collates the batches in this epoch's order.
+    pub fn iter(&mut self) -> Batches {
+        let order = self.next_order();
+        let (tx, rx) = sync_channel::<Result<HostBatch>>(self.prefetch);
+        let dataset = self.dataset.clone();
+        let (batch_size, drop_last) = (self.batch_size, self.drop_last);
+        let worker = std::thread::Builder::new()
+            .name("gradstep-loader".into())
+            .spawn(move || {
+                for chunk in order.chunks(batch_size) {
+                    if drop_last && chunk.len() < batch_size {
+                        break;
+                    }
+                    let batch = dataset.collate(chunk);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        match worker {
+            Ok(handle) => Batches {
+                rx: Some(rx),
+                worker: Some(handle),
+                device: self.device,
+                spawn_error: None,
+            },
+            Err(e) => Batches {
+                rx: None,
+                worker: None,
+                device: self.device,
+                spawn_error: Some(Error::invalid(
+                    "DataLoader",
+                    format!("cannot start the loader thread: {e}"),
+                )),
+            },
+        }
+    }
+}
+
+/// One epoch of batches; dropping it early stops the loader thread.
+pub struct Batches {
+    rx: Option<Receiver<Result<HostBatch>>>,
+    worker: Option<JoinHandle<()>>,
+    device: Device,
+    spawn_error: Option<Error>,
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if let Some(e) = self.spawn_error.take() {
+            return Some(Err(e));
+        }
+        let host = self.rx.as_ref()?.recv().ok()?;
+        Some(host.and_then(|b| b.to_device(self.device)))
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        // Closing the channel first makes a blocked sender return, so the join ends.
+        drop(self.rx.take());
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
+}

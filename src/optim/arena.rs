@@ -1,0 +1,117 @@
+//! A contiguous gradient arena: every grad of a (device, dtype) group is a view into one
+//! aligned buffer, set as `.grad` before backward so that backward accumulates into it in
+//! place. `zero_grad(false)` is then one memset per group, and the group's grad pointers
+//! never change, so the fused step reuses its device-side table.
+
+use crate::error::Result;
+use crate::tensor::{contiguous_strides, DType, Device, Layout, Tensor};
+
+/// Each view starts on a 256-byte boundary (16-byte vector loads for every dtype).
+const ALIGN_BYTES: usize = 256;
+
+/// The grads of one (device, dtype) group in one buffer.
+#[derive(Debug)]
+pub struct ArenaGroup {
+    device: Device,
+    dtype: DType,
+    buffer: Tensor,
+    /// `(param index, view)`.
+    views: Vec<(usize, Tensor)>,
+}
+
+impl ArenaGroup {
+    /// The whole buffer (a 1-D tensor).
+    pub fn buffer(&self) -> &Tensor {
+        &self.buffer
+    }
+
+    /// `(param index, grad view)` of every param of the group.
+    pub fn views(&self) -> &[(usize, Tensor)] {
+        &self.views
+    }
+
+    /// Whether `g` is one of this group's views.
+    pub fn holds(&self, g: &Tensor) -> bool {
+        g.shares_storage(&self.buffer) && self.views.iter().any(|(_, v)| v.layout() == g.layout())
+    }
+}
+
+/// Contiguous grad storage for a list of parameters, one buffer per (device, dtype).
+#[derive(Debug, Default)]
+pub struct GradArena {
+    groups: Vec<ArenaGroup>,
+}
+
+impl GradArena {
+    /// Allocates the buffers (zeroed), copies any existing grads in, and sets every
+    /// param's `.grad` to its view.
+    pub fn new(params: &[Tensor]) -> Result<GradArena> {
+        let mut keys: Vec<(Device, DType)> =
+            params.iter().map(|p| (p.device(), p.dtype())).collect();
+        keys.sort();
+        keys.dedup();
+        let mut groups = Vec::new();
+        for (device, dtype) in keys {
+            let align = ALIGN_BYTES / dtype.size_in_bytes();
+            let mut offsets = Vec::new();
+            let mut total = 0usize;
+            for (i, p) in params
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| (p.device(), p.dtype()) == (device, dtype))
+            {
+                offsets.push((i, total));
+                total = (total + p.numel()).next_multiple_of(align);
+            }
+            let buffer = Tensor::zeros(&[total], dtype, device)?;
+            let mut views = Vec::new();
+            for (i, off) in offsets {
+                let p = &params[i];
+                let layout = Layout::new(p.shape().to_vec(), contiguous_strides(p.shape()), off);
+                let view = buffer.with_layout(layout);
+                if let Some(g) = p.grad() {
+                    crate::backend::dispatch::copy_(&view, &g)?;
+                }
+                p.set_grad(Some(view.clone()))?;
+                views.push((i, view));
+            }
+            groups.push(ArenaGroup {
+                device,
+                dtype,
+                buffer,
+                views,
+            });
+        }
+        Ok(GradArena { groups })
+    }
+
+    /// The group of `(device, dtype)`, if any.
+    pub fn group(&self, device: Device, dtype: DType) -> Option<&ArenaGroup> {
+        self.groups
+            .iter()
+            .find(|g| g.device == device && g.dtype == dtype)
+    }
+
+    /// Every group.
+    pub fn groups(&self) -> &[ArenaGroup] {
+        &self.groups
+    }
+
+    /// Sets each param's `.grad` back to its arena view (zeroed), e.g. after a
+    /// `zero_grad(true)` dropped them. `params` is the optimizer's parameter list.
+    pub fn attach(&self, params: &[Tensor]) -> Result<()> {
+        for g in &self.groups {
+            crate::optim::zero::zero_tensors(
+                g.device,
+                std::slice::from_ref(&g.buffer),
+                crate::optim::ZeroMode::MultiTensor,
+            )?;
+            for (i, v) in &g.views {
+                if let Some(p) = params.get(*i) {
+                    p.set_grad(Some(v.clone()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

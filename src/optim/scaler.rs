@@ -1,0 +1,131 @@
+//! Gradient scaling for mixed precision (PyTorch's `torch.amp.GradScaler`).
+//!
+//! The scale, the growth tracker and `found_inf` live on the parameters' device; `step`
+//! checks the grads for inf/NaN (one launch per (device, dtype) on a GPU) and hands scale
+//! and found_inf to the optimizer's fused step, which unscales in the same kernel as the
+//! update and does nothing when found_inf is set. No host synchronisation.
+
+use crate::backend::gpu::{self, kernels::k, KernelArgs, LaunchConfig};
+use crate::error::Result;
+use crate::optim::{cpu, Optimizer};
+use crate::tensor::{DType, Device, Storage, Tensor};
+
+/// PyTorch's `GradScaler`: defaults init scale 65536, growth 2.0, backoff 0.5, interval
+/// 2000.
+#[derive(Debug)]
+pub struct GradScaler {
+    scale: Tensor,
+    tracker: Tensor,
+    found_inf: Tensor,
+    growth: f32,
+    backoff: f32,
+    interval: u32,
+}
+
+impl GradScaler {
+    /// A scaler with PyTorch's defaults on `device`.
+    pub fn new(device: Device) -> Result<GradScaler> {
+        Self::with_options(device, 65536.0, 2.0, 0.5, 2000)
+    }
+
+    /// A scaler with its own init scale, growth and backoff factors and growth interval.
+    pub fn with_options(
+        device: Device,
+        init_scale: f64,
+        growth: f64,
+        backoff: f64,
+        interval: u32,
+    ) -> Result<GradScaler> {
+        if !(init_scale > 0.0 && growth > 1.0 && backoff > 0.0 && backoff < 1.0 && interval > 0) {
+            return Err(crate::Error::Optim(format!(
+                "GradScaler: need init_scale > 0, growth > 1, 0 < backoff < 1, interval > 0 \
+                 (got {init_scale}, {growth}, {backoff}, {interval})"
+            )));
+        }
+        Ok(GradScaler {
+            scale: Tensor::full(&[], init_scale, DType::F32, device)?,
+            tracker: Tensor::zeros(&[], DType::F32, device)?,
+            found_inf: Tensor::zeros(&[], DType::F32, device)?,
+            growth: growth as f32,
+            backoff: backoff as f32,
+            interval,
+        })
+    }
+
+    /// The current scale (a 0-d f32 tensor on the device; multiply the loss by it before
+    /// backward).
+    pub fn scale_tensor(&self) -> &Tensor {
+        &self.scale
+    }
+
+    /// Whether the last `step` found an inf or NaN (reads the device: synchronises).
+    pub fn found_inf(&self) -> Result<bool> {
+        Ok(self.found_inf.item()? != 0.0)
+    }
+
+    /// Checks the grads, then steps the optimizer with the grads unscaled in its kernel
+    /// (skipped entirely when a grad is not finite).
+    pub fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        let params = opt.core().params().to_vec();
+        let device = self.found_inf.device();
+        crate::optim::zero::zero_tensors(
+            device,
+            std::slice::from_ref(&self.found_inf),
+            Default::default(),
+        )?;
+        if device == Device::Cpu {
+            let bad = params
+                .iter()
+                .filter_map(|p| p.grad())
+                .try_fold(false, |acc, g| -> Result<bool> {
+                    Ok(acc || any_non_finite(&g)?)
+                })?;
+            if bad {
+                crate::backend::dispatch::fill_(&self.found_inf, 1.0)?;
+            }
+        } else {
+            crate::optim::gpu::check_finite(&params, &self.found_inf)?;
+        }
+        opt.step_scaled(Some(&self.scale), Some(&self.found_inf))
+    }
+
+    /// Updates the scale after a step: backoff on inf/NaN, growth after `interval` clean
+    /// steps.
+    pub fn update(&mut self) -> Result<()> {
+        if self.scale.device() == Device::Cpu {
+            let (mut s, mut t) = (self.scale.item()? as f32, self.tracker.item()? as f32);
+            if self.found_inf.item()? != 0.0 {
+                s *= self.backoff;
+                t = 0.0;
+            } else {
+                t += 1.0;
+                if t >= self.interval as f32 {
+                    s *= self.growth;
+                    t = 0.0;
+                }
+            }
+            crate::backend::dispatch::fill_(&self.scale, f64::from(s))?;
+            return crate::backend::dispatch::fill_(&self.tracker, f64::from(t));
+        }
+        let dev = gpu::get(self.scale.device())?;
+        let mut a = KernelArgs::new();
+        a.push(self.scale.device_ptr()?)
+            .push(self.tracker.device_ptr()?)
+            .push(self.found_inf.device_ptr()?)
+            .push(self.growth)
+            .push(self.backoff)
+            .push(self.interval as f32);
+        dev.launch(k::AMP_UPDATE_SCALE, LaunchConfig::linear(1, 32), &mut a)
+    }
+}
+
+fn any_non_finite(g: &Tensor) -> Result<bool> {
+    let guard = g.storage().read();
+    let (o, n) = (g.layout().offset(), g.numel());
+    Ok(match &*guard {
+        Storage::Cpu(crate::tensor::CpuStorage::F16(v)) => cpu::any_non_finite(&v[o..o + n]),
+        Storage::Cpu(crate::tensor::CpuStorage::F32(v)) => cpu::any_non_finite(&v[o..o + n]),
+        Storage::Cpu(crate::tensor::CpuStorage::F64(v)) => cpu::any_non_finite(&v[o..o + n]),
+        _ => false,
+    })
+}

@@ -1,0 +1,203 @@
+//! Optimizer state in PyTorch's `state_dict` layout, and the per-parameter state view.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::optim::core::{read_step, OptimCore, ParamState};
+use crate::tensor::{DType, Tensor};
+
+/// The state of one parameter as read by [`crate::optim::Optimizer::param_state`].
+#[derive(Clone, Debug)]
+pub struct StateView {
+    /// Number of updates (Adam, AdamW); None for SGD.
+    pub step: Option<f64>,
+    /// Named buffers: `momentum_buffer`, or `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`.
+    pub buffers: Vec<(String, Tensor)>,
+}
+
+impl StateView {
+    /// The buffer called `name`, if present.
+    pub fn buffer(&self, name: &str) -> Option<&Tensor> {
+        self.buffers.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// The serializable part of one parameter's state: its step and the names of its
+/// buffers (the tensors are in [`StateDict::tensors`] under `state.<index>.<name>`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParamStateDict {
+    /// Number of updates (Adam, AdamW).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    /// Buffer names.
+    pub buffers: Vec<String>,
+}
+
+/// One entry of `param_groups`: the indices of its params and its hyperparameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupDict {
+    /// Indices of the group's params in the optimizer's order.
+    pub params: Vec<usize>,
+    /// Every hyperparameter (`lr`, `momentum`, `betas`, ...).
+    #[serde(flatten)]
+    pub hyper: Map<String, Value>,
+}
+
+/// PyTorch's `{"state": {index: {...}}, "param_groups": [...]}` without the tensors.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateDictMeta {
+    /// State per parameter index (parameters without state are absent).
+    pub state: BTreeMap<usize, ParamStateDict>,
+    /// The groups.
+    pub param_groups: Vec<GroupDict>,
+}
+
+/// An optimizer's state: the serializable layout plus the buffers.
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    /// The layout and scalars.
+    pub meta: StateDictMeta,
+    /// Buffers keyed `state.<index>.<name>`.
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// The key of a state buffer in [`StateDict::tensors`].
+pub fn tensor_key(index: usize, name: &str) -> String {
+    format!("state.{index}.{name}")
+}
+
+impl OptimCore {
+    /// See [`crate::optim::Optimizer::param_state`].
+    pub fn param_state(&self, index: usize) -> Result<Option<StateView>> {
+        let st = self.state.get(index).ok_or_else(|| {
+            Error::Optim(format!("no param {index} ({} params)", self.params.len()))
+        })?;
+        let Some(st) = st else { return Ok(None) };
+        let step = match &st.step {
+            Some(s) => Some(f64::from(read_step(s)?)),
+            None => None,
+        };
+        Ok(Some(StateView {
+            step,
+            buffers: st
+                .buffers
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+        }))
+    }
+
+    /// See [`crate::optim::Optimizer::state_dict`].
+    pub fn state_dict(&self) -> Result<StateDict> {
+        let mut sd = StateDict::default();
+        for i in 0..self.params.len() {
+            if let Some(v) = self.param_state(i)? {
+                let names = v.buffers.iter().map(|(n, _)| n.clone()).collect();
+                for (n, t) in v.buffers {
+                    sd.tensors.insert(
+                        tensor_key(i, &n),
+                        t.detach().to_device(crate::tensor::Device::Cpu)?,
+                    );
+                }
+                sd.meta.state.insert(
+                    i,
+                    ParamStateDict {
+                        step: v.step,
+                        buffers: names,
+                    },
+                );
+            }
+        }
+        for g in &self.groups {
+            sd.meta.param_groups.push(GroupDict {
+                params: g.indices.clone(),
+                hyper: g.hyper.to_json(),
+            });
+        }
+        Ok(sd)
+    }
+
+    /// See [`crate::optim::Optimizer::load_state_dict`]. Everything is checked and built
+    /// first; the optimizer changes only when all of it matches.
+    pub fn load_state_dict(&mut self, sd: &StateDict) -> Result<()> {
+        let m = &sd.meta;
+        if m.param_groups.len() != self.groups.len() {
+            return Err(Error::Optim(format!(
+                "loaded state dict has {} parameter groups, the optimizer {}",
+                m.param_groups.len(),
+                self.groups.len()
+            )));
+        }
+        let mut hypers = Vec::new();
+        for (gi, (g, lg)) in self.groups.iter().zip(&m.param_groups).enumerate() {
+            if lg.params != g.indices {
+                return Err(Error::Optim(format!(
+                    "loaded state dict's group {gi} holds params {:?}, the optimizer's {:?}",
+                    lg.params, g.indices
+                )));
+            }
+            hypers.push(g.hyper.from_json(&lg.hyper)?);
+        }
+        let mut new_state: Vec<Option<ParamState>> = vec![None; self.params.len()];
+        for (&i, ps) in &m.state {
+            let Some(gi) = self.groups.iter().position(|g| g.indices.contains(&i)) else {
+                return Err(Error::Optim(format!(
+                    "loaded state dict has state for unknown param {i}"
+                )));
+            };
+            let h = hypers[gi];
+            let p = &self.params[i];
+            let want = h.buffer_names();
+            if ps.buffers.len() != want.len() || ps.buffers.iter().zip(want).any(|(a, b)| a != b) {
+                return Err(Error::Optim(format!(
+                    "param {i}: state buffers {:?}, expected {want:?}",
+                    ps.buffers
+                )));
+            }
+            if ps.step.is_some() != h.has_step() {
+                return Err(Error::Optim(format!(
+                    "param {i}: a step count is {}expected",
+                    if h.has_step() { "" } else { "not " }
+                )));
+            }
+            let mut buffers = Vec::new();
+            for &name in want {
+                let key = tensor_key(i, name);
+                let t = sd
+                    .tensors
+                    .get(&key)
+                    .ok_or_else(|| Error::Optim(format!("missing tensor {key}")))?;
+                if t.shape() != p.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "load_state_dict",
+                        lhs: p.shape().to_vec(),
+                        rhs: t.shape().to_vec(),
+                    });
+                }
+                let v = t.to_vec_f64()?;
+                buffers.push((
+                    name,
+                    Tensor::from_f64s(&v, p.shape(), p.dtype(), p.device())?,
+                ));
+            }
+            let step = match ps.step {
+                Some(s) => Some(Tensor::from_f64s(&[s], &[], DType::F32, p.device())?),
+                None => None,
+            };
+            new_state[i] = Some(ParamState {
+                step,
+                momentum_started: !buffers.is_empty(),
+                buffers,
+            });
+        }
+        for (g, h) in self.groups.iter_mut().zip(hypers) {
+            g.hyper = h;
+        }
+        self.state = new_state;
+        self.gpu_cache.invalidate();
+        Ok(())
+    }
+}

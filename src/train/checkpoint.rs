@@ -1,0 +1,239 @@
+//! Training checkpoints: model parameters, optimizer state, epoch, RNG state and the
+//! training history, in one safetensors file with JSON metadata.
+//!
+//! Layout: the model's parameters under their PyTorch names (`linear_relu_stack.0.weight`,
+//! ...), so that PyTorch reads the model back with `safetensors.torch.load_file`; the
+//! optimizer's buffers under `optimizer.state.<index>.<name>`; and the `__metadata__` key
+//! `gradstep` holding a JSON [`CheckpointMeta`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use crate::optim::{Optimizer, StateDict, StateDictMeta};
+use crate::tensor::Tensor;
+use crate::train::safetensors_io::{self, TensorFile};
+
+/// The `__metadata__` key of the JSON description.
+pub const META_KEY: &str = "gradstep";
+/// The `format` field of [`CheckpointMeta`].
+pub const FORMAT: &str = "gradstep-checkpoint/1";
+/// The prefix of optimizer tensors.
+const OPTIM_PREFIX: &str = "optimizer.";
+
+/// What happened during training, kept across resumes (for plots).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// `(step, loss)` at every logged step; `step` counts batches from the start of the
+    /// first epoch.
+    pub losses: Vec<(u64, f64)>,
+    /// Test accuracy (a fraction) after each epoch.
+    pub accuracy: Vec<f64>,
+    /// Average test loss after each epoch.
+    pub test_loss: Vec<f64>,
+}
+
+/// The JSON part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// The data loader's shuffling generator after the last completed epoch.
+    pub rng_state: Option<[u64; 4]>,
+    /// The optimizer's name (`sgd`, `adam`, `adamw`).
+    pub optimizer: String,
+    /// The optimizer's state layout and hyperparameters.
+    pub optimizer_state: StateDictMeta,
+    /// Losses and accuracies so far.
+    pub history: History,
+}
+
+/// A checkpoint in memory: the parameters, the optimizer state and the metadata.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The model's parameters by name.
+    pub model: BTreeMap<String, Tensor>,
+    /// The optimizer's state (empty for a bare model file).
+    pub optimizer: StateDict,
+    /// Epoch, RNG, history; None for a bare model file (e.g. one PyTorch wrote).
+    pub meta: Option<CheckpointMeta>,
+}
+
+impl Checkpoint {
+    /// Captures the state of a training run.
+    pub fn capture(
+        model: &dyn Module,
+        optimizer: &dyn Optimizer,
+        optimizer_name: &str,
+        epoch: usize,
+        rng_state: Option<[u64; 4]>,
+        history: &History,
+    ) -> Result<Checkpoint> {
+        let state = optimizer.state_dict()?;
+        Ok(Checkpoint {
+            model: model.state_dict().into_iter().collect(),
+            meta: Some(CheckpointMeta {
+                format: FORMAT.into(),
+                epoch,
+                rng_state,
+                optimizer: optimizer_name.into(),
+                optimizer_state: state.meta.clone(),
+                history: history.clone(),
+            }),
+            optimizer: state,
+        })
+    }
+
+    /// Writes the checkpoint atomically (see [`safetensors_io::save`]).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = self
+            .model
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        for (n, t) in &self.optimizer.tensors {
+            tensors.push((format!("{OPTIM_PREFIX}{n}"), t.clone()));
+        }
+        let mut metadata = HashMap::new();
+        if let Some(meta) = &self.meta {
+            let json = serde_json::to_string(meta)
+                .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+            metadata.insert(META_KEY.to_string(), json);
+        }
+        safetensors_io::save(path, &TensorFile { tensors, metadata })
+    }
+
+    /// Reads a checkpoint, or a bare state dict of model tensors (no metadata).
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let file = safetensors_io::load(path)?;
+        let meta = match file.metadata.get(META_KEY) {
+            None => None,
+            Some(json) => {
+                let meta: CheckpointMeta =
+                    serde_json::from_str(json).map_err(|e| Error::Format {
+                        path: path.display().to_string(),
+                        msg: format!("bad checkpoint metadata: {e}"),
+                    })?;
+                if meta.format != FORMAT {
+                    return Err(Error::Format {
+                        path: path.display().to_string(),
+                        msg: format!("checkpoint format {:?}, expected {FORMAT:?}", meta.format),
+                    });
+                }
+                Some(meta)
+            }
+        };
+        let mut model = BTreeMap::new();
+        let mut optimizer = StateDict::default();
+        for (name, t) in file.tensors {
+            match name.strip_prefix(OPTIM_PREFIX) {
+                Some(key) => {
+                    optimizer.tensors.insert(key.to_string(), t);
+                }
+                None => {
+                    model.insert(name, t);
+                }
+            }
+        }
+        if let Some(m) = &meta {
+            optimizer.meta = m.optimizer_state.clone();
+        }
+        Ok(Checkpoint {
+            model,
+            optimizer,
+            meta,
+        })
+    }
+
+    /// Checks that the parameters match `model` exactly (the same names, shapes, float
+    /// dtypes): nothing is changed; the error names every difference it found first.
+    pub fn check_model(&self, model: &dyn Module, path: &Path) -> Result<()> {
+        let bad = |msg: String| Error::Format {
+            path: path.display().to_string(),
+            msg,
+        };
+        let params = model.named_parameters();
+        let missing: Vec<&str> = params
+            .iter()
+            .filter(|(n, _)| !self.model.contains_key(n))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let unexpected: Vec<&str> = self
+            .model
+            .keys()
+            .filter(|k| !params.iter().any(|(n, _)| n == *k))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() || !unexpected.is_empty() {
+            return Err(bad(format!(
+                "does not match the model: missing {missing:?}, unexpected {unexpected:?}"
+            )));
+        }
+        for (name, p) in &params {
+            let t = &self.model[name];
+            if t.shape() != p.shape() {
+                return Err(bad(format!(
+                    "{name} has shape {:?}, the model {:?}",
+                    t.shape(),
+                    p.shape()
+                )));
+            }
+            if !t.dtype().is_float() {
+                return Err(bad(format!(
+                    "{name} has dtype {}, not a float type",
+                    t.dtype()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the parameters into `model` in place, after [`Self::check_model`].
+    pub fn apply_model(&self, model: &mut dyn Module, path: &Path) -> Result<()> {
+        self.check_model(model, path)?;
+        let state: HashMap<String, Tensor> = self
+            .model
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        model.load_state_dict(&state, true)
+    }
+
+    /// Restores a training run: checks everything first, then loads the optimizer state
+    /// and the parameters. On any error, neither the model nor the optimizer changes.
+    pub fn apply_training(
+        &self,
+        model: &mut dyn Module,
+        optimizer: &mut dyn Optimizer,
+        optimizer_name: &str,
+        path: &Path,
+    ) -> Result<&CheckpointMeta> {
+        let bad = |msg: String| Error::Format {
+            path: path.display().to_string(),
+            msg,
+        };
+        let meta = self.meta.as_ref().ok_or_else(|| {
+            bad(
+                "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)"
+                    .into(),
+            )
+        })?;
+        if meta.optimizer != optimizer_name {
+            return Err(bad(format!(
+                "saved with optimizer {}, resumed with {optimizer_name}",
+                meta.optimizer
+            )));
+        }
+        self.check_model(model, path)?;
+        optimizer
+            .load_state_dict(&self.optimizer)
+            .map_err(|e| bad(format!("optimizer state: {e}")))?;
+        self.apply_model(model, path)?;
+        Ok(meta)
+    }
+}

@@ -1,0 +1,177 @@
+//! `train_loop` and `test_loop` of PyTorch's quickstart, printing the same lines.
+
+use std::io::Write;
+use std::time::Instant;
+
+use crate::autograd::no_grad;
+use crate::backend::dispatch;
+use crate::data::DataLoader;
+use crate::error::{Error, Result};
+use crate::nn::{CrossEntropyLoss, Module};
+use crate::optim::Optimizer;
+use crate::train::checkpoint::History;
+use crate::train::pyfmt;
+
+/// How the training loop runs and reports.
+#[derive(Clone, Debug)]
+pub struct LoopOptions {
+    /// `zero_grad` runs before the backward pass of every K-th batch and `step` after the
+    /// last batch of every group of K (and after the last batch of the epoch), so the
+    /// gradients of K batches add up (gradient accumulation). 1 is the plain loop.
+    pub zero_grad_every: usize,
+    /// `zero_grad(set_to_none)`.
+    pub set_to_none: bool,
+    /// Print (and record) the loss every this many batches (100 in the quickstart).
+    pub log_every: usize,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            zero_grad_every: 1,
+            set_to_none: true,
+            log_every: 100,
+        }
+    }
+}
+
+/// Where the training loop reports progress.
+pub enum Report<'a> {
+    /// Print the quickstart's loss lines.
+    Lines(&'a mut dyn Write),
+    /// Advance a progress callback once per batch with the batch index and the loss of
+    /// the logged batches (`None` between them).
+    Callback(&'a mut dyn FnMut(usize, Option<f64>)),
+}
+
+/// What one epoch of training did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// Batches trained.
+    pub batches: usize,
+    /// `optimizer.step()` calls.
+    pub steps: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+fn write_err(e: std::io::Error) -> Error {
+    Error::io("<output>", e)
+}
+
+/// One epoch of the quickstart's `train_loop`:
+///
+/// ```text
+/// for batch, (X, y) in enumerate(dataloader):
+///     pred = model(X); loss = loss_fn(pred, y)
+///     optimizer.zero_grad(); loss.backward(); optimizer.step()
+///     if batch % 100 == 0: print(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]")
+/// ```
+///
+/// `step_offset` numbers the batches of this epoch in `history.losses` (the number of
+/// batches trained before it).
+#[allow(clippy::too_many_arguments)]
+pub fn train_loop(
+    loader: &mut DataLoader,
+    model: &mut dyn Module,
+    loss_fn: &CrossEntropyLoss,
+    optimizer: &mut dyn Optimizer,
+    opts: &LoopOptions,
+    step_offset: u64,
+    history: &mut History,
+    mut report: Report<'_>,
+) -> Result<EpochStats> {
+    if opts.zero_grad_every == 0 || opts.log_every == 0 {
+        return Err(Error::invalid(
+            "train_loop",
+            "zero_grad_every and log_every must be at least 1",
+        ));
+    }
+    let size = loader.dataset().len();
+    let num_batches = loader.len();
+    let start = Instant::now();
+    model.train(true);
+    let mut steps = 0;
+    let mut batches = 0;
+    for (batch, b) in loader.iter().enumerate() {
+        let b = b?;
+        let pred = model.forward(&b.inputs)?;
+        let loss = loss_fn.forward(&pred, &b.targets)?;
+        let k = opts.zero_grad_every;
+        if batch % k == 0 {
+            optimizer.zero_grad(opts.set_to_none)?;
+        }
+        loss.backward()?;
+        if (batch + 1) % k == 0 || batch + 1 == num_batches {
+            optimizer.step()?;
+            steps += 1;
+        }
+        batches += 1;
+        let logged = if batch % opts.log_every == 0 {
+            let value = loss.item()?;
+            history.losses.push((step_offset + batch as u64, value));
+            Some(value)
+        } else {
+            None
+        };
+        match &mut report {
+            Report::Lines(out) => {
+                if let Some(value) = logged {
+                    let current = batch * b.inputs.shape()[0];
+                    writeln!(out, "{}", pyfmt::loss_line(value, current, size))
+                        .map_err(write_err)?;
+                }
+            }
+            Report::Callback(f) => f(batch, logged),
+        }
+    }
+    Ok(EpochStats {
+        batches,
+        steps,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The quickstart's `test_loop` without printing: `(correct fraction, average loss)`,
+/// where the average is over batches, as in the quickstart. Runs in eval mode under
+/// `no_grad`.
+pub fn evaluate(
+    loader: &mut DataLoader,
+    model: &mut dyn Module,
+    loss_fn: &CrossEntropyLoss,
+) -> Result<(f64, f64)> {
+    model.eval();
+    let _g = no_grad();
+    let size = loader.dataset().len();
+    let num_batches = loader.len();
+    if size == 0 {
+        return Err(Error::invalid("test_loop", "the test set is empty"));
+    }
+    let (mut test_loss, mut correct) = (0.0f64, 0.0f64);
+    for b in loader.iter() {
+        let b = b?;
+        let pred = model.forward(&b.inputs)?;
+        test_loss += loss_fn.forward(&pred, &b.targets)?.item()?;
+        let predicted = dispatch::argmax(&pred)?.to_vec::<i64>()?;
+        let targets = b.targets.to_vec::<i64>()?;
+        correct += predicted
+            .iter()
+            .zip(&targets)
+            .filter(|(p, t)| p == t)
+            .count() as f64;
+    }
+    Ok((correct / size as f64, test_loss / num_batches as f64))
+}
+
+/// The quickstart's `test_loop`: evaluates and prints
+/// `Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n`.
+pub fn test_loop(
+    loader: &mut DataLoader,
+    model: &mut dyn Module,
+    loss_fn: &CrossEntropyLoss,
+    out: &mut dyn Write,
+) -> Result<(f64, f64)> {
+    let (correct, test_loss) = evaluate(loader, model, loss_fn)?;
+    writeln!(out, "{}", pyfmt::test_report(correct, test_loss)).map_err(write_err)?;
+    Ok((correct, test_loss))
+}

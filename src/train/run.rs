@@ -1,0 +1,293 @@
+//! The whole `gradstep train` and `gradstep eval` runs, as library calls.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::data::{DataLoader, Dataset, MnistDataset, Split};
+use crate::error::{Error, Result};
+use crate::nn::{CrossEntropyLoss, Module, Sequential};
+use crate::optim::Impl;
+use crate::tensor::{DType, Device, Rng, Tensor};
+use crate::train::checkpoint::{Checkpoint, History};
+use crate::train::loops::{self, LoopOptions, Report};
+use crate::train::model::{quickstart_model, OptimizerKind, QUICKSTART_INPUTS};
+use crate::train::pyfmt;
+
+/// Everything `gradstep train` takes. [`Default`] is the quickstart: SGD with lr 1e-3,
+/// batch 64, 5 epochs, shuffled, on the CPU.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Total number of epochs (a resumed run continues up to this count).
+    pub epochs: usize,
+    /// Samples per batch (training and test).
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// How `step` is computed.
+    pub imp: Impl,
+    /// Where the model trains.
+    pub device: Device,
+    /// Parameter dtype (F16 means mixed precision).
+    pub dtype: DType,
+    /// Seeds the initialisation and the shuffling.
+    pub seed: u64,
+    /// Reshuffle the training set every epoch.
+    pub shuffle: bool,
+    /// The loop's zero_grad / step schedule and logging.
+    pub loop_options: LoopOptions,
+    /// Write a checkpoint here after every epoch.
+    pub save: Option<PathBuf>,
+    /// Continue from this checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Write a PNG of the training loss and test accuracy here at the end.
+    pub plot: Option<PathBuf>,
+    /// A progress bar instead of the loss lines.
+    pub progress: bool,
+    /// Directory of the MNIST-style IDX files.
+    pub data_dir: PathBuf,
+    /// Use only the first N training samples.
+    pub train_samples: Option<usize>,
+    /// Use only the first N test samples.
+    pub test_samples: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            batch_size: 64,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Sgd,
+            imp: Impl::default(),
+            device: Device::Cpu,
+            dtype: DType::F32,
+            seed: 0,
+            shuffle: true,
+            loop_options: LoopOptions::default(),
+            save: None,
+            resume: None,
+            plot: None,
+            progress: false,
+            data_dir: crate::data::default_data_dir(),
+            train_samples: None,
+            test_samples: None,
+        }
+    }
+}
+
+/// What a training run did.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// The device it ran on.
+    pub device: Device,
+    /// Losses and accuracies, including those of the run it resumed.
+    pub history: History,
+    /// Epochs trained by this run (not counting resumed ones).
+    pub epochs_run: usize,
+    /// Batches trained by this run.
+    pub batches: usize,
+    /// Seconds spent in the training loops (not in testing).
+    pub train_seconds: f64,
+    /// The trained parameters by name.
+    pub parameters: Vec<(String, Tensor)>,
+}
+
+impl TrainReport {
+    /// Training batches per second.
+    pub fn batches_per_second(&self) -> f64 {
+        if self.train_seconds > 0.0 {
+            self.batches as f64 / self.train_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Loads a split, keeping only the first `limit` samples when given.
+fn load_split(dir: &Path, split: Split, limit: Option<usize>) -> Result<Arc<dyn Dataset>> {
+    let d = MnistDataset::load(dir, split)?;
+    let d = match limit {
+        Some(n) => d.take(n),
+        None => d,
+    };
+    Ok(Arc::new(d))
+}
+
+/// Checks that the data set's samples fit the quickstart model.
+fn check_input_size(data: &dyn Dataset, dir: &Path) -> Result<()> {
+    let shape = data.input_shape();
+    let features: usize = shape.iter().product();
+    if features != QUICKSTART_INPUTS {
+        return Err(Error::Format {
+            path: dir.display().to_string(),
+            msg: format!(
+                "images of shape {shape:?} ({features} values) do not fit the model, which takes 1x28x28 ({QUICKSTART_INPUTS})"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the device is usable before any work (a missing driver or GPU is an error).
+fn open_device(device: Device) -> Result<()> {
+    if device.is_gpu() {
+        crate::backend::gpu::get(device)?;
+    }
+    Ok(())
+}
+
+/// Runs the quickstart: prints `Using {device} device`, then for each epoch the header,
+/// the loss lines and the test report, then `Done!`, exactly as PyTorch's quickstart does.
+pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
+    if cfg.dtype == DType::F16 {
+        return Err(Error::invalid(
+            "train",
+            "--dtype f16 (mixed precision) needs the GradScaler, which is not available yet; use f32",
+        ));
+    }
+    if cfg.dtype != DType::F32 {
+        return Err(Error::invalid(
+            "train",
+            format!("dtype {} is not supported (f32 or f16)", cfg.dtype),
+        ));
+    }
+    if cfg.epochs == 0 {
+        return Err(Error::invalid("train", "epochs must be at least 1"));
+    }
+    let train_data = load_split(&cfg.data_dir, Split::Train, cfg.train_samples)?;
+    let test_data = load_split(&cfg.data_dir, Split::Test, cfg.test_samples)?;
+    check_input_size(train_data.as_ref(), &cfg.data_dir)?;
+    check_input_size(test_data.as_ref(), &cfg.data_dir)?;
+    let resume = cfg
+        .resume
+        .as_deref()
+        .map(|p| Checkpoint::load(p).map(|c| (p, c)))
+        .transpose()?;
+    open_device(cfg.device)?;
+    let w = |e| Error::io("<output>", e);
+    writeln!(out, "Using {} device", cfg.device).map_err(w)?;
+
+    let mut rng = Rng::new(cfg.seed);
+    let mut model = quickstart_model(&mut rng, cfg.dtype, cfg.device)?;
+    let mut optimizer = cfg.optimizer.build(model.parameters(), cfg.lr, cfg.imp)?;
+    let loss_fn = CrossEntropyLoss::new();
+    let mut train_loader = DataLoader::new(train_data, cfg.batch_size)?.device(cfg.device);
+    if cfg.shuffle {
+        train_loader = train_loader.shuffle(rng);
+    }
+    let mut test_loader = DataLoader::new(test_data, cfg.batch_size)?.device(cfg.device);
+
+    let mut history = History::default();
+    let mut first_epoch = 0;
+    if let Some((path, ckpt)) = &resume {
+        let meta =
+            ckpt.apply_training(&mut model, optimizer.as_mut(), cfg.optimizer.name(), path)?;
+        if let Some(state) = meta.rng_state {
+            train_loader.set_rng_state(state);
+        }
+        history = meta.history.clone();
+        first_epoch = meta.epoch;
+    }
+
+    let mut report = TrainReport {
+        device: cfg.device,
+        history: History::default(),
+        epochs_run: 0,
+        batches: 0,
+        train_seconds: 0.0,
+        parameters: Vec::new(),
+    };
+    let per_epoch = train_loader.len() as u64;
+    for t in first_epoch..cfg.epochs {
+        writeln!(out, "{}", pyfmt::epoch_header(t + 1)).map_err(w)?;
+        let offset = t as u64 * per_epoch;
+        let stats = if cfg.progress {
+            let bar = crate::train::progress::EpochBar::new(t + 1, train_loader.len());
+            let mut tick = |batch: usize, loss: Option<f64>| bar.tick(batch, loss);
+            let s = loops::train_loop(
+                &mut train_loader,
+                &mut model,
+                &loss_fn,
+                optimizer.as_mut(),
+                &cfg.loop_options,
+                offset,
+                &mut history,
+                Report::Callback(&mut tick),
+            );
+            bar.finish();
+            s?
+        } else {
+            loops::train_loop(
+                &mut train_loader,
+                &mut model,
+                &loss_fn,
+                optimizer.as_mut(),
+                &cfg.loop_options,
+                offset,
+                &mut history,
+                Report::Lines(out),
+            )?
+        };
+        report.batches += stats.batches;
+        report.train_seconds += stats.seconds;
+        let (correct, test_loss) = loops::test_loop(&mut test_loader, &mut model, &loss_fn, out)?;
+        history.accuracy.push(correct);
+        history.test_loss.push(test_loss);
+        report.epochs_run += 1;
+        if let Some(path) = &cfg.save {
+            Checkpoint::capture(
+                &model,
+                optimizer.as_ref(),
+                cfg.optimizer.name(),
+                t + 1,
+                train_loader.rng_state(),
+                &history,
+            )?
+            .save(path)?;
+        }
+    }
+    writeln!(out, "Done!").map_err(w)?;
+    if let Some(path) = &cfg.plot {
+        crate::train::plot::plot_history(&history, path)?;
+    }
+    report.history = history;
+    report.parameters = model.named_parameters();
+    Ok(report)
+}
+
+/// Everything `gradstep eval` takes.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    /// A checkpoint, or a bare state dict (e.g. `safetensors.torch.save_file(model.state_dict())`).
+    pub load: PathBuf,
+    /// Where the model runs.
+    pub device: Device,
+    /// Test batch size.
+    pub batch_size: usize,
+    /// Directory of the MNIST-style IDX files.
+    pub data_dir: PathBuf,
+    /// Use only the first N test samples.
+    pub test_samples: Option<usize>,
+}
+
+/// Builds the quickstart model from a checkpoint or state dict file.
+pub fn load_model(path: &Path, device: Device) -> Result<Sequential> {
+    let ckpt = Checkpoint::load(path)?;
+    let mut model = quickstart_model(&mut Rng::new(0), DType::F32, device)?;
+    ckpt.apply_model(&mut model, path)?;
+    Ok(model)
+}
+
+/// Evaluates a saved model on the test split; prints the quickstart's test report and
+/// returns `(correct fraction, average loss)`.
+pub fn eval(cfg: &EvalConfig, out: &mut dyn Write) -> Result<(f64, f64)> {
+    let test_data = load_split(&cfg.data_dir, Split::Test, cfg.test_samples)?;
+    check_input_size(test_data.as_ref(), &cfg.data_dir)?;
+    open_device(cfg.device)?;
+    let mut model = load_model(&cfg.load, cfg.device)?;
+    let mut loader = DataLoader::new(test_data, cfg.batch_size)?.device(cfg.device);
+    loops::test_loop(&mut loader, &mut model, &CrossEntropyLoss::new(), out)
+}
