@@ -37,7 +37,14 @@ fn write_floats(len: usize, n: u64) -> gradstep::Result<()> {
     args.push(buf.ptr()).push(n);
     let cfg = LaunchConfig::linear(4, 256);
     // SAFETY: the kernel's parameters; the out-of-bounds access is what is under test.
-    unsafe { emu::launch_host_test_kernel("emu_test_write_past_end", &cfg, &mut args, Schedule::RoundRobin) }
+    unsafe {
+        emu::launch_host_test_kernel(
+            "emu_test_write_past_end",
+            &cfg,
+            &mut args,
+            Schedule::RoundRobin,
+        )
+    }
 }
 
 #[test]
@@ -53,7 +60,10 @@ fn child_write_past_end() {
 fn a_write_past_the_end_names_the_kernel() {
     let out = run_child("child_write_past_end");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the child must abort; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the child must abort; stderr: {stderr}"
+    );
     assert!(
         stderr.contains("invalid memory access") && stderr.contains("emu_test_write_past_end"),
         "stderr: {stderr}"
@@ -70,7 +80,14 @@ fn child_shared_past_end() {
         args.push(buf.ptr());
         let cfg = LaunchConfig::linear(1, 256).with_shared(256 * 4);
         // SAFETY: the kernel's parameters; it writes one float past its dynamic shared memory.
-        let r = unsafe { emu::launch_host_test_kernel("emu_test_shared_past_end", &cfg, &mut args, Schedule::RoundRobin) };
+        let r = unsafe {
+            emu::launch_host_test_kernel(
+                "emu_test_shared_past_end",
+                &cfg,
+                &mut args,
+                Schedule::RoundRobin,
+            )
+        };
         println!("returned: {r:?}");
     }
 }
@@ -79,8 +96,14 @@ fn child_shared_past_end() {
 fn a_write_past_dynamic_shared_memory_names_the_kernel() {
     let out = run_child("child_shared_past_end");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the child must abort; stderr: {stderr}");
-    assert!(stderr.contains("emu_test_shared_past_end"), "stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "the child must abort; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("emu_test_shared_past_end"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]
@@ -93,21 +116,36 @@ fn child_in_bounds_and_bad_pointers() {
     // A real kernel over odd sizes, whose allocations end at the guard page.
     for n in [1usize, 3, 1001] {
         let t = gradstep::Tensor::full(&[n], 2.0, gradstep::DType::F16, Device::Emu).unwrap();
-        assert_eq!(t.to_vec::<half::f16>().unwrap(), vec![half::f16::from_f32(2.0); n]);
+        assert_eq!(
+            t.to_vec::<half::f16>().unwrap(),
+            vec![half::f16::from_f32(2.0); n]
+        );
     }
     // A pointer argument outside every live allocation is refused at launch.
     let dev = gpu::get(Device::Emu).unwrap();
     let freed = dev.alloc(64).unwrap().ptr() + 8;
     let mut args = KernelArgs::new();
     args.push(freed).push(4u64).push(1.0f64);
-    let err = dev.launch(k::FILL_F32, LaunchConfig::linear(1, 32), &mut args).unwrap_err().to_string();
-    assert!(err.contains("fill_f32") && err.contains("argument 0"), "{err}");
+    let err = dev
+        .launch(k::FILL_F32, LaunchConfig::linear(1, 32), &mut args)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fill_f32") && err.contains("argument 0"),
+        "{err}"
+    );
     println!("child passed");
 }
 
 #[test]
 fn in_bounds_kernels_run_and_bad_pointers_are_refused() {
     let out = run_child("child_in_bounds_and_bad_pointers");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && stdout.contains("child passed"), "stdout: {stdout}\nstderr: {stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("child passed"),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
 }

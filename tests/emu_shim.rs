@@ -6,10 +6,16 @@
 use std::sync::Arc;
 
 use gradstep::backend::emu::{self, EmuApi, Schedule};
-use gradstep::backend::gpu::{self, kernels::k, DeviceApi, DeviceBuffer, GpuDevice, KernelArgs, KernelId, LaunchConfig};
+use gradstep::backend::gpu::{
+    self, kernels::k, DeviceApi, DeviceBuffer, GpuDevice, KernelArgs, KernelId, LaunchConfig,
+};
 use gradstep::{DType, Device, Tensor};
 
-const SCHEDULES: [Schedule; 3] = [Schedule::RoundRobin, Schedule::Random(1), Schedule::Random(0xdead_beef)];
+const SCHEDULES: [Schedule; 3] = [
+    Schedule::RoundRobin,
+    Schedule::Random(1),
+    Schedule::Random(0xdead_beef),
+];
 
 fn dev() -> Arc<GpuDevice> {
     gpu::get(Device::Emu).expect("emulated device")
@@ -35,13 +41,26 @@ fn zeros<T: Copy>(n: usize) -> DeviceBuffer {
 fn download<T: Copy + Default>(b: &DeviceBuffer, n: usize) -> Vec<T> {
     let mut v = vec![T::default(); n];
     // SAFETY: plain-old-data element types; the slice covers exactly `n` elements.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(&v[..])) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(&v[..]))
+    };
     dev().dtoh(b.ptr(), bytes).unwrap();
     v
 }
 
-fn launch(name: &str, grid: (u32, u32, u32), block: (u32, u32, u32), shared: u32, args: &mut KernelArgs, s: Schedule) -> gradstep::Result<()> {
-    let cfg = LaunchConfig { grid, block, shared_bytes: shared };
+fn launch(
+    name: &str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+    shared: u32,
+    args: &mut KernelArgs,
+    s: Schedule,
+) -> gradstep::Result<()> {
+    let cfg = LaunchConfig {
+        grid,
+        block,
+        shared_bytes: shared,
+    };
     // SAFETY: every caller passes the test kernel's parameters with buffers of the sizes it uses.
     unsafe { emu::launch_host_test_kernel(name, &cfg, args, s) }
 }
@@ -51,7 +70,9 @@ fn ints(n: usize, seed: u64) -> Vec<i32> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) % 1000) as i32
         })
         .collect()
@@ -71,12 +92,22 @@ fn barriers_separate_phases_in_3d_blocks() {
     for b in 0..nb {
         for t in 0..n {
             let s = |i: usize, p: i32| (i as i32 * 3 + 1) * (p + 1) + b as i32;
-            expected[b * n + t] = (0..3).map(|p| s((t + 1) % n, p) + s((t + n - 1) % n, p)).sum();
+            expected[b * n + t] = (0..3)
+                .map(|p| s((t + 1) % n, p) + s((t + n - 1) % n, p))
+                .sum();
         }
     }
     for s in SCHEDULES {
         let out = zeros::<i32>(nb * n);
-        launch("emu_test_barrier_phases", grid, block, 0, KernelArgs::new().push(out.ptr()), s).unwrap();
+        launch(
+            "emu_test_barrier_phases",
+            grid,
+            block,
+            0,
+            KernelArgs::new().push(out.ptr()),
+            s,
+        )
+        .unwrap();
         assert_eq!(download::<i32>(&out, nb * n), expected, "{s}");
     }
 }
@@ -91,24 +122,50 @@ fn warp_shuffles_and_votes_over_full_warps() {
         *v = (*v).min(900);
     }
     let mut exp = vec![0i32; 4 * total];
-    let (mut exp_sum, mut exp_ballot, mut exp_any_all) = (vec![0f64; total], vec![0u32; total], vec![0i32; total]);
+    let (mut exp_sum, mut exp_ballot, mut exp_any_all) =
+        (vec![0f64; total], vec![0u32; total], vec![0i32; total]);
     for i in 0..total {
         let (base, lane) = (i / 32 * 32, i % 32);
         exp[4 * i] = input[base + (lane ^ 5)];
-        exp[4 * i + 1] = if lane + 3 < 32 { input[i + 3] } else { input[i] };
+        exp[4 * i + 1] = if lane + 3 < 32 {
+            input[i + 3]
+        } else {
+            input[i]
+        };
         exp[4 * i + 2] = input[base + (lane * 7) % 32];
         exp[4 * i + 3] = if lane >= 2 { input[i - 2] } else { input[i] };
         let warp = &input[base..base + 32];
         exp_sum[i] = warp.iter().map(|&v| v as f64).sum();
-        exp_ballot[i] = warp.iter().enumerate().map(|(l, &v)| ((v & 1) as u32) << l).sum();
+        exp_ballot[i] = warp
+            .iter()
+            .enumerate()
+            .map(|(l, &v)| ((v & 1) as u32) << l)
+            .sum();
         exp_any_all[i] = warp.iter().any(|&v| v > 900) as i32 | 2;
     }
     for s in SCHEDULES {
         let inb = upload(&input);
-        let (out, dsum, ballot, any_all) = (zeros::<i32>(4 * total), zeros::<f64>(total), zeros::<u32>(total), zeros::<i32>(total));
+        let (out, dsum, ballot, any_all) = (
+            zeros::<i32>(4 * total),
+            zeros::<f64>(total),
+            zeros::<u32>(total),
+            zeros::<i32>(total),
+        );
         let mut args = KernelArgs::new();
-        args.push(inb.ptr()).push(out.ptr()).push(dsum.ptr()).push(ballot.ptr()).push(any_all.ptr());
-        launch("emu_test_shuffles", (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &mut args, s).unwrap();
+        args.push(inb.ptr())
+            .push(out.ptr())
+            .push(dsum.ptr())
+            .push(ballot.ptr())
+            .push(any_all.ptr());
+        launch(
+            "emu_test_shuffles",
+            (blocks as u32, 1, 1),
+            (threads as u32, 1, 1),
+            0,
+            &mut args,
+            s,
+        )
+        .unwrap();
         assert_eq!(download::<i32>(&out, 4 * total), exp, "{s}");
         assert_eq!(download::<f64>(&dsum, total), exp_sum, "{s}");
         assert_eq!(download::<u32>(&ballot, total), exp_ballot, "{s}");
@@ -120,10 +177,28 @@ fn warp_shuffles_and_votes_over_full_warps() {
 fn atomics_accumulate_across_parallel_blocks() {
     let (blocks, threads) = (64u32, 256u32);
     let total = (blocks * threads) as u64;
-    let (f, d, i, u, mx) = (zeros::<f32>(1), zeros::<f64>(1), zeros::<i32>(1), zeros::<u64>(1), upload(&[-1i32]));
+    let (f, d, i, u, mx) = (
+        zeros::<f32>(1),
+        zeros::<f64>(1),
+        zeros::<i32>(1),
+        zeros::<u64>(1),
+        upload(&[-1i32]),
+    );
     let mut args = KernelArgs::new();
-    args.push(f.ptr()).push(d.ptr()).push(i.ptr()).push(u.ptr()).push(mx.ptr());
-    launch("emu_test_atomics", (blocks, 1, 1), (threads, 1, 1), 0, &mut args, Schedule::Random(3)).unwrap();
+    args.push(f.ptr())
+        .push(d.ptr())
+        .push(i.ptr())
+        .push(u.ptr())
+        .push(mx.ptr());
+    launch(
+        "emu_test_atomics",
+        (blocks, 1, 1),
+        (threads, 1, 1),
+        0,
+        &mut args,
+        Schedule::Random(3),
+    )
+    .unwrap();
     assert_eq!(download::<f32>(&f, 1)[0], total as f32);
     assert_eq!(download::<f64>(&d, 1)[0], total as f64 * 0.5);
     assert_eq!(download::<i32>(&i, 1)[0], 2 * total as i32);
@@ -132,7 +207,10 @@ fn atomics_accumulate_across_parallel_blocks() {
 }
 
 fn reversed_blocks(input: &[f32], n: usize) -> Vec<f32> {
-    input.chunks(n).flat_map(|c| c.iter().rev().copied()).collect()
+    input
+        .chunks(n)
+        .flat_map(|c| c.iter().rev().copied())
+        .collect()
 }
 
 #[test]
@@ -142,20 +220,44 @@ fn static_shared_memory_is_per_block_with_blocks_in_parallel() {
     let (inb, out) = (upload(&input), zeros::<f32>(input.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr());
-    launch("emu_test_reverse_static", (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &mut args, Schedule::Random(9)).unwrap();
-    assert_eq!(download::<f32>(&out, input.len()), reversed_blocks(&input, threads));
+    launch(
+        "emu_test_reverse_static",
+        (blocks as u32, 1, 1),
+        (threads as u32, 1, 1),
+        0,
+        &mut args,
+        Schedule::Random(9),
+    )
+    .unwrap();
+    assert_eq!(
+        download::<f32>(&out, input.len()),
+        reversed_blocks(&input, threads)
+    );
 }
 
 #[test]
 fn dynamic_shared_memory_is_sized_by_the_launch_and_per_block() {
     for (blocks, threads) in [(80usize, 1000usize), (33, 64)] {
-        let input: Vec<f32> = (0..blocks * threads).map(|i| (i * 7 % 1013) as f32).collect();
+        let input: Vec<f32> = (0..blocks * threads)
+            .map(|i| (i * 7 % 1013) as f32)
+            .collect();
         let (inb, out, misaligned) = (upload(&input), zeros::<f32>(input.len()), zeros::<i32>(1));
         let mut args = KernelArgs::new();
         args.push(inb.ptr()).push(out.ptr()).push(misaligned.ptr());
         let shared = (threads * 4) as u32;
-        launch("emu_test_reverse_dynamic", (blocks as u32, 1, 1), (threads as u32, 1, 1), shared, &mut args, Schedule::RoundRobin).unwrap();
-        assert_eq!(download::<f32>(&out, input.len()), reversed_blocks(&input, threads));
+        launch(
+            "emu_test_reverse_dynamic",
+            (blocks as u32, 1, 1),
+            (threads as u32, 1, 1),
+            shared,
+            &mut args,
+            Schedule::RoundRobin,
+        )
+        .unwrap();
+        assert_eq!(
+            download::<f32>(&out, input.len()),
+            reversed_blocks(&input, threads)
+        );
         assert_eq!(download::<i32>(&misaligned, 1)[0], 0);
     }
 }
@@ -166,7 +268,15 @@ fn half_to_float_is_exact_for_all_65536_bit_patterns() {
     let (inb, out) = (upload(&bits), zeros::<f32>(bits.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr()).push(bits.len() as u64);
-    launch("emu_test_half_to_float", (256, 1, 1), (256, 1, 1), 0, &mut args, Schedule::RoundRobin).unwrap();
+    launch(
+        "emu_test_half_to_float",
+        (256, 1, 1),
+        (256, 1, 1),
+        0,
+        &mut args,
+        Schedule::RoundRobin,
+    )
+    .unwrap();
     let got = download::<f32>(&out, bits.len());
     for (&b, &g) in bits.iter().zip(&got) {
         let want = half::f16::from_bits(b).to_f32();
@@ -182,20 +292,46 @@ fn half_to_float_is_exact_for_all_65536_bit_patterns() {
 fn float_to_half_rounds_to_nearest_even() {
     // A sweep of f32 bit patterns, plus every exact tie between adjacent halves and its two
     // f32 neighbours (where round-to-nearest-even differs from other roundings).
-    let mut xs: Vec<f32> = (0..u32::MAX / 4099).map(|i| f32::from_bits(i * 4099)).collect();
+    let mut xs: Vec<f32> = (0..u32::MAX / 4099)
+        .map(|i| f32::from_bits(i * 4099))
+        .collect();
     for b in 0..0x7bffu16 {
-        let (lo, hi) = (half::f16::from_bits(b).to_f32(), half::f16::from_bits(b + 1).to_f32());
+        let (lo, hi) = (
+            half::f16::from_bits(b).to_f32(),
+            half::f16::from_bits(b + 1).to_f32(),
+        );
         let tie = ((lo as f64 + hi as f64) / 2.0) as f32;
-        for v in [tie, f32::from_bits(tie.to_bits() - 1), f32::from_bits(tie.to_bits() + 1)] {
+        for v in [
+            tie,
+            f32::from_bits(tie.to_bits() - 1),
+            f32::from_bits(tie.to_bits() + 1),
+        ] {
             xs.push(v);
             xs.push(-v);
         }
     }
-    xs.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 65504.0, 65519.99, 65520.0, 1e-8, -0.0]);
+    xs.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        65504.0,
+        65519.99,
+        65520.0,
+        1e-8,
+        -0.0,
+    ]);
     let (inb, out) = (upload(&xs), zeros::<u16>(xs.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr()).push(xs.len() as u64);
-    launch("emu_test_float_to_half", ((xs.len() as u32).div_ceil(256), 1, 1), (256, 1, 1), 0, &mut args, Schedule::RoundRobin).unwrap();
+    launch(
+        "emu_test_float_to_half",
+        ((xs.len() as u32).div_ceil(256), 1, 1),
+        (256, 1, 1),
+        0,
+        &mut args,
+        Schedule::RoundRobin,
+    )
+    .unwrap();
     let got = download::<u16>(&out, xs.len());
     for (&x, &g) in xs.iter().zip(&got) {
         let want = half::f16::from_f32(x);
@@ -209,17 +345,44 @@ fn float_to_half_rounds_to_nearest_even() {
 
 #[test]
 fn half2_pack_and_unpack() {
-    let xs: Vec<f32> = (0..2000).map(|i| (i as f32 - 1000.0) * 0.37 + 1e-3).collect();
+    let xs: Vec<f32> = (0..2000)
+        .map(|i| (i as f32 - 1000.0) * 0.37 + 1e-3)
+        .collect();
     let pairs = xs.len() / 2;
     let (inb, packed, back) = (upload(&xs), zeros::<u32>(pairs), zeros::<f32>(xs.len()));
     let mut args = KernelArgs::new();
-    args.push(inb.ptr()).push(packed.ptr()).push(back.ptr()).push(pairs as u64);
-    launch("emu_test_half2_roundtrip", (4, 1, 1), (256, 1, 1), 0, &mut args, Schedule::RoundRobin).unwrap();
-    let (packed, back) = (download::<u32>(&packed, pairs), download::<f32>(&back, xs.len()));
+    args.push(inb.ptr())
+        .push(packed.ptr())
+        .push(back.ptr())
+        .push(pairs as u64);
+    launch(
+        "emu_test_half2_roundtrip",
+        (4, 1, 1),
+        (256, 1, 1),
+        0,
+        &mut args,
+        Schedule::RoundRobin,
+    )
+    .unwrap();
+    let (packed, back) = (
+        download::<u32>(&packed, pairs),
+        download::<f32>(&back, xs.len()),
+    );
     for i in 0..pairs {
-        let (lo, hi) = (half::f16::from_f32(xs[2 * i]), half::f16::from_f32(xs[2 * i + 1]));
-        assert_eq!(packed[i], lo.to_bits() as u32 | (hi.to_bits() as u32) << 16, "pair {i}");
-        assert_eq!((back[2 * i], back[2 * i + 1]), (lo.to_f32(), hi.to_f32()), "pair {i}");
+        let (lo, hi) = (
+            half::f16::from_f32(xs[2 * i]),
+            half::f16::from_f32(xs[2 * i + 1]),
+        );
+        assert_eq!(
+            packed[i],
+            lo.to_bits() as u32 | (hi.to_bits() as u32) << 16,
+            "pair {i}"
+        );
+        assert_eq!(
+            (back[2 * i], back[2 * i + 1]),
+            (lo.to_f32(), hi.to_f32()),
+            "pair {i}"
+        );
     }
 }
 
@@ -227,13 +390,28 @@ fn half2_pack_and_unpack() {
 /// returns how many block sums are wrong.
 fn wrong_block_sums(kernel: &str, s: Schedule) -> usize {
     let (blocks, threads) = (16usize, 256usize);
-    let input: Vec<f32> = ints(blocks * threads, 11).iter().map(|&v| (v + 1) as f32).collect();
+    let input: Vec<f32> = ints(blocks * threads, 11)
+        .iter()
+        .map(|&v| (v + 1) as f32)
+        .collect();
     let (inb, out) = (upload(&input), zeros::<f32>(blocks));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr());
-    launch(kernel, (blocks as u32, 1, 1), (threads as u32, 1, 1), 0, &mut args, s).unwrap();
+    launch(
+        kernel,
+        (blocks as u32, 1, 1),
+        (threads as u32, 1, 1),
+        0,
+        &mut args,
+        s,
+    )
+    .unwrap();
     let got = download::<f32>(&out, blocks);
-    input.chunks(threads).zip(&got).filter(|(c, &g)| c.iter().sum::<f32>() != g).count()
+    input
+        .chunks(threads)
+        .zip(&got)
+        .filter(|(c, &g)| c.iter().sum::<f32>() != g)
+        .count()
 }
 
 #[test]
@@ -246,20 +424,36 @@ fn block_sum_is_right_under_every_schedule() {
 #[test]
 fn random_schedule_catches_a_missing_syncthreads() {
     // Threads in index order hide the missing barrier ...
-    assert_eq!(wrong_block_sums("emu_test_block_sum_nosync", Schedule::RoundRobin), 0);
+    assert_eq!(
+        wrong_block_sums("emu_test_block_sum_nosync", Schedule::RoundRobin),
+        0
+    );
     // ... a random order exposes it.
     for seed in [1, 2, 3] {
-        assert!(wrong_block_sums("emu_test_block_sum_nosync", Schedule::Random(seed)) > 0, "seed {seed}");
+        assert!(
+            wrong_block_sums("emu_test_block_sum_nosync", Schedule::Random(seed)) > 0,
+            "seed {seed}"
+        );
     }
 }
 
 #[test]
 fn a_deadlock_is_reported_not_hung() {
     let out = zeros::<i32>(32);
-    let err = launch("emu_test_deadlock", (1, 1, 1), (32, 1, 1), 0, KernelArgs::new().push(out.ptr()), Schedule::RoundRobin)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("emu_test_deadlock") && err.contains("deadlock"), "{err}");
+    let err = launch(
+        "emu_test_deadlock",
+        (1, 1, 1),
+        (32, 1, 1),
+        0,
+        KernelArgs::new().push(out.ptr()),
+        Schedule::RoundRobin,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("emu_test_deadlock") && err.contains("deadlock"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -271,19 +465,45 @@ fn bad_launches_are_errors() {
     let cfg = LaunchConfig::linear(1, 32);
     // SAFETY: the argument list matches fill_f32 (the id-range case never launches).
     unsafe {
-        assert!(api.launch(KernelId(u32::MAX), &cfg, &mut args.as_params()).is_err());
-        let big = LaunchConfig { block: (1025, 1, 1), ..cfg };
-        let e = api.launch(k::FILL_F32, &big, &mut args.as_params()).unwrap_err().to_string();
+        assert!(api
+            .launch(KernelId(u32::MAX), &cfg, &mut args.as_params())
+            .is_err());
+        let big = LaunchConfig {
+            block: (1025, 1, 1),
+            ..cfg
+        };
+        let e = api
+            .launch(k::FILL_F32, &big, &mut args.as_params())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fill_f32") && e.contains("1024"), "{e}");
-        let e = api.launch(k::FILL_F32, &cfg, &mut args.as_params()[..2]).unwrap_err().to_string();
+        let e = api
+            .launch(k::FILL_F32, &cfg, &mut args.as_params()[..2])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("3"), "{e}");
         // A grid with a zero dimension launches nothing.
-        let empty = LaunchConfig { grid: (0, 1, 1), ..cfg };
-        api.launch(k::FILL_F32, &empty, &mut args.as_params()).unwrap();
+        let empty = LaunchConfig {
+            grid: (0, 1, 1),
+            ..cfg
+        };
+        api.launch(k::FILL_F32, &empty, &mut args.as_params())
+            .unwrap();
     }
     assert_eq!(download::<i32>(&out, 32), vec![0; 32]);
-    assert!(launch("no_such_kernel", (1, 1, 1), (1, 1, 1), 0, &mut KernelArgs::new(), Schedule::RoundRobin).is_err());
-    assert!(dev().htod(&[0u8; 200], out.ptr()).is_err(), "copy past the end of a 128-byte buffer");
+    assert!(launch(
+        "no_such_kernel",
+        (1, 1, 1),
+        (1, 1, 1),
+        0,
+        &mut KernelArgs::new(),
+        Schedule::RoundRobin
+    )
+    .is_err());
+    assert!(
+        dev().htod(&[0u8; 200], out.ptr()).is_err(),
+        "copy past the end of a 128-byte buffer"
+    );
 }
 
 #[test]
@@ -294,12 +514,19 @@ fn fill_kernels_run_through_the_launch_path() {
     for (kernel, size) in [(k::FILL_F32, 4), (k::FILL_F64, 8), (k::FILL_F16, 2)] {
         let mut args = KernelArgs::new();
         args.push(buf.ptr()).push(n as u64).push(3.0f64);
-        d.launch(kernel, LaunchConfig::for_elements(n, 256, 1, 3), &mut args).unwrap();
+        d.launch(kernel, LaunchConfig::for_elements(n, 256, 1, 3), &mut args)
+            .unwrap();
         let bytes = download::<u8>(&buf, n * size);
         let ok = match size {
-            4 => bytes.chunks(4).all(|c| f32::from_le_bytes(c.try_into().unwrap()) == 3.0),
-            8 => bytes.chunks(8).all(|c| f64::from_le_bytes(c.try_into().unwrap()) == 3.0),
-            _ => bytes.chunks(2).all(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32() == 3.0),
+            4 => bytes
+                .chunks(4)
+                .all(|c| f32::from_le_bytes(c.try_into().unwrap()) == 3.0),
+            8 => bytes
+                .chunks(8)
+                .all(|c| f64::from_le_bytes(c.try_into().unwrap()) == 3.0),
+            _ => bytes
+                .chunks(2)
+                .all(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32() == 3.0),
         };
         assert!(ok, "{}", kernel.name());
     }
@@ -320,11 +547,31 @@ fn measure_costs() {
         if rounds >= 0 {
             args.push(rounds);
         }
-        let kernel = if rounds >= 0 { "emu_test_barriers" } else { "emu_test_empty" };
-        launch(kernel, (grid, 1, 1), (block, 1, 1), 0, &mut args, Schedule::RoundRobin).unwrap();
+        let kernel = if rounds >= 0 {
+            "emu_test_barriers"
+        } else {
+            "emu_test_empty"
+        };
+        launch(
+            kernel,
+            (grid, 1, 1),
+            (block, 1, 1),
+            0,
+            &mut args,
+            Schedule::RoundRobin,
+        )
+        .unwrap();
         let t0 = std::time::Instant::now();
         for _ in 0..reps {
-            launch(kernel, (grid, 1, 1), (block, 1, 1), 0, &mut args, Schedule::RoundRobin).unwrap();
+            launch(
+                kernel,
+                (grid, 1, 1),
+                (block, 1, 1),
+                0,
+                &mut args,
+                Schedule::RoundRobin,
+            )
+            .unwrap();
         }
         let per = t0.elapsed().as_secs_f64() / reps as f64;
         println!("{name}: {:.3} us per launch", per * 1e6);
@@ -332,8 +579,20 @@ fn measure_costs() {
     };
     time("empty kernel, 1 block of 1 thread", 1, 1, -1, 10000);
     let no_bar = time("empty kernel, 1 block of 1024 threads", 1, 1024, -1, 200);
-    println!("  = {:.1} ns per thread without barriers", no_bar / 1024.0 * 1e9);
+    println!(
+        "  = {:.1} ns per thread without barriers",
+        no_bar / 1024.0 * 1e9
+    );
     let bar = time("100 barriers, 1 block of 1024 threads", 1, 1024, 100, 20);
-    println!("  = {:.1} ns per thread per barrier (2 switches)", (bar - no_bar) / 1024.0 / 100.0 * 1e9);
-    time("empty kernel, 1024 blocks of 256 threads", 1024, 256, -1, 10);
+    println!(
+        "  = {:.1} ns per thread per barrier (2 switches)",
+        (bar - no_bar) / 1024.0 / 100.0 * 1e9
+    );
+    time(
+        "empty kernel, 1024 blocks of 256 threads",
+        1024,
+        256,
+        -1,
+        10,
+    );
 }

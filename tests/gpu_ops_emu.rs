@@ -10,12 +10,17 @@ const OTHER_AREAS: [&str; 2] = ["foreach", "optim"];
 
 #[test]
 fn ops_kernels_match_the_cpu_backend_on_the_emulator() {
-    let report = gradstep::selftest::run(Device::Emu, "ops/").expect("the emulator starts");
+    let dev = gradstep::backend::gpu::get(Device::Emu).expect("the emulator starts");
+    let before = dev.counters();
+    let report = gradstep::selftest::run(Device::Emu, "ops/").expect("the self-test runs");
+    let done = dev.counters() - before;
+    println!("emulator: {done:?}");
     for (name, msg) in &report.failed {
         eprintln!("FAILED {name}: {msg}");
     }
     println!("{} ops checks passed, {} failed", report.passed.len(), report.failed.len());
     assert!(report.passed.len() > 300, "too few ops checks ran: {}", report.passed.len());
+    assert!(done.launches > 300, "the checks launched only {} kernels", done.launches);
     assert!(report.failed.is_empty(), "{} ops checks failed (listed above)", report.failed.len());
     // Every kernel of this area was launched by some check.
     let unlaunched: Vec<&str> = KernelId::all()

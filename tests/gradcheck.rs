@@ -45,10 +45,10 @@ fn build(inputs: &[Input]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-type Func = dyn Fn(&[Tensor]) -> Result<Tensor>;
+type Func<'a> = dyn Fn(&[Tensor]) -> Result<Tensor> + 'a;
 
 /// `sum(f(xs) * w)` for fixed weights `w` (a scalar function of the inputs).
-fn weighted(f: &Func, xs: &[Tensor], seed: u64) -> Result<Tensor> {
+fn weighted(f: &Func<'_>, xs: &[Tensor], seed: u64) -> Result<Tensor> {
     let y = f(xs)?;
     let w = Tensor::from_slice(&rand_vals(y.shape(), -1.0, 1.0, seed), y.shape(), Device::Cpu)?;
     y.mul(&w)?.sum_all()
@@ -110,7 +110,7 @@ fn gradcheck(name: &str, inputs: Vec<Input>, f: impl Fn(&[Tensor]) -> Result<Ten
 
 /// Sum of `w2 * dL/dx_i` over the checked inputs, where `L = sum(f * w)`: a scalar
 /// built from first-order gradients (with history when `create_graph`).
-fn grad_norm(f: &Func, xs: &[Tensor], pos: &[usize], create_graph: bool) -> Result<Tensor> {
+fn grad_norm(f: &Func<'_>, xs: &[Tensor], pos: &[usize], create_graph: bool) -> Result<Tensor> {
     let loss = weighted(f, xs, 99)?;
     let targets: Vec<&Tensor> = pos.iter().map(|&i| &xs[i]).collect();
     let gs = grad(&loss, &targets, None, false, create_graph)?;

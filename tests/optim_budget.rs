@@ -5,6 +5,13 @@ use gradstep::backend::gpu;
 use gradstep::optim::{multi_tensor::ZERO_MAX, Adam, AdamConfig, Impl, Optimizer, SgdConfig, SGD};
 use gradstep::{DType, Device, Tensor};
 
+/// The emulator's counters are process-wide: tests that read them run one at a time.
+static EMU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn emu_lock() -> std::sync::MutexGuard<'static, ()> {
+    EMU.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn params(device: Device, n32: usize, n16: usize) -> Vec<Tensor> {
     let mut v = Vec::new();
     for i in 0..n32 + n16 {
@@ -22,6 +29,7 @@ fn params(device: Device, n32: usize, n16: usize) -> Vec<Tensor> {
 
 #[test]
 fn zero_grad_launches_per_dtype_group_without_sync() {
+    let _guard = emu_lock();
     let ps = params(Device::Emu, 1000, 10);
     let mut opt = SGD::new(ps.clone(), SgdConfig::new(0.1)).unwrap();
     let dev = gpu::get(Device::Emu).unwrap();
@@ -46,6 +54,7 @@ fn zero_grad_launches_per_dtype_group_without_sync() {
 
 #[test]
 fn arena_zero_grad_is_one_memset_per_group() {
+    let _guard = emu_lock();
     let ps = params(Device::Emu, 300, 5);
     let mut opt = SGD::new(ps.clone(), SgdConfig::new(0.1)).unwrap();
     opt.core_mut().enable_grad_arena().unwrap();
@@ -58,6 +67,7 @@ fn arena_zero_grad_is_one_memset_per_group() {
 
 #[test]
 fn fused_step_is_one_launch_per_group_without_sync() {
+    let _guard = emu_lock();
     let ps = params(Device::Emu, 1000, 0);
     let mut opt = Adam::new(ps, AdamConfig::new(1e-3)).unwrap();
     opt.set_impl(Impl::Fused);

@@ -17,7 +17,10 @@
 
 #include <vector>
 
-#if !defined(__x86_64__)
+// GS_EMU_UCONTEXT forces the portable ucontext switch (for testing it on x86-64).
+#if defined(__x86_64__) && !defined(GS_EMU_UCONTEXT)
+#define GS_EMU_ASM_SWITCH 1
+#else
 #include <ucontext.h>
 #endif
 
@@ -53,7 +56,7 @@ size_t page_bytes() {
 // ---------------------------------------------------------------------------------------
 // Context switching: a few lines of assembly on x86-64 (no signal-mask system call),
 // ucontext elsewhere.
-#if defined(__x86_64__)
+#if defined(GS_EMU_ASM_SWITCH)
 extern "C" void gs_emu_ctx_switch(void** save_sp, void* to_sp);
 asm(R"(
     .text

@@ -191,7 +191,13 @@ pub fn expand(
         None if values.len() == numel => Ok(values.to_vec()),
         None => Err(format!("{} values for {numel} elements", values.len())),
         Some(0) => Err("tile 0".into()),
-        Some(p) if values.len() == numel.min(p) => Ok((0..numel).map(|i| values[i % p]).collect()),
+        Some(p) if values.len() == numel.min(p) => {
+            let mut out = Vec::with_capacity(numel);
+            while out.len() < numel {
+                out.extend_from_slice(&values[..(numel - out.len()).min(p)]);
+            }
+            Ok(out)
+        }
         Some(p) => Err(format!(
             "{} values for {numel} elements tiled by {p} (expected {})",
             values.len(),
@@ -408,5 +414,43 @@ pub fn case_dtype(name: &str) -> Result<DType> {
         "float32" => Ok(DType::F32),
         "float16" => Ok(DType::F16),
         other => Err(Error::invalid("case", format!("unknown dtype \"{other}\""))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_expand_by_repetition() {
+        assert_eq!(
+            expand(&[1.0, 2.0, 3.0], 7, Some(3)),
+            Ok(vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0])
+        );
+        assert_eq!(expand(&[1.0, 2.0], 2, Some(5)), Ok(vec![1.0, 2.0]));
+        assert_eq!(expand(&[], 0, Some(5)), Ok(vec![]));
+        assert!(expand(&[1.0, 2.0], 7, Some(3)).is_err());
+        assert!(expand(&[1.0, 2.0], 3, None).is_err());
+    }
+
+    #[test]
+    fn formats_are_checked() {
+        let err = |s: &str| {
+            CaseFile::parse("f.json", s.as_bytes())
+                .expect_err("must fail")
+                .to_string()
+        };
+        assert!(
+            err(r#"{"format": "ops-ref/9", "cases": []}"#).contains("unknown format \"ops-ref/9\"")
+        );
+        assert!(err(r#"{"cases": []}"#).contains("no \"format\""));
+        assert!(err("[1, 2").contains("not valid JSON"));
+        assert!(err(r#"{"format": "optim-ref/1", "cases": [{"id": "x"}]}"#)
+            .contains("bad optim-ref/1 cases"));
+        let ok = CaseFile::parse(
+            "f.json",
+            br#"{"format": "train-ref/1", "meta": {"x": 1}, "cases": []}"#,
+        );
+        assert!(matches!(ok, Ok(CaseFile::Train(c)) if c.is_empty()));
     }
 }

@@ -154,7 +154,7 @@ impl Run<'_> {
             )?;
             let want = &step.logits[j];
             let rows = batch.y.int_data.len();
-            let want_shape = [rows, if rows == 0 { 0 } else { want.len() / rows }];
+            let want_shape = [rows, want.len().checked_div(rows).unwrap_or(0)];
             if want_shape[0] * want_shape[1] != want.len() {
                 return Err(bad_case(format!("{} logits for {rows} rows", want.len())));
             }

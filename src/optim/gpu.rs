@@ -159,7 +159,7 @@ pub(crate) fn step_group(
                 master: ptr(core.masters[*pi].as_ref())?,
                 step: ptr(st.and_then(|s| s.step.as_ref()))?,
                 numel: p.numel() as u64,
-                flags: if st.is_some_and(|s| !s.momentum_started) {
+                flags: if matches!(hyper, Hyper::Sgd(_)) && st.is_some_and(|s| !s.momentum_started) {
                     FLAG_FIRST
                 } else {
                     0

@@ -20,7 +20,9 @@ impl KernelDesc {
     /// The kernel's `extern "C"` name.
     pub(crate) fn name(&self) -> &'static str {
         // SAFETY: `name` is a string literal of the generated tables.
-        unsafe { CStr::from_ptr(self.name) }.to_str().unwrap_or("<non-UTF-8 kernel name>")
+        unsafe { CStr::from_ptr(self.name) }
+            .to_str()
+            .unwrap_or("<non-UTF-8 kernel name>")
     }
 
     /// Number of parameters of the kernel.

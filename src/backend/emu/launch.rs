@@ -27,8 +27,16 @@ pub(crate) struct RunOptions {
 /// # Safety
 /// `params` match the kernel's parameters; every pointer argument addresses emulated memory
 /// large enough for the kernel's accesses (checked only partly, in sanitizer mode).
-pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*mut c_void], opts: RunOptions) -> Result<()> {
-    let fail = |msg: String| Error::Kernel { kernel: desc.name().to_string(), msg };
+pub(crate) unsafe fn run(
+    desc: &KernelDesc,
+    cfg: &LaunchConfig,
+    params: &mut [*mut c_void],
+    opts: RunOptions,
+) -> Result<()> {
+    let fail = |msg: String| Error::Kernel {
+        kernel: desc.name().to_string(),
+        msg,
+    };
     validate(desc, cfg, params.len()).map_err(fail)?;
     let (gx, gy, gz) = cfg.grid;
     if gx == 0 || gy == 0 || gz == 0 {
@@ -40,7 +48,10 @@ pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*m
     }
     let seed = match opts.schedule {
         Schedule::RoundRobin => 0,
-        Schedule::Random(s) => mix(s ^ mix(desc.name().bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)))),
+        Schedule::Random(s) => mix(s ^ mix(desc
+            .name()
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)))),
     };
     let launch = Launch {
         desc,
@@ -54,7 +65,11 @@ pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*m
     };
     let blocks = gx as u64 * gy as u64 * gz as u64;
     let run_one = |b: u64| -> Result<()> {
-        let (bx, by, bz) = ((b % gx as u64) as u32, ((b / gx as u64) % gy as u64) as u32, (b / (gx as u64 * gy as u64)) as u32);
+        let (bx, by, bz) = (
+            (b % gx as u64) as u32,
+            ((b / gx as u64) % gy as u64) as u32,
+            (b / (gx as u64 * gy as u64)) as u32,
+        );
         // SAFETY: the launch describes a validated configuration; see this fn's contract.
         match unsafe { ffi::gs_emu_run_block(&launch, bx, by, bz) } {
             0 => Ok(()),
@@ -63,7 +78,9 @@ pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*m
                  (__syncthreads or a warp operation) that not every thread reaches ({})",
                 opts.schedule
             ))),
-            _ => Err(fail("out of host memory for fiber stacks or dynamic shared memory".into())),
+            _ => Err(fail(
+                "out of host memory for fiber stacks or dynamic shared memory".into(),
+            )),
         }
     };
     if blocks == 1 {
@@ -76,7 +93,10 @@ pub(crate) unsafe fn run(desc: &KernelDesc, cfg: &LaunchConfig, params: &mut [*m
 /// Checks the configuration and the parameter count; the message names what is wrong.
 fn validate(desc: &KernelDesc, cfg: &LaunchConfig, nparams: usize) -> Result<(), String> {
     if nparams != desc.nparams() {
-        return Err(format!("{nparams} arguments given, the kernel takes {}", desc.nparams()));
+        return Err(format!(
+            "{nparams} arguments given, the kernel takes {}",
+            desc.nparams()
+        ));
     }
     let (bx, by, bz) = cfg.block;
     if bx == 0 || by == 0 || bz == 0 {

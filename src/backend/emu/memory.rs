@@ -27,9 +27,15 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, usize>> {
 /// Allocates `bytes` (> 0) of emulated device memory (guarded when `guarded`).
 pub(crate) fn alloc(bytes: usize, guarded: bool) -> Result<u64> {
     if bytes == 0 {
-        return Err(Error::invalid("emu alloc", "zero-byte allocations are handled by the caller"));
+        return Err(Error::invalid(
+            "emu alloc",
+            "zero-byte allocations are handled by the caller",
+        ));
     }
-    let oom = || Error::OutOfMemory { device: Device::Emu, bytes };
+    let oom = || Error::OutOfMemory {
+        device: Device::Emu,
+        bytes,
+    };
     let ptr = if guarded {
         // SAFETY: plain allocation call; null on failure.
         unsafe { ffi::gs_emu_guarded_alloc(bytes) as *mut u8 }
@@ -58,7 +64,12 @@ pub(crate) unsafe fn free(ptr: u64, guarded: bool) {
         unsafe { ffi::gs_emu_guarded_free(ptr as *mut _, bytes) };
     } else {
         // SAFETY: allocated by std::alloc::alloc with this layout.
-        unsafe { std::alloc::dealloc(ptr as *mut u8, Layout::from_size_align_unchecked(bytes, ALIGN)) };
+        unsafe {
+            std::alloc::dealloc(
+                ptr as *mut u8,
+                Layout::from_size_align_unchecked(bytes, ALIGN),
+            )
+        };
     }
 }
 

@@ -56,13 +56,19 @@ impl Schedule {
         s.strip_prefix("random:")
             .and_then(|seed| seed.trim().parse::<u64>().ok())
             .map(Schedule::Random)
-            .ok_or_else(|| Error::invalid("emu schedule", format!("`{s}`: expected `round-robin` or `random:SEED`")))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "emu schedule",
+                    format!("`{s}`: expected `round-robin` or `random:SEED`"),
+                )
+            })
     }
 
     /// The schedule named by `GRADSTEP_EMU_SCHEDULE` (round-robin when unset).
     pub fn from_env() -> Result<Schedule> {
         match std::env::var(SCHEDULE_ENV) {
-            Ok(v) => Schedule::parse(&v).map_err(|e| Error::invalid("emu schedule", format!("{SCHEDULE_ENV}: {e}"))),
+            Ok(v) => Schedule::parse(&v)
+                .map_err(|e| Error::invalid("emu schedule", format!("{SCHEDULE_ENV}: {e}"))),
             Err(_) => Ok(Schedule::RoundRobin),
         }
     }
@@ -120,7 +126,10 @@ impl EmuApi {
     }
 
     fn options(&self) -> launch::RunOptions {
-        launch::RunOptions { schedule: self.schedule, sanitize: sanitize_enabled() }
+        launch::RunOptions {
+            schedule: self.schedule,
+            sanitize: sanitize_enabled(),
+        }
     }
 }
 
@@ -163,7 +172,12 @@ impl DeviceApi for EmuApi {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
-    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
+    unsafe fn launch(
+        &self,
+        kernel: KernelId,
+        cfg: &LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
         let desc = ffi::kernel(kernel.0).ok_or_else(|| Error::Kernel {
             kernel: format!("#{}", kernel.0),
             msg: "kernel id out of range of the emulated kernel table".into(),
@@ -191,14 +205,24 @@ pub fn host_test_kernel_names() -> Vec<&'static str> {
 /// # Safety
 /// `args` match the kernel's C signature and every pointer argument addresses emulated
 /// memory large enough for the kernel's accesses.
-pub unsafe fn launch_host_test_kernel(name: &str, cfg: &LaunchConfig, args: &mut KernelArgs, schedule: Schedule) -> Result<()> {
+pub unsafe fn launch_host_test_kernel(
+    name: &str,
+    cfg: &LaunchConfig,
+    args: &mut KernelArgs,
+    schedule: Schedule,
+) -> Result<()> {
     install_fault_handler();
-    let desc = ffi::test_kernels().find(|d| d.name() == name).ok_or_else(|| Error::Kernel {
-        kernel: name.to_string(),
-        msg: "no such host test kernel".into(),
-    })?;
+    let desc = ffi::test_kernels()
+        .find(|d| d.name() == name)
+        .ok_or_else(|| Error::Kernel {
+            kernel: name.to_string(),
+            msg: "no such host test kernel".into(),
+        })?;
     let mut params = args.as_params();
-    let opts = launch::RunOptions { schedule, sanitize: sanitize_enabled() };
+    let opts = launch::RunOptions {
+        schedule,
+        sanitize: sanitize_enabled(),
+    };
     // SAFETY: forwarded contract.
     unsafe { launch::run(desc, cfg, &mut params, opts) }
 }
