@@ -61,7 +61,7 @@ struct ArgMaxOp {
         const bool a_nan = a.v != a.v, b_nan = b.v != b.v;
         if (a_nan != b_nan) return a_nan ? a : b;
         if (!a_nan && a.v != b.v) return a.v > b.v ? a : b;
-        return a.i >= b.i ? a : b;
+        return a.i <= b.i ? a : b;
     }
 };
 

@@ -88,7 +88,12 @@ __device__ __forceinline__ void opt_phase(const OptArgs& a, const Scal<C>& s, co
     T* b1 = (T*)e.b1;
     T* b2 = (T*)e.b2;
     float* ms = (float*)e.master;
+    // Scratch: tmp[i] the working gradient / denominator, tmp[n + i] the first moment or
+    // momentum buffer, tmp[2n + i] the second moment, all in the compute type, so every
+    // dtype follows the fused semantics (f16 rounds only what it stores).
     C* tmp = (C*)e.tmp;
+    C* mom = tmp + e.numel;
+    C* sec = tmp + 2 * e.numel;
     C pv = ms ? (C)ms[i] : (C)gs_load(p, i);
     C np = pv;
     switch (a.phase) {
@@ -104,20 +109,17 @@ __device__ __forceinline__ void opt_phase(const OptArgs& a, const Scal<C>& s, co
     case OPT_MOM: {
         C b = (e.flags & MT_FIRST) ? tmp[i] : (C)gs_load(b0, i) * s.mom + s.omd * tmp[i];
         gs_store(b0, i, b);
+        mom[i] = b;
         return;
     }
-    case OPT_NEST: tmp[i] = tmp[i] + s.mom * (C)gs_load(b0, i); return;
-    case OPT_COPYB: tmp[i] = (C)gs_load(b0, i); return;
+    case OPT_NEST: tmp[i] = tmp[i] + s.mom * mom[i]; return;
+    case OPT_COPYB: tmp[i] = mom[i]; return;
     case OPT_SGDP: np = pv + s.neg_lr * tmp[i]; break;
-    case OPT_M: gs_store(b0, i, opt_lerp((C)gs_load(b0, i), tmp[i], s.lerp_w)); return;
-    case OPT_V: gs_store(b1, i, (C)gs_load(b1, i) * s.beta2 + s.omb2 * tmp[i] * tmp[i]); return;
-    case OPT_VMAX: gs_store(b2, i, opt_max((C)gs_load(b2, i), (C)gs_load(b1, i))); return;
-    case OPT_DEN: {
-        C second = a.amsgrad ? (C)gs_load(b2, i) : (C)gs_load(b1, i);
-        tmp[i] = sqrt(second) / s.bc2s + s.eps;
-        return;
-    }
-    case OPT_ADAMP: np = pv + s.neg_ss * ((C)gs_load(b0, i) / tmp[i]); break;
+    case OPT_M: mom[i] = opt_lerp((C)gs_load(b0, i), tmp[i], s.lerp_w); gs_store(b0, i, mom[i]); return;
+    case OPT_V: sec[i] = (C)gs_load(b1, i) * s.beta2 + s.omb2 * tmp[i] * tmp[i]; gs_store(b1, i, sec[i]); return;
+    case OPT_VMAX: sec[i] = opt_max((C)gs_load(b2, i), sec[i]); gs_store(b2, i, sec[i]); return;
+    case OPT_DEN: tmp[i] = sqrt(sec[i]) / s.bc2s + s.eps; return;
+    case OPT_ADAMP: np = pv + s.neg_ss * (mom[i] / tmp[i]); break;
     default: return;
     }
     if (ms) ms[i] = (float)np;

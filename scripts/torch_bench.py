@@ -4,6 +4,11 @@ operations as `gradstep bench`, timed with torch on the same machine.
 
     python3 scripts/torch_bench.py --device cpu --json out.json
     python3 scripts/torch_bench.py --device cuda --json out.json
+    python3 scripts/torch_bench.py --device cpu --benches train
+
+Benchmarks (--benches): zero (per-tensor zero_(), _foreach_zero_, set_to_none),
+step (SGD momentum 0.9, Adam, AdamW; for-loop, foreach, fused), train (one step of
+the quickstart: forward, loss, zero_grad, backward, SGD step; batch 64).
 
 Parameter sets (identical to gradstep's `bench::param_set`):
   10x10M     ten tensors of 10,000,000 elements
@@ -44,13 +49,23 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timeit(fn, device, min_runs=5, min_seconds=1.0, max_runs=200):
-    fn()  # warm-up
-    fn()
+MIN_SECONDS = 1.0
+
+
+def timeit(fn, device, min_runs=5, min_seconds=None, max_runs=200, setup=None):
+    """Median seconds per call of fn (setup, when given, runs untimed before each call)."""
+    min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
+    for _ in range(2):  # warm-up
+        if setup:
+            setup()
+        fn()
     sync(device)
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or (time.perf_counter() - start < min_seconds and len(times) < max_runs):
+        if setup:
+            setup()
+            sync(device)
         if device == "cuda":
             a = torch.cuda.Event(enable_timing=True)
             b = torch.cuda.Event(enable_timing=True)
@@ -84,12 +99,44 @@ def copy_bandwidth(device):
     return 2 * a.numel() * 4 / t / 1e9
 
 
+DTYPES = {"f32": torch.float32, "f16": torch.float16}
+
+
+def train_bench(device, dname, batch=64):
+    """One step of PyTorch's quickstart on a fixed random batch, as `gradstep bench train`."""
+    dtype = DTYPES[dname]
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10)).to(device=device, dtype=dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, 28, 28).to(device=device, dtype=dtype)
+    y = torch.randint(0, 10, (batch,)).to(device)
+
+    def step():
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t = timeit(step, device)
+    ps = list(model.parameters())
+    return {"bench": "train", "set": f"quickstart-b{batch}", "dtype": dname, "optimizer": "sgd", "impl": "default",
+            "tensors": len(ps), "numel": sum(p.numel() for p in ps), "seconds": t, "per_second": 1.0 / t}
+
+
 def bench(args):
     device = args.device
-    dtypes = {"f32": torch.float32, "f16": torch.float16}
+    dtypes = DTYPES
     results = []
     bw = copy_bandwidth(device)
     results.append({"bench": "copy", "gbps": bw})
+    if "train" in args.benches:
+        for dname in args.train_dtypes:
+            results.append(train_bench(device, dname))
+    if not {"zero", "step"} & set(args.benches):
+        return results
     for set_name in args.sets:
         shapes = param_set(set_name)
         numel = sum(torch.Size(s).numel() for s in shapes)
@@ -108,16 +155,28 @@ def bench(args):
             def zero_foreach():
                 torch._foreach_zero_(grads)
 
-            for name, fn in [("per_tensor", zero_per_tensor), ("foreach", zero_foreach)]:
-                t = timeit(fn, device)
+            def zero_set_to_none():
+                for p in params:
+                    p.grad = None
+
+            def give_grads_back():
+                for p, g in zip(params, grads):
+                    p.grad = g
+
+            zero_cases = [("per_tensor", zero_per_tensor, None), ("foreach", zero_foreach, None),
+                          ("set_to_none", zero_set_to_none, give_grads_back)]
+            for name, fn, setup in zero_cases if "zero" in args.benches else []:
+                t = timeit(fn, device, setup=setup)
+                moved = 0 if name == "set_to_none" else numel * esize
                 results.append({"bench": "zero", "set": set_name, "dtype": dname, "impl": name,
-                                "tensors": len(shapes), "numel": numel, "seconds": t,
-                                "gbps": numel * esize / t / 1e9})
+                                "tensors": len(shapes), "numel": numel, "bytes": moved, "seconds": t,
+                                "gbps": moved / t / 1e9})
+            give_grads_back()
             # refill grads (zeroing above)
             with torch.no_grad():
                 for g in grads:
                     g.uniform_(-1e-2, 1e-2)
-            for opt_name in args.optimizers:
+            for opt_name in args.optimizers if "step" in args.benches else []:
                 for impl in ["forloop", "foreach", "fused"]:
                     kw = {"foreach": impl == "foreach"}
                     if impl == "fused":
@@ -138,7 +197,7 @@ def bench(args):
                         continue
                     results.append({"bench": "step", "set": set_name, "dtype": dname,
                                     "optimizer": opt_name, "impl": impl, "tensors": len(shapes),
-                                    "numel": numel, "seconds": t,
+                                    "numel": numel, "bytes": numel * bytes_pp, "seconds": t,
                                     "gbps": numel * bytes_pp / t / 1e9})
                     del opt
             del params, grads
@@ -148,12 +207,17 @@ def bench(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train"])
+    ap.add_argument("--train-dtypes", nargs="+", default=["f32"], choices=["f32", "f16"])
     ap.add_argument("--sets", nargs="+", default=["10x10M", "gpt2-124m", "mixed1000"])
     ap.add_argument("--dtypes", nargs="+", default=["f32", "f16"])
     ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam", "adamw"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--min-time", type=float, default=1.0, help="sample each case for at least this many seconds")
     args = ap.parse_args()
+    global MIN_SECONDS
+    MIN_SECONDS = args.min_time
     if args.threads:
         torch.set_num_threads(args.threads)
     results = bench(args)
@@ -164,6 +228,8 @@ def main():
     for r in results:
         if r["bench"] == "copy":
             print(f"copy bandwidth {r['gbps']:.1f} GB/s")
+        elif r["bench"] == "train":
+            print(f"train {r['set']} {r['dtype']} {r['seconds'] * 1e3:10.3f} ms {r['per_second']:8.1f} steps/s")
         else:
             label = f"{r['bench']:4} {r['set']:10} {r['dtype']} {r.get('optimizer', ''):6} {r['impl']:10}"
             print(f"{label} {r['seconds'] * 1e3:10.3f} ms {r['gbps']:8.1f} GB/s")

@@ -18,15 +18,34 @@ fn ops_kernels_match_the_cpu_backend_on_the_emulator() {
     for (name, msg) in &report.failed {
         eprintln!("FAILED {name}: {msg}");
     }
-    println!("{} ops checks passed, {} failed", report.passed.len(), report.failed.len());
-    assert!(report.passed.len() > 300, "too few ops checks ran: {}", report.passed.len());
-    assert!(done.launches > 300, "the checks launched only {} kernels", done.launches);
-    assert!(report.failed.is_empty(), "{} ops checks failed (listed above)", report.failed.len());
+    println!(
+        "{} ops checks passed, {} failed",
+        report.passed.len(),
+        report.failed.len()
+    );
+    assert!(
+        report.passed.len() > 300,
+        "too few ops checks ran: {}",
+        report.passed.len()
+    );
+    assert!(
+        done.launches > 300,
+        "the checks launched only {} kernels",
+        done.launches
+    );
+    assert!(
+        report.failed.is_empty(),
+        "{} ops checks failed (listed above)",
+        report.failed.len()
+    );
     // Every kernel of this area was launched by some check.
     let unlaunched: Vec<&str> = KernelId::all()
         .filter(|k| !OTHER_AREAS.contains(&MODULES[k.module()].0))
         .map(|k| k.name())
         .filter(|n| report.unlaunched.contains(n))
         .collect();
-    assert!(unlaunched.is_empty(), "kernels never launched by the ops checks: {unlaunched:?}");
+    assert!(
+        unlaunched.is_empty(),
+        "kernels never launched by the ops checks: {unlaunched:?}"
+    );
 }

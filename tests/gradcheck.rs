@@ -64,7 +64,7 @@ fn numeric(h: &dyn Fn(&[Input]) -> Result<f64>, inputs: &[Input], i: usize) -> R
     let Input::Float(v, s, g) = &inputs[i] else { unreachable!() };
     let mut out = Vec::with_capacity(v.len());
     for j in 0..v.len() {
-        let mut at = |d: f64| -> Result<f64> {
+        let at = |d: f64| -> Result<f64> {
             let mut p = inputs.to_vec();
             let mut vv = v.clone();
             vv[j] += d;
@@ -293,4 +293,154 @@ fn cast_keeps_the_graph() {
     let g = a.grad().unwrap();
     assert_eq!(g.dtype(), DType::F64);
     assert_eq!(g.to_vec::<f64>().unwrap(), vec![2.0, -4.0, 6.0]);
+}
+
+// ---- PyTorch reference cases (tests/data/ops.json, format ops-ref/1) ---------------
+
+mod oracle {
+    use super::*;
+    use serde_json::Value;
+
+    fn floats(v: &Value) -> Vec<f64> {
+        v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+    }
+
+    fn shape(v: &Value) -> Vec<usize> {
+        v["shape"].as_array().map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect()).unwrap_or_default()
+    }
+
+    fn input(v: &Value, dtype: DType) -> Result<Tensor> {
+        let s = shape(v);
+        if let Some(ints) = v["int_data"].as_array() {
+            let ints: Vec<i64> = ints.iter().filter_map(Value::as_i64).collect();
+            return Tensor::from_slice(&ints, &s, Device::Cpu);
+        }
+        let t = Tensor::from_f64s(&floats(&v["data"]), &s, dtype, Device::Cpu)?;
+        t.requires_grad_(v["requires_grad"].as_bool().unwrap_or(false))
+    }
+
+    fn reduction(a: &Value) -> Reduction {
+        match a["reduction"].as_str() {
+            Some("sum") => Reduction::Sum,
+            Some("none") => Reduction::None,
+            _ => Reduction::Mean,
+        }
+    }
+
+    fn isizes(v: &Value) -> Vec<isize> {
+        v.as_array().map(|a| a.iter().filter_map(Value::as_i64).map(|x| x as isize).collect()).unwrap_or_default()
+    }
+
+    /// Runs one op of the file through the public API.
+    fn run(op: &str, a: &Value, x: &[Tensor]) -> Result<Tensor> {
+        let dim = |k: &str| a[k].as_i64().unwrap_or(0) as isize;
+        match op {
+            "add" => x[0].add(&x[1]),
+            "sub" => x[0].sub(&x[1]),
+            "mul" => x[0].mul(&x[1]),
+            "div" => x[0].div(&x[1]),
+            "neg" => x[0].neg(),
+            "exp" => x[0].exp(),
+            "log" => x[0].log(),
+            "sqrt" => x[0].sqrt(),
+            "tanh" => x[0].tanh(),
+            "sigmoid" => x[0].sigmoid(),
+            "relu" => x[0].relu(),
+            "gelu" => {
+                let approx = GeluApproximate::parse(a["approximate"].as_str().unwrap_or("none")).unwrap();
+                x[0].gelu_with(approx)
+            }
+            "sum" | "mean" => {
+                let dims = (!a["dims"].is_null()).then(|| isizes(&a["dims"]));
+                let keep = a["keepdim"].as_bool().unwrap_or(false);
+                if op == "sum" {
+                    x[0].sum(dims.as_deref(), keep)
+                } else {
+                    x[0].mean(dims.as_deref(), keep)
+                }
+            }
+            "matmul" => x[0].matmul(&x[1]),
+            "linear" => ops::linear(&x[0], &x[1], x.get(2)),
+            "transpose" => x[0].transpose(dim("dim0"), dim("dim1")),
+            "reshape" => x[0].reshape(&isizes(&a["shape"])),
+            "softmax" => x[0].softmax(dim("dim")),
+            "log_softmax" => x[0].log_softmax(dim("dim")),
+            "cross_entropy" => {
+                let opts = CrossEntropyOpts {
+                    ignore_index: a["ignore_index"].as_i64().unwrap_or(-100),
+                    label_smoothing: a["label_smoothing"].as_f64().unwrap_or(0.0),
+                    reduction: reduction(a),
+                };
+                ops::cross_entropy(&x[0], &x[1], &opts)
+            }
+            "mse_loss" => ops::mse_loss(&x[0], &x[1], reduction(a)),
+            "layer_norm" => {
+                let ns: Vec<usize> = isizes(&a["normalized_shape"]).iter().map(|&d| d as usize).collect();
+                ops::layer_norm(&x[0], &ns, x.get(1), x.get(2), a["eps"].as_f64().unwrap_or(1e-5))
+            }
+            "embedding" => ops::embedding(&x[0], &x[1]),
+            _ => Err(gradstep::Error::invalid("oracle", format!("unknown op {op}"))),
+        }
+    }
+
+    /// Compares a tensor with `{shape, data}`; returns a failure message.
+    fn compare(what: &str, got: &Tensor, want: &Value, rtol: f64, atol: f64) -> Option<String> {
+        if got.shape() != shape(want).as_slice() {
+            return Some(format!("{what}: shape {:?} vs {:?}", got.shape(), shape(want)));
+        }
+        let g = got.to_vec_f64().ok()?;
+        for (k, (g, w)) in g.iter().zip(floats(&want["data"])).enumerate() {
+            if !((g - w).abs() <= atol + rtol * w.abs()) {
+                return Some(format!("{what}[{k}]: got {g} want {w}"));
+            }
+        }
+        None
+    }
+
+    fn replay(case: &Value) -> Result<Option<String>> {
+        let dtype = DType::parse(case["dtype"].as_str().unwrap_or("")).expect("dtype");
+        let (rtol, atol) = (case["tolerance"]["rtol"].as_f64().unwrap(), case["tolerance"]["atol"].as_f64().unwrap());
+        let xs = case["inputs"].as_array().unwrap().iter().map(|v| input(v, dtype)).collect::<Result<Vec<_>>>()?;
+        let y = run(case["op"].as_str().unwrap(), &case["attrs"], &xs)?;
+        if let Some(f) = compare("output", &y, &case["output"], rtol, atol) {
+            return Ok(Some(f));
+        }
+        let go = &case["grad_output"];
+        y.backward_with(Some(&Tensor::from_f64s(&floats(&go["data"]), &shape(go), dtype, Device::Cpu)?), false, false)?;
+        for (i, (want, x)) in case["grads"].as_array().unwrap().iter().zip(&xs).enumerate() {
+            match (want.is_null(), x.grad()) {
+                (true, None) => {}
+                (false, Some(g)) => {
+                    if let Some(f) = compare(&format!("grads[{i}]"), &g, want, rtol, atol) {
+                        return Ok(Some(f));
+                    }
+                }
+                (w, g) => return Ok(Some(format!("grads[{i}]: expected null {w}, got {}", g.is_some()))),
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn pytorch_op_cases_replay_on_cpu() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ops.json");
+        let text = std::fs::read_to_string(path).expect("tests/data/ops.json");
+        let file: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(file["format"], "ops-ref/1");
+        let mut failures = Vec::new();
+        let mut passed = 0;
+        for case in file["cases"].as_array().unwrap() {
+            let id = case["id"].as_str().unwrap_or("?");
+            if case["dtype"] == "float16-skip" {
+                continue;
+            }
+            match replay(case) {
+                Ok(None) => passed += 1,
+                Ok(Some(f)) => failures.push(format!("{id}: {f}")),
+                Err(e) => failures.push(format!("{id}: error {e}")),
+            }
+        }
+        assert!(failures.is_empty(), "{} passed, {} failed:\n{}", passed, failures.len(), failures.join("\n"));
+        assert_eq!(passed, 214);
+    }
 }

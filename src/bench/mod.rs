@@ -35,7 +35,9 @@ pub mod timing;
 pub use cases::{impl_name, CopyCase, OptName, StepCase, TrainCase, ZeroCase, ZeroImpl, IMPLS};
 pub use params::{make_params, ParamSet};
 pub use report::{Meta, Record, Report};
-pub use timing::{count_call, reborrow, time_calls, CallCounts, Setup, Timing, TimingOptions};
+pub use timing::{
+    count_call, reborrow, sync, time_calls, timed_iters, CallCounts, Setup, Timing, TimingOptions,
+};
 
 use crate::error::{Error, Result};
 use crate::optim::Impl;
@@ -133,7 +135,8 @@ impl BenchConfig {
         }
     }
 
-    fn cases(&self) -> impl Iterator<Item = (ParamSet, DType)> + '_ {
+    /// The (set, dtype) pairs measured, in order.
+    pub fn cases(&self) -> impl Iterator<Item = (ParamSet, DType)> + '_ {
         self.sets
             .iter()
             .flat_map(|&s| self.dtypes.iter().map(move |&d| (s, d)))
@@ -190,32 +193,49 @@ pub fn copy_bandwidth(cfg: &BenchConfig) -> Result<Record> {
     Ok(rec)
 }
 
+/// `rec` marked as failed with `e`.
+fn failed(mut rec: Record, e: &Error) -> Record {
+    rec.error = Some(e.to_string());
+    rec
+}
+
 fn zero_records(
     cfg: &BenchConfig,
     set: ParamSet,
     dtype: DType,
     impls: &[ZeroImpl],
     copy: Option<f64>,
-) -> Result<Vec<Record>> {
-    let params = make_params(&set.shapes(), dtype, cfg.device, 0)?;
+) -> Vec<Record> {
+    let base = |imp: ZeroImpl| Record {
+        imp: Some(imp.name().into()),
+        ..base_record("zero", set, dtype)
+    };
+    let params = match make_params(&set.shapes(), dtype, cfg.device, 0) {
+        Ok(p) => p,
+        Err(e) => return impls.iter().map(|&i| failed(base(i), &e)).collect(),
+    };
     // The arena rebinds the grads: measure it last.
     let mut order = impls.to_vec();
     order.sort_by_key(|&i| i == ZeroImpl::Arena);
     let mut out = Vec::new();
     for imp in order {
-        let case = ZeroCase::new(&params, imp)?;
-        let mut rec = base_record("zero", set, dtype);
-        rec.imp = Some(imp.name().into());
-        rec.bytes = case.bytes();
-        let mut setup = || case.setup();
-        let setup: Setup<'_> = if case.needs_setup() {
-            Some(&mut setup)
-        } else {
-            None
-        };
-        measure(cfg, copy, &mut rec, setup, &mut || case.run())?;
-        case.setup()?;
-        out.push(rec);
+        let mut rec = base(imp);
+        let result = (|| -> Result<()> {
+            let case = ZeroCase::new(&params, imp)?;
+            rec.bytes = case.bytes();
+            let mut setup = || case.setup();
+            let setup: Setup<'_> = if case.needs_setup() {
+                Some(&mut setup)
+            } else {
+                None
+            };
+            measure(cfg, copy, &mut rec, setup, &mut || case.run())?;
+            case.setup()
+        })();
+        out.push(match result {
+            Ok(()) => rec,
+            Err(e) => failed(rec, &e),
+        });
     }
     // Table order, whatever the measuring order.
     out.sort_by_key(|r| {
@@ -223,46 +243,58 @@ fn zero_records(
             .iter()
             .position(|i| Some(i.name()) == r.imp.as_deref())
     });
-    Ok(out)
+    out
 }
 
-fn step_records(
-    cfg: &BenchConfig,
-    set: ParamSet,
-    dtype: DType,
-    copy: Option<f64>,
-) -> Result<Vec<Record>> {
-    let params = make_params(&set.shapes(), dtype, cfg.device, 0)?;
-    let mut out = Vec::new();
-    for &opt in &cfg.optimizers {
-        for &imp in &cfg.impls {
-            let mut case = StepCase::new(&params, opt, imp)?;
-            let mut rec = base_record("step", set, dtype);
-            rec.optimizer = Some(opt.name().into());
-            rec.imp = Some(impl_name(imp).into());
-            rec.bytes = case.bytes();
-            measure(cfg, copy, &mut rec, None, &mut || case.run())?;
-            out.push(rec);
-        }
-    }
-    Ok(out)
+fn step_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64>) -> Vec<Record> {
+    let base = |opt: OptName, imp: Impl| Record {
+        optimizer: Some(opt.name().into()),
+        imp: Some(impl_name(imp).into()),
+        ..base_record("step", set, dtype)
+    };
+    let all = || {
+        cfg.optimizers
+            .iter()
+            .flat_map(|&o| cfg.impls.iter().map(move |&i| (o, i)))
+    };
+    let params = match make_params(&set.shapes(), dtype, cfg.device, 0) {
+        Ok(p) => p,
+        Err(e) => return all().map(|(o, i)| failed(base(o, i), &e)).collect(),
+    };
+    all()
+        .map(|(opt, imp)| {
+            let mut rec = base(opt, imp);
+            let result = (|| -> Result<()> {
+                let mut case = StepCase::new(&params, opt, imp)?;
+                rec.bytes = case.bytes();
+                measure(cfg, copy, &mut rec, None, &mut || case.run())
+            })();
+            match result {
+                Ok(()) => rec,
+                Err(e) => failed(rec, &e),
+            }
+        })
+        .collect()
 }
 
-fn train_record(cfg: &BenchConfig, dtype: DType) -> Result<Record> {
-    let mut case = TrainCase::new(cfg.device, dtype, cfg.train_batch, 0)?;
-    let (tensors, numel) = case.size();
+fn train_record(cfg: &BenchConfig, dtype: DType) -> Record {
     let mut rec = Record {
         bench: "train".into(),
         set: Some(format!("quickstart-b{}", cfg.train_batch)),
         dtype: Some(dtype.as_str().into()),
         optimizer: Some("sgd".into()),
         imp: Some("fused".into()),
-        tensors,
-        numel,
         ..Default::default()
     };
-    measure(cfg, None, &mut rec, None, &mut || case.run())?;
-    Ok(rec)
+    let result = (|| -> Result<()> {
+        let mut case = TrainCase::new(cfg.device, dtype, cfg.train_batch, 0)?;
+        (rec.tensors, rec.numel) = case.size();
+        measure(cfg, None, &mut rec, None, &mut || case.run())
+    })();
+    match result {
+        Ok(()) => rec,
+        Err(e) => failed(rec, &e),
+    }
 }
 
 /// The metadata of a run on `device` (the device's name, threads, load average).
@@ -303,6 +335,8 @@ pub fn loadavg() -> Option<[f64; 3]> {
 }
 
 /// Runs the benchmarks of `cfg`, calling `on_record` with each record as it is measured.
+/// A case that fails (e.g. out of memory) becomes a record with [`Record::error`] set,
+/// and the run goes on; only a failing copy measurement ends the run.
 pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Report> {
     if cfg.what.is_empty() {
         return Err(Error::invalid(
@@ -329,7 +363,7 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
         match what {
             What::Zero => {
                 for (set, dtype) in cfg.cases() {
-                    for r in zero_records(cfg, set, dtype, &cfg.zero_impls, copy)? {
+                    for r in zero_records(cfg, set, dtype, &cfg.zero_impls, copy) {
                         push(&mut report, r);
                     }
                 }
@@ -337,7 +371,7 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
                     let impls = [ZeroImpl::PerTensor, ZeroImpl::Foreach, ZeroImpl::Arena];
                     for &dtype in &cfg.dtypes {
                         for n in SWEEP_COUNTS {
-                            for r in zero_records(cfg, ParamSet::Mixed(n), dtype, &impls, copy)? {
+                            for r in zero_records(cfg, ParamSet::Mixed(n), dtype, &impls, copy) {
                                 push(&mut report, r);
                             }
                         }
@@ -346,14 +380,14 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
             }
             What::Step => {
                 for (set, dtype) in cfg.cases() {
-                    for r in step_records(cfg, set, dtype, copy)? {
+                    for r in step_records(cfg, set, dtype, copy) {
                         push(&mut report, r);
                     }
                 }
             }
             What::Train => {
                 for &dtype in &cfg.dtypes {
-                    let r = train_record(cfg, dtype)?;
+                    let r = train_record(cfg, dtype);
                     push(&mut report, r);
                 }
             }

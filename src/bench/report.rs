@@ -51,6 +51,9 @@ pub struct Record {
     /// What one call asked of the GPU device (None on the CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<CallCounts>,
+    /// Why the case could not be measured, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Record {
@@ -164,7 +167,10 @@ impl Report {
                 opt(&r.optimizer),
                 opt(&r.imp),
                 r.tensors,
-                r.seconds.map_or("-".into(), format_seconds),
+                match (&r.error, r.seconds) {
+                    (Some(_), _) => "FAILED".into(),
+                    (None, s) => s.map_or("-".into(), format_seconds),
+                },
                 r.gbps.map_or("-".into(), |g| format!("{g:.1}")),
                 r.pct_copy.map_or("-".into(), |p| format!("{p:.0}%")),
                 counts(|c| c.launches),
@@ -172,7 +178,25 @@ impl Report {
                 counts(|c| c.syncs),
             );
         }
+        for r in self.results.iter().filter(|r| r.error.is_some()) {
+            let what = [&r.set, &r.dtype, &r.optimizer, &r.imp]
+                .iter()
+                .filter_map(|x| x.as_deref())
+                .collect::<Vec<_>>();
+            let _ = writeln!(
+                out,
+                "FAILED {} {}: {}",
+                r.bench,
+                what.join(" "),
+                r.error.as_deref().unwrap_or_default()
+            );
+        }
         out
+    }
+
+    /// Number of failed cases.
+    pub fn failures(&self) -> usize {
+        self.results.iter().filter(|r| r.error.is_some()).count()
     }
 }
 

@@ -158,6 +158,35 @@ pub fn time_calls(
     })
 }
 
+/// The total time of `iters` calls of `f`, each after an untimed `setup` (when given) and
+/// between two synchronisations of `device` (for criterion's `iter_custom`).
+pub fn timed_iters(
+    device: Device,
+    iters: u64,
+    mut setup: Setup<'_>,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> Result<std::time::Duration> {
+    let mut total = std::time::Duration::ZERO;
+    if setup.is_none() {
+        sync(device)?;
+        let t0 = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        sync(device)?;
+        return Ok(t0.elapsed());
+    }
+    for _ in 0..iters {
+        run_setup(&mut setup)?;
+        sync(device)?;
+        let t0 = Instant::now();
+        f()?;
+        sync(device)?;
+        total += t0.elapsed();
+    }
+    Ok(total)
+}
+
 /// What one call asked of a GPU device, from its counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallCounts {
@@ -235,13 +264,44 @@ mod tests {
         let t = time_calls(
             Device::Cpu,
             &opts,
-            Some(&mut || Ok(setups += 1)),
-            &mut || Ok(calls += 1),
+            Some(&mut || {
+                setups += 1;
+                Ok(())
+            }),
+            &mut || {
+                calls += 1;
+                Ok(())
+            },
         )
         .unwrap();
         assert_eq!((setups, calls), (6, 6));
         assert_eq!((t.samples, t.calls_per_sample), (4, 1));
         assert!(t.min <= t.median && t.median <= t.max);
+    }
+
+    #[test]
+    fn timed_iters_runs_setup_before_every_call() {
+        let (mut setups, mut calls) = (0, 0);
+        timed_iters(
+            Device::Cpu,
+            3,
+            Some(&mut || {
+                setups += 1;
+                Ok(())
+            }),
+            &mut || {
+                calls += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!((setups, calls), (3, 3));
+        timed_iters(Device::Cpu, 2, None, &mut || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 5);
     }
 
     #[test]

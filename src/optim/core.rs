@@ -59,6 +59,10 @@ impl std::fmt::Debug for OptimCore {
 }
 
 /// What a scaled step receives: `(grad_scale, found_inf)`.
+/// Params of one (device, dtype) with a grad: `(group, param index, grad)`.
+pub(crate) type Live = Vec<(usize, usize, Tensor)>;
+
+/// What a scaled step receives.
 pub(crate) type Amp<'a> = Option<(Option<&'a Tensor>, Option<&'a Tensor>)>;
 
 impl OptimCore {
@@ -220,7 +224,7 @@ impl OptimCore {
             }
         }
         // Every (group, param) with a grad, checked before anything changes.
-        let mut live: Vec<(usize, usize, Tensor)> = Vec::new();
+        let mut live: Live = Vec::new();
         for (gi, g) in self.groups.iter().enumerate() {
             for &pi in &g.indices {
                 let p = &self.params[pi];
@@ -265,7 +269,7 @@ impl OptimCore {
             Some(s) => Some(s.item()?),
             None => None,
         };
-        let mut gpu_items: BTreeMap<(Device, DType), Vec<(usize, usize, Tensor)>> = BTreeMap::new();
+        let mut gpu_items: BTreeMap<(Device, DType), Live> = BTreeMap::new();
         for (gi, pi, grad) in live {
             let p = self.params[pi].clone();
             if p.device() == Device::Cpu {

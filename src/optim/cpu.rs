@@ -239,7 +239,7 @@ pub fn lerp<R: Real>(a: R, b: R, w: R) -> R {
 #[inline]
 fn max<R: Real>(a: R, b: R) -> R {
     // NaN propagates like torch.maximum.
-    if a != a || a > b {
+    if a.partial_cmp(&a).is_none() || a > b {
         a
     } else {
         b

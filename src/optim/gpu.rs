@@ -15,11 +15,14 @@ use crate::optim::multi_tensor::{DeviceTable, MtTensor, OptArgs, Phase, FLAG_FIR
 use crate::optim::{Impl, ZeroMode};
 use crate::tensor::{DType, Device, Tensor};
 
+/// `(device, dtype, param group, implementation)`.
+type TableKey = (Device, DType, usize, Impl);
+
 /// Device tables kept while the parameter set is unchanged, per (device, dtype, group,
 /// implementation).
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
-    tables: HashMap<(Device, DType, usize, Impl), (DeviceTable, Option<Tensor>)>,
+    tables: HashMap<TableKey, (DeviceTable, Option<Tensor>)>,
 }
 
 impl PlanCache {
@@ -159,7 +162,8 @@ pub(crate) fn step_group(
                 master: ptr(core.masters[*pi].as_ref())?,
                 step: ptr(st.and_then(|s| s.step.as_ref()))?,
                 numel: p.numel() as u64,
-                flags: if matches!(hyper, Hyper::Sgd(_)) && st.is_some_and(|s| !s.momentum_started) {
+                flags: if matches!(hyper, Hyper::Sgd(_)) && st.is_some_and(|s| !s.momentum_started)
+                {
                     FLAG_FIRST
                 } else {
                     0
@@ -182,12 +186,13 @@ pub(crate) fn step_group(
                     DType::F32
                 };
                 let total: usize = host.iter().map(|e| e.numel as usize).sum();
-                let s = Tensor::zeros(&[total], cdt, device)?;
+                // Three compute-type slots per element (see OPT_* in kernels/optim.cu).
+                let s = Tensor::zeros(&[3 * total], cdt, device)?;
                 let base = s.device_ptr()?;
                 let mut off = 0u64;
                 for e in host.iter_mut() {
                     e.tmp = base + off * cdt.size_in_bytes() as u64;
-                    off += e.numel;
+                    off += 3 * e.numel;
                 }
                 Some(s)
             } else {

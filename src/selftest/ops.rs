@@ -44,7 +44,9 @@ impl View {
     fn layout(self, shape: &[usize]) -> (usize, Layout) {
         let n: usize = shape.iter().product();
         let r = shape.len();
-        let strided = |base: &[usize], offset: usize| Layout::new(base.to_vec(), contiguous_strides(base), offset);
+        let strided = |base: &[usize], offset: usize| {
+            Layout::new(base.to_vec(), contiguous_strides(base), offset)
+        };
         match self {
             View::Transposed if r >= 2 => {
                 let mut s = shape.to_vec();
@@ -55,12 +57,17 @@ impl View {
                 let mut s = shape.to_vec();
                 s[r - 1] += 3;
                 let l = strided(&s, 1);
-                (s.iter().product::<usize>() + 1, Layout::new(shape.to_vec(), l.strides().to_vec(), 1))
+                (
+                    s.iter().product::<usize>() + 1,
+                    Layout::new(shape.to_vec(), l.strides().to_vec(), 1),
+                )
             }
             View::Broadcast if r >= 1 => {
                 let mut s = shape.to_vec();
                 s[0] = 1;
-                let l = strided(&s, 2).broadcast_to(shape).expect("a dim of 1 broadcasts");
+                let l = strided(&s, 2)
+                    .broadcast_to(shape)
+                    .expect("a dim of 1 broadcasts");
                 (s.iter().product::<usize>() + 2, l)
             }
             View::Dense => (n, Layout::contiguous(shape)),
@@ -77,7 +84,14 @@ struct Input {
 
 impl Input {
     /// A view of `shape` over a buffer of random values in `[lo, hi)` (integers for i64).
-    fn new(dev: Device, shape: &[usize], dtype: DType, view: View, range: (f64, f64), seed: u64) -> Result<Input> {
+    fn new(
+        dev: Device,
+        shape: &[usize],
+        dtype: DType,
+        view: View,
+        range: (f64, f64),
+        seed: u64,
+    ) -> Result<Input> {
         let int = dtype == DType::I64;
         Input::generate(dev, shape, dtype, view, seed, |rng| {
             let v = rng.uniform_range(range.0, range.1);
@@ -90,7 +104,14 @@ impl Input {
     }
 
     /// A view of `shape` over a buffer of values drawn by `value`.
-    fn generate(dev: Device, shape: &[usize], dtype: DType, view: View, seed: u64, value: impl Fn(&mut Rng) -> f64) -> Result<Input> {
+    fn generate(
+        dev: Device,
+        shape: &[usize],
+        dtype: DType,
+        view: View,
+        seed: u64,
+        value: impl Fn(&mut Rng) -> f64,
+    ) -> Result<Input> {
         let (len, layout) = view.layout(shape);
         let mut rng = Rng::new(seed);
         let data: Vec<f64> = (0..len).map(|_| value(&mut rng)).collect();
@@ -104,7 +125,13 @@ impl Input {
 
     /// Class or embedding indices in `0..classes`, every `ignore_every`-th replaced by
     /// `ignore` (when given).
-    fn indices(dev: Device, shape: &[usize], classes: usize, ignore: Option<(usize, i64)>, seed: u64) -> Result<Input> {
+    fn indices(
+        dev: Device,
+        shape: &[usize],
+        classes: usize,
+        ignore: Option<(usize, i64)>,
+        seed: u64,
+    ) -> Result<Input> {
         let mut rng = Rng::new(seed);
         let n: usize = shape.iter().product();
         let v: Vec<i64> = (0..n)
@@ -163,14 +190,21 @@ fn close(what: &str, got: &Tensor, want: &Tensor, (rtol, atol): (f64, f64)) -> R
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
         let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= atol + rtol * b.abs();
         if !ok {
-            return Err(fail(format!("{what}[{i}]: got {a}, want {b} (shape {:?})", want.shape())));
+            return Err(fail(format!(
+                "{what}[{i}]: got {a}, want {b} (shape {:?})",
+                want.shape()
+            )));
         }
     }
     Ok(())
 }
 
 /// Runs `f` on the CPU inputs and on the GPU inputs and compares every output.
-fn parity(inputs: &[Input], tol: (f64, f64), f: impl Fn(bool, &[&Tensor]) -> Result<Vec<Tensor>>) -> Result<()> {
+fn parity(
+    inputs: &[Input],
+    tol: (f64, f64),
+    f: impl Fn(bool, &[&Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<()> {
     let run = |gpu: bool| {
         let ts: Vec<&Tensor> = inputs.iter().map(|i| i.side(gpu)).collect();
         f(gpu, &ts)
@@ -230,7 +264,11 @@ const UNARY: [UnaryOp; 15] = [
 fn elementwise(c: &mut Checks) {
     let views = [View::Dense, View::Offset, View::Transposed, View::Padded];
     for (i, op) in UNARY.into_iter().enumerate() {
-        let range = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Recip) { (0.25, 3.0) } else { (-3.0, 3.0) };
+        let range = if matches!(op, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Recip) {
+            (0.25, 3.0)
+        } else {
+            (-3.0, 3.0)
+        };
         for dt in FLOATS {
             // Cycle the views over the ops so each dtype meets every layout.
             let view = views[(i + dt as usize) % views.len()];
@@ -256,7 +294,9 @@ fn elementwise(c: &mut Checks) {
                 c.add(format!("binary/{op:?}/{dt}/case{j}"), move |dev| {
                     let a = Input::new(dev, sa, dt, va, (-2.0, 2.0), 21 + i as u64)?;
                     let b = Input::new(dev, sb, dt, vb, (0.5, 2.0), 31 + j as u64)?;
-                    parity(&[a, b], tol(dt), |_, t| Ok(vec![dispatch::binary(op, t[0], t[1])?]))
+                    parity(&[a, b], tol(dt), |_, t| {
+                        Ok(vec![dispatch::binary(op, t[0], t[1])?])
+                    })
                 });
             }
         }
@@ -265,7 +305,9 @@ fn elementwise(c: &mut Checks) {
         for view in [View::Dense, View::Transposed] {
             c.add(format!("affine/{dt}/{}", view.name()), move |dev| {
                 let x = Input::new(dev, &[23, 45], dt, view, (-2.0, 2.0), 41)?;
-                parity(&[x], tol(dt), |_, t| Ok(vec![dispatch::affine(t[0], -1.5, 0.25)?]))
+                parity(&[x], tol(dt), |_, t| {
+                    Ok(vec![dispatch::affine(t[0], -1.5, 0.25)?])
+                })
             });
         }
     }
@@ -275,15 +317,22 @@ fn in_place(c: &mut Checks) {
     for dt in FLOATS {
         // A dense aligned destination (vector path) and an offset one (scalar path); the
         // source strided or broadcast.
-        for (dv, sv) in [(View::Dense, View::Transposed), (View::Offset, View::Broadcast), (View::Dense, View::Dense)] {
-            c.add(format!("add_/{dt}/{}-{}", dv.name(), sv.name()), move |dev| {
-                let d = Input::new(dev, &[11, 37], dt, dv, (-1.0, 1.0), 51)?;
-                let s = Input::new(dev, &[11, 37], dt, sv, (-1.0, 1.0), 52)?;
-                parity(&[d, s], tol(dt), |_, t| {
-                    dispatch::add_(t[0], t[1], 0.75)?;
-                    Ok(vec![whole(t[0])])
-                })
-            });
+        for (dv, sv) in [
+            (View::Dense, View::Transposed),
+            (View::Offset, View::Broadcast),
+            (View::Dense, View::Dense),
+        ] {
+            c.add(
+                format!("add_/{dt}/{}-{}", dv.name(), sv.name()),
+                move |dev| {
+                    let d = Input::new(dev, &[11, 37], dt, dv, (-1.0, 1.0), 51)?;
+                    let s = Input::new(dev, &[11, 37], dt, sv, (-1.0, 1.0), 52)?;
+                    parity(&[d, s], tol(dt), |_, t| {
+                        dispatch::add_(t[0], t[1], 0.75)?;
+                        Ok(vec![whole(t[0])])
+                    })
+                },
+            );
         }
     }
     for dt in ALL {
@@ -324,7 +373,13 @@ fn in_place(c: &mut Checks) {
 
 fn copies(c: &mut Checks) {
     for dt in ALL {
-        for view in [View::Dense, View::Offset, View::Transposed, View::Padded, View::Broadcast] {
+        for view in [
+            View::Dense,
+            View::Offset,
+            View::Transposed,
+            View::Padded,
+            View::Broadcast,
+        ] {
             c.add(format!("contiguous/{dt}/{}", view.name()), move |dev| {
                 let x = Input::new(dev, &[3, 7, 11], dt, view, (-50.0, 50.0), 71)?;
                 parity(&[x], tol(dt), |_, t| Ok(vec![dispatch::contiguous(t[0])?]))
@@ -357,7 +412,9 @@ fn reductions(c: &mut Checks) {
         for (i, &(shape, view, dims, keepdim)) in cases.iter().enumerate() {
             c.add(format!("sum/{dt}/case{i}-{}", view.name()), move |dev| {
                 let x = Input::new(dev, shape, dt, view, (-1.0, 1.0), 81 + i as u64)?;
-                parity(&[x], tol(dt), |_, t| Ok(vec![dispatch::sum_dims(t[0], dims, keepdim)?]))
+                parity(&[x], tol(dt), |_, t| {
+                    Ok(vec![dispatch::sum_dims(t[0], dims, keepdim)?])
+                })
             });
         }
     }
@@ -380,7 +437,9 @@ fn matmuls(c: &mut Checks) {
             c.add(format!("matmul/{dt}/case{i}"), move |dev| {
                 let a = Input::new(dev, sa, dt, va, (-1.0, 1.0), 91 + i as u64)?;
                 let b = Input::new(dev, sb, dt, vb, (-1.0, 1.0), 101 + i as u64)?;
-                parity(&[a, b], tol(dt), |_, t| Ok(vec![dispatch::matmul(t[0], t[1])?]))
+                parity(&[a, b], tol(dt), |_, t| {
+                    Ok(vec![dispatch::matmul(t[0], t[1])?])
+                })
             });
         }
     }
@@ -425,32 +484,59 @@ fn cross_entropies(c: &mut Checks) {
             .into_iter()
             .enumerate()
             {
-                c.add(format!("cross_entropy/{dt}/{reduction:?}/case{j}-{}", view.name()), move |dev| {
-                    let opts = CrossEntropyOpts {
-                        ignore_index: -100,
-                        label_smoothing: smoothing,
-                        reduction,
-                    };
-                    let x = Input::new(dev, &[rows, classes], dt, view, (-3.0, 3.0), 131 + j as u64)?;
-                    let t = Input::indices(dev, &[rows], classes, ignore.map(|e| (e, -100)), 141 + j as u64)?;
-                    let gshape: &[usize] = if reduction == Reduction::None { &[rows] } else { &[] };
-                    let g = Input::new(dev, gshape, dt, View::Offset, (0.5, 2.0), 151 + i as u64)?;
-                    parity(&[x, t, g], tol(dt), |_, t| {
-                        let (loss, lse) = dispatch::cross_entropy(t[0], t[1], &opts)?;
-                        let dx = dispatch::cross_entropy_backward(t[0], t[1], &lse, t[2], &opts)?;
-                        Ok(vec![loss, lse, dx])
-                    })
-                });
+                c.add(
+                    format!("cross_entropy/{dt}/{reduction:?}/case{j}-{}", view.name()),
+                    move |dev| {
+                        let opts = CrossEntropyOpts {
+                            ignore_index: -100,
+                            label_smoothing: smoothing,
+                            reduction,
+                        };
+                        let x = Input::new(
+                            dev,
+                            &[rows, classes],
+                            dt,
+                            view,
+                            (-3.0, 3.0),
+                            131 + j as u64,
+                        )?;
+                        let t = Input::indices(
+                            dev,
+                            &[rows],
+                            classes,
+                            ignore.map(|e| (e, -100)),
+                            141 + j as u64,
+                        )?;
+                        let gshape: &[usize] = if reduction == Reduction::None {
+                            &[rows]
+                        } else {
+                            &[]
+                        };
+                        let g =
+                            Input::new(dev, gshape, dt, View::Offset, (0.5, 2.0), 151 + i as u64)?;
+                        parity(&[x, t, g], tol(dt), |_, t| {
+                            let (loss, lse) = dispatch::cross_entropy(t[0], t[1], &opts)?;
+                            let dx =
+                                dispatch::cross_entropy_backward(t[0], t[1], &lse, t[2], &opts)?;
+                            Ok(vec![loss, lse, dx])
+                        })
+                    },
+                );
             }
         }
-        c.add(format!("cross_entropy/{dt}/target-out-of-range"), move |dev| {
-            let x = Input::new(dev, &[6, 5], dt, View::Dense, (-1.0, 1.0), 161)?;
-            let bad = Tensor::from_vec(vec![0i64, 4, 5, 1, -100, 2], &[6], dev)?;
-            match dispatch::cross_entropy(&x.gpu, &bad, &CrossEntropyOpts::default()) {
-                Err(Error::InvalidArgument { msg, .. }) if msg.contains("row 2") => Ok(()),
-                other => Err(fail(format!("expected an error naming row 2, got {other:?}"))),
-            }
-        });
+        c.add(
+            format!("cross_entropy/{dt}/target-out-of-range"),
+            move |dev| {
+                let x = Input::new(dev, &[6, 5], dt, View::Dense, (-1.0, 1.0), 161)?;
+                let bad = Tensor::from_vec(vec![0i64, 4, 5, 1, -100, 2], &[6], dev)?;
+                match dispatch::cross_entropy(&x.gpu, &bad, &CrossEntropyOpts::default()) {
+                    Err(Error::InvalidArgument { msg, .. }) if msg.contains("row 2") => Ok(()),
+                    other => Err(fail(format!(
+                        "expected an error naming row 2, got {other:?}"
+                    ))),
+                }
+            },
+        );
     }
 }
 
@@ -464,64 +550,93 @@ fn layer_norms(c: &mut Checks) {
     ];
     for dt in FLOATS {
         for (i, &(shape, view, affine)) in cases.iter().enumerate() {
-            c.add(format!("layer_norm/{dt}/case{i}-{}", view.name()), move |dev| {
-                let d = *shape.last().unwrap_or(&1);
-                let x = Input::new(dev, shape, dt, view, (-2.0, 3.0), 171 + i as u64)?;
-                let dy = Input::new(dev, shape, dt, View::Offset, (-1.0, 1.0), 181 + i as u64)?;
-                let w = Input::new(dev, &[d], dt, View::Offset, (0.5, 1.5), 191)?;
-                let b = Input::new(dev, &[d], dt, View::Dense, (-0.5, 0.5), 192)?;
-                parity(&[x, dy, w, b], tol(dt), |_, t| {
-                    let (w, b) = if affine { (Some(t[2]), Some(t[3])) } else { (None, None) };
-                    let (y, mean, rstd) = dispatch::layer_norm(t[0], w, b, 1e-5)?;
-                    let (dx, dw, db) = dispatch::layer_norm_backward(t[1], t[0], &mean, &rstd, w)?;
-                    let mut out = vec![y, mean, rstd, dx];
-                    out.extend(dw.into_iter().chain(db));
-                    Ok(out)
-                })
-            });
+            c.add(
+                format!("layer_norm/{dt}/case{i}-{}", view.name()),
+                move |dev| {
+                    let d = *shape.last().unwrap_or(&1);
+                    let x = Input::new(dev, shape, dt, view, (-2.0, 3.0), 171 + i as u64)?;
+                    let dy = Input::new(dev, shape, dt, View::Offset, (-1.0, 1.0), 181 + i as u64)?;
+                    let w = Input::new(dev, &[d], dt, View::Offset, (0.5, 1.5), 191)?;
+                    let b = Input::new(dev, &[d], dt, View::Dense, (-0.5, 0.5), 192)?;
+                    parity(&[x, dy, w, b], tol(dt), |_, t| {
+                        let (w, b) = if affine {
+                            (Some(t[2]), Some(t[3]))
+                        } else {
+                            (None, None)
+                        };
+                        let (y, mean, rstd) = dispatch::layer_norm(t[0], w, b, 1e-5)?;
+                        let (dx, dw, db) =
+                            dispatch::layer_norm_backward(t[1], t[0], &mean, &rstd, w)?;
+                        let mut out = vec![y, mean, rstd, dx];
+                        out.extend(dw.into_iter().chain(db));
+                        Ok(out)
+                    })
+                },
+            );
         }
     }
 }
 
 fn indexing(c: &mut Checks) {
     for dt in FLOATS {
-        for (i, (idx_shape, view)) in [(&[3usize, 5][..], View::Dense), (&[7][..], View::Transposed), (&[0, 2][..], View::Dense)]
-            .into_iter()
-            .enumerate()
+        for (i, (idx_shape, view)) in [
+            (&[3usize, 5][..], View::Dense),
+            (&[7][..], View::Transposed),
+            (&[0, 2][..], View::Dense),
+        ]
+        .into_iter()
+        .enumerate()
         {
-            c.add(format!("embedding/{dt}/case{i}-{}", view.name()), move |dev| {
-                let w = Input::new(dev, &[11, 6], dt, view, (-1.0, 1.0), 201)?;
-                // Few distinct indices, so the gradient's atomics collide.
-                let idx = Input::indices(dev, idx_shape, 4, None, 202 + i as u64)?;
-                let mut gshape = idx_shape.to_vec();
-                gshape.push(6);
-                let g = Input::new(dev, &gshape, dt, View::Padded, (-1.0, 1.0), 203)?;
-                parity(&[w, idx, g], tol(dt), |_, t| {
-                    let y = dispatch::embedding(t[0], t[1])?;
-                    let dw = dispatch::embedding_backward(t[2], t[1], 11)?;
-                    Ok(vec![y, dw])
-                })
-            });
+            c.add(
+                format!("embedding/{dt}/case{i}-{}", view.name()),
+                move |dev| {
+                    let w = Input::new(dev, &[11, 6], dt, view, (-1.0, 1.0), 201)?;
+                    // Few distinct indices, so the gradient's atomics collide.
+                    let idx = Input::indices(dev, idx_shape, 4, None, 202 + i as u64)?;
+                    let mut gshape = idx_shape.to_vec();
+                    gshape.push(6);
+                    let g = Input::new(dev, &gshape, dt, View::Padded, (-1.0, 1.0), 203)?;
+                    parity(&[w, idx, g], tol(dt), |_, t| {
+                        let y = dispatch::embedding(t[0], t[1])?;
+                        let dw = dispatch::embedding_backward(t[2], t[1], 11)?;
+                        Ok(vec![y, dw])
+                    })
+                },
+            );
         }
         c.add(format!("embedding/{dt}/index-out-of-range"), move |dev| {
             let w = Input::new(dev, &[4, 3], dt, View::Dense, (-1.0, 1.0), 211)?;
             let bad = Tensor::from_vec(vec![0i64, 3, 4, 1], &[4], dev)?;
             match dispatch::embedding(&w.gpu, &bad) {
                 Err(Error::InvalidArgument { msg, .. }) if msg.contains("position 2") => Ok(()),
-                other => Err(fail(format!("expected an error naming position 2, got {other:?}"))),
+                other => Err(fail(format!(
+                    "expected an error naming position 2, got {other:?}"
+                ))),
             }
         });
-        for (i, (shape, view)) in [(&[13usize, 37][..], View::Dense), (&[5, 300][..], View::Padded), (&[9, 4][..], View::Transposed)]
-            .into_iter()
-            .enumerate()
+        for (i, (shape, view)) in [
+            (&[13usize, 37][..], View::Dense),
+            (&[5, 300][..], View::Padded),
+            (&[9, 4][..], View::Transposed),
+        ]
+        .into_iter()
+        .enumerate()
         {
             c.add(format!("argmax/{dt}/case{i}-{}", view.name()), move |dev| {
                 // Integer values in a small range: many ties, where the first index wins.
-                let x = Input::generate(dev, shape, dt, view, 221 + i as u64, |r| (r.uniform() * 4.0).floor())?;
-                parity(&[x], tol(DType::I64), |_, t| Ok(vec![dispatch::argmax(t[0])?]))
+                let x = Input::generate(dev, shape, dt, view, 221 + i as u64, |r| {
+                    (r.uniform() * 4.0).floor()
+                })?;
+                parity(&[x], tol(DType::I64), |_, t| {
+                    Ok(vec![dispatch::argmax(t[0])?])
+                })
             });
         }
-        for (name, shape, p) in [("odd", &[1031usize][..], 0.3), ("p0", &[5, 7][..], 0.0), ("empty", &[0][..], 0.5)] {
+        for (name, shape, p) in [
+            ("odd", &[1031usize][..], 0.3),
+            ("p0", &[5, 7][..], 0.0),
+            ("empty", &[0][..], 0.5),
+        ] {
             c.add(format!("dropout/{dt}/{name}"), move |dev| {
                 // Bit-identical masks: compared exactly.
                 let want = dispatch::dropout_mask(shape, p, 0xDEAD_BEEF, dt, Device::Cpu)?;

@@ -155,6 +155,13 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         plot::plot_zero_sweep(&report, cfg.dtypes[0].as_str(), path)?;
         println!("wrote {}", path.display());
     }
+    if report.failures() > 0 {
+        eprintln!(
+            "error: {} benchmark case(s) failed (listed above)",
+            report.failures()
+        );
+        return Ok(ExitCode::from(crate::cli::EXIT_FAILURES));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -50,11 +50,18 @@ fn write_dense(op: &'static str, src: &Tensor, dst_ptr: u64, dst_dtype: DType) -
         }
         copy_kernel(dst_dtype)
     } else {
-        cast_kernel(src.dtype(), dst_dtype)
-            .ok_or_else(|| Error::invalid(op, format!("no conversion from {} to {dst_dtype}", src.dtype())))?
+        cast_kernel(src.dtype(), dst_dtype).ok_or_else(|| {
+            Error::invalid(
+                op,
+                format!("no conversion from {} to {dst_dtype}", src.dtype()),
+            )
+        })?
     };
     let mut args = KernelArgs::new();
-    args.push(ptr(src)?).push(StridedLayout::of(op, src)?).push(dst_ptr).push(n as u64);
+    args.push(ptr(src)?)
+        .push(StridedLayout::of(op, src)?)
+        .push(dst_ptr)
+        .push(n as u64);
     dev.launch(kernel, elementwise_config(n), &mut args)
 }
 

@@ -67,9 +67,16 @@ fn map(
 /// See [`crate::backend::dispatch::unary`].
 pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let xl = StridedLayout::of("unary", x)?;
-    map("unary", [k::UNARY_F16, k::UNARY_F32, k::UNARY_F64], x, &[(x, xl)], x.shape(), |a| {
-        a.push(unary_code(op));
-    })
+    map(
+        "unary",
+        [k::UNARY_F16, k::UNARY_F32, k::UNARY_F64],
+        x,
+        &[(x, xl)],
+        x.shape(),
+        |a| {
+            a.push(unary_code(op));
+        },
+    )
 }
 
 /// See [`crate::backend::dispatch::binary`].
@@ -80,17 +87,31 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         StridedLayout::new("binary", l.shape(), l.strides())
     };
     let inputs = [(a, view(a)?), (b, view(b)?)];
-    map("binary", [k::BINARY_F16, k::BINARY_F32, k::BINARY_F64], a, &inputs, &shape, |args| {
-        args.push(binary_code(op));
-    })
+    map(
+        "binary",
+        [k::BINARY_F16, k::BINARY_F32, k::BINARY_F64],
+        a,
+        &inputs,
+        &shape,
+        |args| {
+            args.push(binary_code(op));
+        },
+    )
 }
 
 /// See [`crate::backend::dispatch::affine`].
 pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
     let xl = StridedLayout::of("affine", x)?;
-    map("affine", [k::AFFINE_F16, k::AFFINE_F32, k::AFFINE_F64], x, &[(x, xl)], x.shape(), |a| {
-        a.push(mul).push(add);
-    })
+    map(
+        "affine",
+        [k::AFFINE_F16, k::AFFINE_F32, k::AFFINE_F64],
+        x,
+        &[(x, xl)],
+        x.shape(),
+        |a| {
+            a.push(mul).push(add);
+        },
+    )
 }
 
 /// See [`crate::backend::dispatch::add_`]: `dst` is contiguous (checked by dispatch).

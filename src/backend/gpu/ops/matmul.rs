@@ -43,7 +43,11 @@ impl Operand {
         let r = t.rank();
         let (shape, strides) = (t.shape(), t.layout().strides());
         let merged = StridedLayout::new("matmul", &shape[..r - 2], &strides[..r - 2])?;
-        let t = if merged.rank() <= 1 { t.clone() } else { super::copy::contiguous(t)? };
+        let t = if merged.rank() <= 1 {
+            t.clone()
+        } else {
+            super::copy::contiguous(t)?
+        };
         let strides = t.layout().strides();
         let batch = if shared { 0 } else { merged_stride(&t) };
         Ok(Operand {
@@ -79,16 +83,28 @@ impl Operand {
 fn merged_stride(t: &Tensor) -> usize {
     let r = t.rank();
     let (shape, strides) = (t.shape(), t.layout().strides());
-    (0..r - 2).rev().find(|&d| shape[d] != 1).map_or(0, |d| strides[d])
+    (0..r - 2)
+        .rev()
+        .find(|&d| shape[d] != 1)
+        .map_or(0, |d| strides[d])
 }
 
 /// See [`crate::backend::dispatch::matmul`].
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "matmul";
     let (dtype, device) = (a.dtype(), a.device());
-    let kernel = float_kernel(OP, dtype, device, [k::MATMUL_F16, k::MATMUL_F32, k::MATMUL_F64])?;
+    let kernel = float_kernel(
+        OP,
+        dtype,
+        device,
+        [k::MATMUL_F16, k::MATMUL_F32, k::MATMUL_F64],
+    )?;
     let ra = a.rank();
-    let (m, kk, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[b.rank() - 1]);
+    let (m, kk, n) = (
+        a.shape()[ra - 2],
+        a.shape()[ra - 1],
+        b.shape()[b.rank() - 1],
+    );
     let mut shape = a.shape()[..ra - 2].to_vec();
     let batch: usize = shape.iter().product();
     shape.extend([m, n]);
@@ -110,7 +126,10 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if ob.blas(kk, n).is_none() {
         ob = ob.dense(shared_b)?;
     }
-    let ((trans_a, lda), (trans_b, ldb)) = (oa.blas(m, kk).unwrap_or((false, kk)), ob.blas(kk, n).unwrap_or((false, n)));
+    let ((trans_a, lda), (trans_b, ldb)) = (
+        oa.blas(m, kk).unwrap_or((false, kk)),
+        ob.blas(kk, n).unwrap_or((false, n)),
+    );
     let desc = GemmDesc {
         dtype,
         trans_a,

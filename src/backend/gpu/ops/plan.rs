@@ -114,7 +114,10 @@ impl Rows {
 
     /// One block per row (capped), with enough threads for the row length.
     pub(super) fn launch_config(&self) -> LaunchConfig {
-        LaunchConfig::linear(self.rows.clamp(1, MAX_ROW_BLOCKS) as u32, row_threads(self.cols))
+        LaunchConfig::linear(
+            self.rows.clamp(1, MAX_ROW_BLOCKS) as u32,
+            row_threads(self.cols),
+        )
     }
 }
 
@@ -130,7 +133,12 @@ pub(super) fn elementwise_config(n: usize) -> LaunchConfig {
 }
 
 /// The kernel of `kernels` (f16, f32, f64 variants) for `dtype`.
-pub(super) fn float_kernel(op: &'static str, dtype: DType, device: Device, kernels: [KernelId; 3]) -> Result<KernelId> {
+pub(super) fn float_kernel(
+    op: &'static str,
+    dtype: DType,
+    device: Device,
+    kernels: [KernelId; 3],
+) -> Result<KernelId> {
     match dtype {
         DType::F16 => Ok(kernels[0]),
         DType::F32 => Ok(kernels[1]),
@@ -161,7 +169,13 @@ pub(super) fn empty(shape: &[usize], dtype: DType, device: Device) -> Result<Ten
 
 /// Checks that a 1-D helper tensor (statistics, per-row gradients) has `n` elements of
 /// `dtype`, and returns its element stride.
-pub(super) fn vector_stride(op: &'static str, what: &str, t: &Tensor, n: usize, dtype: DType) -> Result<u64> {
+pub(super) fn vector_stride(
+    op: &'static str,
+    what: &str,
+    t: &Tensor,
+    n: usize,
+    dtype: DType,
+) -> Result<u64> {
     if t.numel() != n || t.rank() > 1 || t.dtype() != dtype {
         return Err(Error::invalid(
             op,
@@ -188,8 +202,18 @@ mod tests {
 
     #[test]
     fn merging_makes_contiguous_views_dense() {
-        assert!(StridedLayout::new("t", &[2, 3, 4], &[12, 4, 1]).unwrap().rank() == 0);
-        assert!(StridedLayout::new("t", &[1, 5, 1], &[7, 1, 9]).unwrap().rank() == 0);
+        assert!(
+            StridedLayout::new("t", &[2, 3, 4], &[12, 4, 1])
+                .unwrap()
+                .rank()
+                == 0
+        );
+        assert!(
+            StridedLayout::new("t", &[1, 5, 1], &[7, 1, 9])
+                .unwrap()
+                .rank()
+                == 0
+        );
         assert!(StridedLayout::new("t", &[], &[]).unwrap().rank() == 0);
     }
 
@@ -197,7 +221,10 @@ mod tests {
     fn strided_views_keep_their_dims() {
         // A transposed [3, 2] view of a [2, 3] tensor.
         let l = StridedLayout::new("t", &[3, 2], &[1, 3]).unwrap();
-        assert_eq!((l.rank, &l.shape[..2], &l.strides[..2]), (2, &[3u64, 2][..], &[1u64, 3][..]));
+        assert_eq!(
+            (l.rank, &l.shape[..2], &l.strides[..2]),
+            (2, &[3u64, 2][..], &[1u64, 3][..])
+        );
         // A broadcast row: stride 0 stays.
         let b = StridedLayout::new("t", &[4, 5], &[0, 1]).unwrap();
         assert_eq!((b.rank, b.shape[0], b.strides[0]), (2, 4, 0));

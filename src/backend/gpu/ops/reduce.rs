@@ -1,6 +1,9 @@
 //! Sums over dims: `kernels/reduce.cu`.
 
-use super::plan::{device_of, elementwise_config, empty, float_kernel, ptr, row_threads, StridedLayout, MAX_ROW_BLOCKS};
+use super::plan::{
+    device_of, elementwise_config, empty, float_kernel, ptr, row_threads, StridedLayout,
+    MAX_ROW_BLOCKS,
+};
 use crate::backend::gpu::{kernels::k, KernelArgs, LaunchConfig};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -13,7 +16,8 @@ const SHORT_REDUCTION: usize = 64;
 pub fn sum_dims(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
     const OP: &str = "sum";
     let (shape, strides) = (x.shape(), x.layout().strides());
-    let (mut kept_shape, mut kept_strides, mut red_shape, mut red_strides) = (vec![], vec![], vec![], vec![]);
+    let (mut kept_shape, mut kept_strides, mut red_shape, mut red_strides) =
+        (vec![], vec![], vec![], vec![]);
     let mut out_shape = Vec::with_capacity(shape.len());
     for d in 0..shape.len() {
         if dims.contains(&d) {

@@ -16,7 +16,12 @@ use crate::tensor::Tensor;
 /// See [`crate::backend::dispatch::softmax`].
 pub fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
     const OP: &str = "softmax";
-    let kernel = float_kernel(OP, x.dtype(), x.device(), [k::SOFTMAX_FWD_F16, k::SOFTMAX_FWD_F32, k::SOFTMAX_FWD_F64])?;
+    let kernel = float_kernel(
+        OP,
+        x.dtype(),
+        x.device(),
+        [k::SOFTMAX_FWD_F16, k::SOFTMAX_FWD_F32, k::SOFTMAX_FWD_F64],
+    )?;
     let out = empty(x.shape(), x.dtype(), x.device())?;
     if out.numel() == 0 {
         return Ok(out);
@@ -25,7 +30,10 @@ pub fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
     let mut args = KernelArgs::new();
     args.push(ptr(x)?);
     rows.push(&mut args);
-    args.push(ptr(&out)?).push(rows.rows as u64).push(rows.cols as u64).push(log as i32);
+    args.push(ptr(&out)?)
+        .push(rows.rows as u64)
+        .push(rows.cols as u64)
+        .push(log as i32);
     device_of(x)?.launch(kernel, rows.launch_config(), &mut args)?;
     Ok(out)
 }
@@ -45,7 +53,10 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
     yr.push(&mut args);
     args.push(ptr(dy)?);
     dr.push(&mut args);
-    args.push(ptr(&out)?).push(yr.rows as u64).push(yr.cols as u64).push(log as i32);
+    args.push(ptr(&out)?)
+        .push(yr.rows as u64)
+        .push(yr.cols as u64)
+        .push(log as i32);
     device_of(y)?.launch(kernel, yr.launch_config(), &mut args)?;
     Ok(out)
 }
@@ -92,14 +103,26 @@ impl CeParams {
 const CE_SCRATCH_BYTES: usize = 16;
 
 /// See [`crate::backend::dispatch::cross_entropy`]. Synchronises once to check targets.
-pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result<(Tensor, Tensor)> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &CrossEntropyOpts,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "cross_entropy";
     let (dtype, device) = (logits.dtype(), logits.device());
-    let kernels = [k::CROSS_ENTROPY_FWD_F16, k::CROSS_ENTROPY_FWD_F32, k::CROSS_ENTROPY_FWD_F64];
+    let kernels = [
+        k::CROSS_ENTROPY_FWD_F16,
+        k::CROSS_ENTROPY_FWD_F32,
+        k::CROSS_ENTROPY_FWD_F64,
+    ];
     let kernel = float_kernel(OP, dtype, device, kernels)?;
     let p = CeParams::new(logits, target, opts);
     let n = p.rows as usize;
-    let loss_shape: &[usize] = if opts.reduction == Reduction::None { &[n] } else { &[] };
+    let loss_shape: &[usize] = if opts.reduction == Reduction::None {
+        &[n]
+    } else {
+        &[]
+    };
     let loss = empty(loss_shape, dtype, device)?;
     let lse = empty(&[n], stats_dtype(dtype), device)?;
     if n == 0 {
@@ -118,7 +141,10 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) 
     let partials = scratch.ptr() + CE_SCRATCH_BYTES as u64;
     let mut args = KernelArgs::new();
     args.push(ptr(logits)?).push(ptr(target)?).push(p);
-    args.push(ptr(&loss)?).push(ptr(&lse)?).push(partials).push(scratch.ptr());
+    args.push(ptr(&loss)?)
+        .push(ptr(&lse)?)
+        .push(partials)
+        .push(scratch.ptr());
     let cfg = LaunchConfig::linear(blocks as u32, super::plan::row_threads(p.classes as usize));
     dev.launch(kernel, cfg, &mut args)?;
     let bad = read_u64(&dev, scratch.ptr() + 8)?;
@@ -150,23 +176,46 @@ pub fn cross_entropy_backward(
 ) -> Result<Tensor> {
     const OP: &str = "cross_entropy_backward";
     let (dtype, device) = (logits.dtype(), logits.device());
-    let kernels = [k::CROSS_ENTROPY_BWD_F16, k::CROSS_ENTROPY_BWD_F32, k::CROSS_ENTROPY_BWD_F64];
+    let kernels = [
+        k::CROSS_ENTROPY_BWD_F16,
+        k::CROSS_ENTROPY_BWD_F32,
+        k::CROSS_ENTROPY_BWD_F64,
+    ];
     let kernel = float_kernel(OP, dtype, device, kernels)?;
     let mut p = CeParams::new(logits, target, opts);
     let n = p.rows as usize;
     p.lse_s = vector_stride(OP, "lse", lse, n, stats_dtype(dtype))?;
     let per_row = opts.reduction == Reduction::None;
-    let gs = vector_stride(OP, "grad_loss", grad_loss, if per_row { n } else { 1 }, dtype)?;
+    let gs = vector_stride(
+        OP,
+        "grad_loss",
+        grad_loss,
+        if per_row { n } else { 1 },
+        dtype,
+    )?;
     p.gs = if per_row { gs } else { 0 };
     let dx = empty(logits.shape(), dtype, device)?;
     if dx.numel() == 0 {
         return Ok(dx);
     }
     let mut args = KernelArgs::new();
-    args.push(ptr(logits)?).push(ptr(target)?).push(ptr(lse)?).push(ptr(grad_loss)?).push(p).push(ptr(&dx)?);
+    args.push(ptr(logits)?)
+        .push(ptr(target)?)
+        .push(ptr(lse)?)
+        .push(ptr(grad_loss)?)
+        .push(p)
+        .push(ptr(&dx)?);
     // With a mean, every block counts the non-ignored rows itself: fewer, fuller blocks.
-    let cap = if opts.reduction == Reduction::Mean { 256 } else { super::plan::MAX_ROW_BLOCKS };
+    let cap = if opts.reduction == Reduction::Mean {
+        256
+    } else {
+        super::plan::MAX_ROW_BLOCKS
+    };
     let threads = super::plan::row_threads(p.classes as usize);
-    device_of(logits)?.launch(kernel, LaunchConfig::linear(n.min(cap) as u32, threads), &mut args)?;
+    device_of(logits)?.launch(
+        kernel,
+        LaunchConfig::linear(n.min(cap) as u32, threads),
+        &mut args,
+    )?;
     Ok(dx)
 }

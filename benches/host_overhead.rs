@@ -1,0 +1,100 @@
+//! Host overhead of the multi-tensor paths for the 1000 mixed tensors.
+//!
+//! - `plan/*`: pure host work on any machine: the zero tables of one `zero_grad` and the
+//!   chunk numbering of a step table (what `optim` rebuilds when the pointers change).
+//! - `issue/*` (on a CUDA GPU only): the CPU time of one fused step or one foreach
+//!   `zero_grad` call, which returns once the launches are queued; the device is
+//!   synchronised between calls, outside the timing.
+//!
+//! `cargo bench --bench host_overhead`.
+
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use gradstep::bench::{
+    make_params, params::mixed_sizes, sync, OptName, ParamSet, StepCase, ZeroCase, ZeroImpl,
+};
+use gradstep::optim::multi_tensor::{number_chunks, zero_tables, MtTensor};
+use gradstep::optim::Impl;
+use gradstep::{DType, Device};
+
+const TENSORS: usize = 1000;
+
+/// Fake, 256-byte aligned device addresses for the planning benches (never dereferenced).
+fn fake_ptrs(sizes: &[usize], elem: usize) -> Vec<(u64, u64)> {
+    let mut next = 1u64 << 32;
+    sizes
+        .iter()
+        .map(|&n| {
+            let bytes = (n * elem) as u64;
+            let r = (next, bytes);
+            next += bytes.next_multiple_of(256);
+            r
+        })
+        .collect()
+}
+
+fn plan(c: &mut Criterion) {
+    let sizes = mixed_sizes(TENSORS);
+    let ranges = fake_ptrs(&sizes, 4);
+    let mut group = c.benchmark_group("plan/mixed1000");
+    group.bench_function("zero_tables", |b| {
+        b.iter(|| zero_tables(std::hint::black_box(&ranges)))
+    });
+    let table: Vec<MtTensor> = ranges
+        .iter()
+        .map(|&(p, bytes)| MtTensor {
+            p,
+            g: p + (1 << 40),
+            b0: p + (2 << 40),
+            b1: p + (3 << 40),
+            numel: bytes / 4,
+            ..Default::default()
+        })
+        .collect();
+    group.bench_function("step_table", |b| {
+        b.iter(|| {
+            let mut t = table.clone();
+            number_chunks(std::hint::black_box(&mut t))
+        })
+    });
+    group.finish();
+}
+
+/// The CPU time of `iters` calls of `f`, each issued onto an idle device.
+fn issue_time(device: Device, iters: u64, f: &mut dyn FnMut() -> gradstep::Result<()>) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        sync(device).expect("synchronise");
+        let t0 = Instant::now();
+        f().expect("call");
+        total += t0.elapsed();
+    }
+    sync(device).expect("synchronise");
+    total
+}
+
+fn issue(c: &mut Criterion) {
+    let Device::Cuda(ordinal) = Device::cuda_if_available(0) else {
+        return;
+    };
+    let device = Device::Cuda(ordinal);
+    let set = ParamSet::Mixed(TENSORS);
+    let params = make_params(&set.shapes(), DType::F32, device, 0).expect("parameters");
+    let mut group = c.benchmark_group("issue/cuda/mixed1000/f32");
+    for opt in OptName::ALL {
+        let mut case = StepCase::new(&params, opt, Impl::Fused).expect("step case");
+        group.bench_function(format!("fused_{}", opt.name()), |b| {
+            b.iter_custom(|iters| issue_time(device, iters, &mut || case.run()))
+        });
+    }
+    let case = ZeroCase::new(&params, ZeroImpl::Foreach).expect("zero case");
+    group.bench_function("zero_foreach", |b| {
+        b.iter_custom(|iters| issue_time(device, iters, &mut || case.run()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, plan, issue);
+criterion_main!(benches);

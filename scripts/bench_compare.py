@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Side-by-side tables of `gradstep bench --json` and `scripts/torch_bench.py --json`
+(same machine, same run), in the format of docs/cpu-results.md and docs/gpu-results.md.
+
+    python3 scripts/bench_compare.py --gradstep g.json --torch t.json \\
+        --title "H100, driver 580.65" --meta card="NVIDIA H100" --meta commit=abc123 > out.md
+
+Ratios are torch time / gradstep time: above 1 means gradstep is faster. Only the
+standard library is needed.
+"""
+import argparse
+import json
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def key(r):
+    return (r.get("bench"), r.get("set"), r.get("dtype"), r.get("optimizer"), r.get("impl"))
+
+
+def fmt_time(s):
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1.0:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.3f} s"
+
+
+def fmt_ratio(torch_s, ours_s):
+    if not torch_s or not ours_s:
+        return "-"
+    return f"{torch_s / ours_s:.2f}x"
+
+
+def fmt_num(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def index(results):
+    return {key(r): r for r in results}
+
+
+def sets_in_order(results):
+    seen = []
+    for r in results:
+        s = (r.get("set"), r.get("dtype"))
+        if r.get("bench") in ("zero", "step") and s not in seen:
+            seen.append(s)
+    return seen
+
+
+def zero_table(ours, theirs):
+    """One row per (set, dtype, impl). Arena has no torch form: compared with torch foreach."""
+    lines = ["| set | dtype | impl | gradstep | GB/s | % copy | launches + memsets | torch | torch / gradstep |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    t = index(theirs)
+    for r in ours:
+        if r.get("bench") != "zero" or not str(r.get("set", "")).startswith(("10x", "gpt2", "mixed1000")):
+            continue
+        imp = r.get("impl")
+        ref = t.get(("zero", r.get("set"), r.get("dtype"), None, "foreach" if imp == "arena" else imp))
+        c = r.get("counts")
+        calls = f"{c['launches']} + {c['memsets']}" if c else "-"
+        ref_s = ref.get("seconds") if ref else None
+        label = imp + (" (vs torch foreach)" if imp == "arena" and ref else "")
+        lines.append(f"| {r['set']} | {r['dtype']} | {label} | {fmt_time(r.get('seconds'))} | "
+                     f"{fmt_num(r.get('gbps'), '.1f')} | {fmt_num(r.get('pct_copy'), '.0f')} | {calls} | "
+                     f"{fmt_time(ref_s)} | {fmt_ratio(ref_s, r.get('seconds'))} |")
+    return lines
+
+
+def step_table(ours, theirs, copy_gbps):
+    """One row per (set, dtype, optimizer, impl), then the best of each side."""
+    lines = ["| set | dtype | optimizer | impl | gradstep | GB/s | % copy | launches | syncs | torch | torch GB/s "
+             "| torch / gradstep |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    t = index(theirs)
+    for r in ours:
+        if r.get("bench") != "step":
+            continue
+        ref = t.get(key(r))
+        ref_s = ref.get("seconds") if ref else None
+        c = r.get("counts")
+        lines.append(f"| {r['set']} | {r['dtype']} | {r['optimizer']} | {r['impl']} | {fmt_time(r.get('seconds'))} | "
+                     f"{fmt_num(r.get('gbps'), '.1f')} | {fmt_num(r.get('pct_copy'), '.0f')} | "
+                     f"{c['launches'] if c else '-'} | {c['syncs'] if c else '-'} | {fmt_time(ref_s)} | "
+                     f"{fmt_num(ref.get('gbps') if ref else None, '.1f')} | {fmt_ratio(ref_s, r.get('seconds'))} |")
+    return lines
+
+
+def best_table(ours, theirs):
+    """Fastest gradstep implementation against torch's fastest, per (set, dtype, optimizer)."""
+    lines = ["| set | dtype | optimizer | gradstep best | torch best | torch / gradstep |",
+             "|---|---|---|---|---|---:|"]
+    groups = {}
+    for side, results in (("ours", ours), ("theirs", theirs)):
+        for r in results:
+            if r.get("bench") == "step" and r.get("seconds"):
+                g = groups.setdefault((r["set"], r["dtype"], r["optimizer"]), {})
+                if side not in g or r["seconds"] < g[side]["seconds"]:
+                    g[side] = r
+    for (s, d, o), g in groups.items():
+        if "ours" not in g:
+            continue
+        a, b = g["ours"], g.get("theirs")
+        lines.append(f"| {s} | {d} | {o} | {a['impl']} {fmt_time(a['seconds'])} | "
+                     f"{(b['impl'] + ' ' + fmt_time(b['seconds'])) if b else '-'} | "
+                     f"{fmt_ratio(b['seconds'] if b else None, a['seconds'])} |")
+    return lines
+
+
+def train_table(ours, theirs):
+    lines = ["| model | dtype | gradstep steps/s | torch steps/s | gradstep / torch |", "|---|---|---:|---:|---:|"]
+    t = {(r.get("set"), r.get("dtype")): r for r in theirs if r.get("bench") == "train"}
+    for r in ours:
+        if r.get("bench") != "train":
+            continue
+        ref = t.get((r.get("set"), r.get("dtype")))
+        ours_ps = r.get("per_second")
+        ref_ps = ref.get("per_second") if ref else None
+        ratio = f"{ours_ps / ref_ps:.2f}x" if ours_ps and ref_ps else "-"
+        lines.append(f"| {r['set']} | {r['dtype']} | {fmt_num(ours_ps, '.1f')} | {fmt_num(ref_ps, '.1f')} | {ratio} |")
+    return lines
+
+
+def render(g, t, title, meta):
+    ours, theirs = g.get("results", []), t.get("results", []) if t else []
+    gm, tm = g.get("meta", {}), (t or {}).get("meta", {})
+    out = [f"## {title}", ""]
+    rows = dict(meta)
+    rows.setdefault("device", f"{gm.get('device')} ({gm.get('device_name')})")
+    rows.setdefault("gradstep", gm.get("version"))
+    if tm:
+        rows.setdefault("torch", f"{tm.get('torch')} ({tm.get('threads')} threads)")
+    rows.setdefault("gradstep threads", gm.get("threads"))
+    if gm.get("loadavg"):
+        rows.setdefault("load average at start", " ".join(f"{x:.2f}" for x in gm["loadavg"]))
+    copy_ours = gm.get("copy_gbps")
+    copy_theirs = next((r.get("gbps") for r in theirs if r.get("bench") == "copy"), None)
+    rows["copy bandwidth (read + write)"] = (f"gradstep {fmt_num(copy_ours, '.1f')} GB/s, "
+                                             f"torch {fmt_num(copy_theirs, '.1f')} GB/s")
+    for k, v in rows.items():
+        out.append(f"- {k}: {v}")
+    out.append("")
+    out.append("Times are medians per call; `torch / gradstep` above 1 means gradstep is faster. "
+               "GB/s counts the bytes that must move (zero: one write per element; SGD-momentum 5 "
+               "and Adam/AdamW 7 elements per parameter); % copy is that against the copy bandwidth "
+               "measured in the same run.")
+    if any(r.get("bench") == "train" for r in ours):
+        out += ["", "### Quickstart training step (batch 64)", ""] + train_table(ours, theirs)
+    if any(r.get("bench") == "step" for r in ours):
+        out += ["", "### Optimizer step, fastest implementation of each", ""] + best_table(ours, theirs)
+        out += ["", "### Optimizer step, every implementation", ""] + step_table(ours, theirs, copy_ours)
+    if any(r.get("bench") == "zero" for r in ours):
+        out += ["", "### zero_grad", ""] + zero_table(ours, theirs)
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gradstep", nargs="+", required=True, help="gradstep bench JSON file(s)")
+    ap.add_argument("--torch", nargs="*", default=[], help="torch_bench.py JSON file(s)")
+    ap.add_argument("--title", default="Results")
+    ap.add_argument("--meta", action="append", default=[], help="KEY=VALUE lines for the header")
+    args = ap.parse_args()
+    g = {"meta": {}, "results": []}
+    for p in args.gradstep:
+        d = load(p)
+        g["meta"] = g["meta"] or d.get("meta", {})
+        g["results"] += d.get("results", [])
+    t = {"meta": {}, "results": []}
+    for p in args.torch:
+        d = load(p)
+        t["meta"] = t["meta"] or d.get("meta", {})
+        t["results"] += d.get("results", [])
+    meta = {}
+    for kv in args.meta:
+        k, _, v = kv.partition("=")
+        meta[k.strip()] = v.strip()
+    sys.stdout.write(render(g, t if args.torch else None, args.title, meta))
+
+
+if __name__ == "__main__":
+    main()
