@@ -78,8 +78,58 @@ fn batch_offset(i: usize, batch_shape: &[usize], strides: &[usize], base: usize)
     off
 }
 
+/// Rows of `a` from which a column-major `b` is first copied to row-major: gemm runs
+/// about 2.7 times slower on a column-major right operand (measured on 64x512x512 f32),
+/// and the copy costs `1/m` of the product.
+const REPACK_MIN_ROWS: usize = 8;
+
+/// Tile edge of the blocked transposing copy.
+const TILE: usize = 32;
+
+/// The matrices of a view `[.., r, c]` copied to row-major order, tile by tile.
+fn repack<T: Copy + Default>(data: &[T], l: &Layout) -> Vec<T> {
+    let rank = l.rank();
+    let (r, c) = (l.shape()[rank - 2], l.shape()[rank - 1]);
+    let (rs, cs) = (l.strides()[rank - 2], l.strides()[rank - 1]);
+    let batch_shape = &l.shape()[..rank - 2];
+    let batch: usize = batch_shape.iter().product();
+    let mut out = vec![T::default(); batch * r * c];
+    for (p, dst) in out.chunks_mut(r * c).enumerate() {
+        let base = batch_offset(p, batch_shape, l.strides(), l.offset());
+        for j0 in (0..c).step_by(TILE) {
+            for i0 in (0..r).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(c) {
+                    for i in i0..(i0 + TILE).min(r) {
+                        dst[i * c + j] = data[base + i * rs + j * cs];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// `a @ b` for gemm's element types, from storage slices and layouts.
 fn product<T: 'static + Copy + Default + Send + Sync>(
+    sa: &[T],
+    la: &Layout,
+    sb: &[T],
+    lb: &Layout,
+    one: T,
+) -> Vec<T> {
+    let (ra, rb) = (la.rank(), lb.rank());
+    let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
+    let (brs, bcs) = (lb.strides()[rb - 2], lb.strides()[rb - 1]);
+    let column_major = k > 1 && n > 1 && brs == 1 && bcs != 1;
+    if column_major && m >= REPACK_MIN_ROWS {
+        let b = repack(sb, lb);
+        return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
+    }
+    product_strided(sa, la, sb, lb, one)
+}
+
+/// `a @ b` straight from the strided views.
+fn product_strided<T: 'static + Copy + Default + Send + Sync>(
     sa: &[T],
     la: &Layout,
     sb: &[T],
