@@ -8,7 +8,6 @@
 //!
 //! `cargo bench --bench host_overhead`.
 
-
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};

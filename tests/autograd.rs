@@ -40,10 +40,18 @@ fn scale_recording(x: &Tensor, k: f64, seen: Arc<Mutex<Vec<usize>>>) -> Tensor {
 fn fresh_gradient_is_taken_over_without_a_copy() {
     let w = leaf(&[1.0, 2.0, 3.0], &[3]);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    scale_recording(&w, 2.0, seen.clone()).sum_all().unwrap().backward().unwrap();
+    scale_recording(&w, 2.0, seen.clone())
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let g = w.grad().unwrap();
     assert_eq!(vals(&g), vec![2.0; 3]);
-    assert_eq!(seen.lock().unwrap().as_slice(), &[storage_addr(&g)], "the gradient was copied");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[storage_addr(&g)],
+        "the gradient was copied"
+    );
     assert!(g.is_leaf() && !g.requires_grad());
 }
 
@@ -53,7 +61,10 @@ fn a_gradient_held_elsewhere_is_copied() {
     let gout = t64(&[0.5, -1.0], &[2]);
     w.backward_with(Some(&gout), false, false).unwrap();
     let g = w.grad().unwrap();
-    assert!(!g.shares_storage(&gout), "the caller's gradient must not become .grad");
+    assert!(
+        !g.shares_storage(&gout),
+        "the caller's gradient must not become .grad"
+    );
     assert_eq!(vals(&g), vec![0.5, -1.0]);
     // Both inputs of an add receive the same tensor: each gets its own copy.
     let (a, b) = (leaf(&[1.0], &[1]), leaf(&[2.0], &[1]));
@@ -70,13 +81,25 @@ fn existing_gradient_is_added_in_place_into_an_arena_view() {
     w.set_grad(Some(view.clone())).unwrap();
     let before = arena.storage().version();
     for k in [1.0, 2.0] {
-        w.mul_scalar(k).unwrap().sum_all().unwrap().backward().unwrap();
+        w.mul_scalar(k)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
     }
     let g = w.grad().unwrap();
-    assert!(g.same_tensor(&view), ".grad must stay the tensor that was set");
+    assert!(
+        g.same_tensor(&view),
+        ".grad must stay the tensor that was set"
+    );
     assert!(g.shares_storage(&arena));
     assert_eq!(vals(&arena), vec![13.0; 4]);
-    assert_eq!(arena.storage().version(), before + 2, "one in-place add per backward");
+    assert_eq!(
+        arena.storage().version(),
+        before + 2,
+        "one in-place add per backward"
+    );
 }
 
 #[test]
@@ -85,7 +108,11 @@ fn gradients_of_one_leaf_are_summed_before_accumulation() {
     let x = leaf(&[1.0, -2.0], &[2]);
     let y = x.mul_scalar(2.0).unwrap();
     y.retain_grad().unwrap();
-    let z = y.mul_scalar(3.0).unwrap().add(&y.mul_scalar(4.0).unwrap()).unwrap();
+    let z = y
+        .mul_scalar(3.0)
+        .unwrap()
+        .add(&y.mul_scalar(4.0).unwrap())
+        .unwrap();
     z.sum_all().unwrap().backward().unwrap();
     assert_eq!(vals(&y.grad().unwrap()), vec![7.0, 7.0]);
     assert_eq!(vals(&x.grad().unwrap()), vec![14.0, 14.0]);
@@ -107,7 +134,10 @@ fn second_backward_needs_retain_graph() {
     }
     assert!(loss.grad_fn().unwrap().is_freed());
     let err = loss.backward().unwrap_err();
-    assert!(matches!(err, Error::Autograd(ref m) if m.contains("second time")), "{err}");
+    assert!(
+        matches!(err, Error::Autograd(ref m) if m.contains("second time")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,7 +148,10 @@ fn in_place_change_to_a_saved_tensor_is_an_error() {
     let loss = y.sum_all().unwrap();
     dispatch::fill_(&y, 0.0).unwrap();
     let err = loss.backward().unwrap_err();
-    assert!(matches!(err, Error::Autograd(ref m) if m.contains("in-place")), "{err}");
+    assert!(
+        matches!(err, Error::Autograd(ref m) if m.contains("in-place")),
+        "{err}"
+    );
     // A saved input.
     let a = leaf(&[1.0, 2.0], &[2]);
     let b = t64(&[3.0, 4.0], &[2]);
@@ -160,7 +193,14 @@ fn non_leaf_grad_only_with_retain_grad() {
     let r = x.square().unwrap();
     r.retain_grad().unwrap();
     assert!(r.retains_grad() && !h.retains_grad() && x.retains_grad());
-    h.add(&r).unwrap().mul_scalar(3.0).unwrap().sum_all().unwrap().backward().unwrap();
+    h.add(&r)
+        .unwrap()
+        .mul_scalar(3.0)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(h.grad().is_none());
     assert_eq!(vals(&r.grad().unwrap()), vec![3.0, 3.0]);
     assert_eq!(vals(&x.grad().unwrap()), vec![12.0, 24.0]);
@@ -186,11 +226,27 @@ fn detach_and_detach_in_place() {
 fn errors_not_panics() {
     let x = leaf(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let y = x.mul_scalar(2.0).unwrap();
-    assert!(matches!(y.backward(), Err(Error::Autograd(_))), "non-scalar without gradient");
-    assert!(y.backward_with(Some(&t64(&[1.0], &[1])), false, false).is_err(), "wrong gradient shape");
-    assert!(matches!(t64(&[1.0], &[1]).backward(), Err(Error::Autograd(_))), "does not require grad");
-    assert!(matches!(x.matmul(&t64(&[1.0; 3], &[3, 1])), Err(Error::ShapeMismatch { .. })));
-    assert!(matches!(x.add(&t64(&[1.0; 3], &[3])), Err(Error::ShapeMismatch { .. })));
+    assert!(
+        matches!(y.backward(), Err(Error::Autograd(_))),
+        "non-scalar without gradient"
+    );
+    assert!(
+        y.backward_with(Some(&t64(&[1.0], &[1])), false, false)
+            .is_err(),
+        "wrong gradient shape"
+    );
+    assert!(
+        matches!(t64(&[1.0], &[1]).backward(), Err(Error::Autograd(_))),
+        "does not require grad"
+    );
+    assert!(matches!(
+        x.matmul(&t64(&[1.0; 3], &[3, 1])),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        x.add(&t64(&[1.0; 3], &[3])),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let f = Tensor::from_slice(&[1.0f32; 4], &[2, 2], Device::Cpu).unwrap();
     assert!(matches!(x.mul(&f), Err(Error::DTypeMismatch { .. })));
     if let Ok(e) = Tensor::from_slice(&[1.0f32; 4], &[2, 2], Device::Emu) {
@@ -208,9 +264,19 @@ fn create_graph_accumulates_out_of_place_with_history() {
     let x = leaf(&[1.5, -0.5], &[2]);
     let old = t64(&[1.0, 1.0], &[2]);
     x.set_grad(Some(old.clone())).unwrap();
-    x.mul(&x).unwrap().mul(&x).unwrap().sum_all().unwrap().backward_with(None, false, true).unwrap();
+    x.mul(&x)
+        .unwrap()
+        .mul(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward_with(None, false, true)
+        .unwrap();
     let g = x.grad().unwrap();
-    assert!(!g.shares_storage(&old) && vals(&old) == vec![1.0, 1.0], "must not add in place");
+    assert!(
+        !g.shares_storage(&old) && vals(&old) == vec![1.0, 1.0],
+        "must not add in place"
+    );
     assert!(g.grad_fn().is_some(), "the gradient carries history");
     assert_eq!(vals(&g), vec![1.0 + 3.0 * 2.25, 1.0 + 3.0 * 0.25]);
     // d/dx sum(.grad) = 6x
@@ -247,12 +313,22 @@ impl Mlp {
     fn new() -> Mlp {
         let mut rng = Rng::new(3);
         let mut r = |shape: &[usize]| {
-            Tensor::rand_with(shape, &mut rng, -1.0, 1.0, DType::F64, Device::Cpu).unwrap().requires_grad_(true).unwrap()
+            Tensor::rand_with(shape, &mut rng, -1.0, 1.0, DType::F64, Device::Cpu)
+                .unwrap()
+                .requires_grad_(true)
+                .unwrap()
         };
         let (w1, b1, w2, b2) = (r(&[5, 3]), r(&[5]), r(&[2, 5]), r(&[2]));
         let x = r(&[4, 3]).to_vec_f64().unwrap();
         let t = r(&[4, 2]).detach();
-        Mlp { w1, b1, w2, b2, x, t }
+        Mlp {
+            w1,
+            b1,
+            w2,
+            b2,
+            x,
+            t,
+        }
     }
 
     fn loss(&self, x: &Tensor, w1: &Tensor) -> Result<Tensor> {
@@ -264,7 +340,8 @@ impl Mlp {
     /// `||d loss / d x||^2` computed by first-order backward with `create_graph`.
     fn penalty(&self, w1: &Tensor, create_graph: bool) -> Result<Tensor> {
         let x = Tensor::from_slice(&self.x, &[4, 3], Device::Cpu)?.requires_grad_(true)?;
-        self.loss(&x, w1)?.backward_with(None, false, create_graph)?;
+        self.loss(&x, w1)?
+            .backward_with(None, false, create_graph)?;
         x.grad().expect("x.grad").square()?.sum_all()
     }
 }
@@ -287,7 +364,11 @@ fn gradient_penalty_through_an_mlp_matches_finite_differences() {
             m.penalty(&t64(&v, &[5, 3]), false).unwrap().item().unwrap()
         };
         let want = (at(eps) - at(-eps)) / (2.0 * eps);
-        assert!((got[j] - want).abs() <= 1e-7 + 1e-5 * want.abs(), "w1[{j}]: {} vs {want}", got[j]);
+        assert!(
+            (got[j] - want).abs() <= 1e-7 + 1e-5 * want.abs(),
+            "w1[{j}]: {} vs {want}",
+            got[j]
+        );
     }
     // Every parameter got a second-order gradient.
     for w in [&m.b1, &m.w2, &m.b2] {
@@ -300,7 +381,13 @@ fn double_backward_through_a_fused_backward_is_an_error() {
     let x = leaf(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], &[2, 3]);
     let target = Tensor::from_slice(&[0i64, 2], &[2], Device::Cpu).unwrap();
     let loss = ops::cross_entropy(&x, &target, &Default::default()).unwrap();
-    let g = autograd::grad(&loss, &[&x], None, false, true).unwrap().remove(0).unwrap();
+    let g = autograd::grad(&loss, &[&x], None, false, true)
+        .unwrap()
+        .remove(0)
+        .unwrap();
     assert!(g.requires_grad());
-    assert!(matches!(g.sum_all().unwrap().backward(), Err(Error::Autograd(_))));
+    assert!(matches!(
+        g.sum_all().unwrap().backward(),
+        Err(Error::Autograd(_))
+    ));
 }

@@ -223,3 +223,28 @@ fn cli_check_exit_status_follows_failures() {
         "FAIL cli_bad.json neg/t/float32 [cpu]: output [1]: got 2 want 2.5 |diff| 5.0e-01 > 2.6e-05 (rtol 1e-05, atol 1e-06)\n1 passed, 1 failed\n"
     );
 }
+
+/// A real case with one expected value moved by 1e-3 fails for every implementation, at
+/// that value; the untouched case next to it still passes.
+#[test]
+fn perturbed_reference_value_fails_at_that_value() {
+    use gradstep::check::{load_file, run_cases, CaseFile};
+    let CaseFile::Optim(mut cases) = load_file(&data("optim_standard.json")).expect("loads") else {
+        panic!("optim_standard.json is optim-ref/1")
+    };
+    cases.truncate(2);
+    let id = cases[0].id.clone();
+    cases[0].steps[1].params[1][2] += 1e-3;
+    let mut out = Vec::new();
+    let file = CaseFile::Optim(cases);
+    let s = run_cases("x.json", &file, Device::Cpu, &ALL_IMPLS, &mut out).expect("runs");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert_eq!((s.passed, s.failed, s.skipped), (3, 3, 0), "{text}");
+    for imp in ["forloop", "foreach", "fused"] {
+        let prefix = format!("FAIL x.json {id} [cpu {imp}]: step 2 params[1] \"b0\" [2]: got ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "{prefix}\n{text}"
+        );
+    }
+}

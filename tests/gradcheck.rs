@@ -18,7 +18,9 @@ enum Input {
 
 fn rand_vals(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Vec<f64> {
     let mut rng = Rng::new(seed);
-    (0..shape.iter().product::<usize>()).map(|_| rng.uniform_range(lo, hi)).collect()
+    (0..shape.iter().product::<usize>())
+        .map(|_| rng.uniform_range(lo, hi))
+        .collect()
 }
 
 /// A float input uniform in [lo, hi) whose gradient is checked.
@@ -50,18 +52,26 @@ type Func<'a> = dyn Fn(&[Tensor]) -> Result<Tensor> + 'a;
 /// `sum(f(xs) * w)` for fixed weights `w` (a scalar function of the inputs).
 fn weighted(f: &Func<'_>, xs: &[Tensor], seed: u64) -> Result<Tensor> {
     let y = f(xs)?;
-    let w = Tensor::from_slice(&rand_vals(y.shape(), -1.0, 1.0, seed), y.shape(), Device::Cpu)?;
+    let w = Tensor::from_slice(
+        &rand_vals(y.shape(), -1.0, 1.0, seed),
+        y.shape(),
+        Device::Cpu,
+    )?;
     y.mul(&w)?.sum_all()
 }
 
 fn float_positions(inputs: &[Input]) -> Vec<usize> {
-    (0..inputs.len()).filter(|&i| matches!(inputs[i], Input::Float(_, _, true))).collect()
+    (0..inputs.len())
+        .filter(|&i| matches!(inputs[i], Input::Float(_, _, true)))
+        .collect()
 }
 
 /// Central differences of the scalar `h(inputs)` with respect to input `i`.
 fn numeric(h: &dyn Fn(&[Input]) -> Result<f64>, inputs: &[Input], i: usize) -> Result<Vec<f64>> {
     let eps = 1e-6;
-    let Input::Float(v, s, g) = &inputs[i] else { unreachable!() };
+    let Input::Float(v, s, g) = &inputs[i] else {
+        unreachable!()
+    };
     let mut out = Vec::with_capacity(v.len());
     for j in 0..v.len() {
         let at = |d: f64| -> Result<f64> {
@@ -117,7 +127,11 @@ fn grad_norm(f: &Func<'_>, xs: &[Tensor], pos: &[usize], create_graph: bool) -> 
     let mut total = Tensor::zeros(&[], DType::F64, Device::Cpu)?;
     for (k, g) in gs.into_iter().enumerate() {
         if let Some(g) = g {
-            total = total.add(&weighted(&|t: &[Tensor]| Ok(t[0].clone()), &[g], 7 + k as u64)?)?;
+            total = total.add(&weighted(
+                &|t: &[Tensor]| Ok(t[0].clone()),
+                &[g],
+                7 + k as u64,
+            )?)?;
         }
     }
     Ok(total)
@@ -152,7 +166,13 @@ fn check_both(name: &str, inputs: Vec<Input>, f: impl Fn(&[Tensor]) -> Result<Te
     gradgradcheck(name, inputs, f);
 }
 
-const BCAST: [(&[usize], &[usize]); 5] = [(&[3, 4], &[4]), (&[2, 1, 4], &[3, 1]), (&[3, 4], &[1]), (&[2, 3], &[2, 3]), (&[4, 1], &[1, 5])];
+const BCAST: [(&[usize], &[usize]); 5] = [
+    (&[3, 4], &[4]),
+    (&[2, 1, 4], &[3, 1]),
+    (&[3, 4], &[1]),
+    (&[2, 3], &[2, 3]),
+    (&[4, 1], &[1, 5]),
+];
 
 #[test]
 fn binary_ops_with_broadcasting() {
@@ -161,12 +181,16 @@ fn binary_ops_with_broadcasting() {
         check_both("add", vec![u(sa, s), u(sb, s + 1)], |t| t[0].add(&t[1]));
         check_both("sub", vec![u(sa, s), u(sb, s + 1)], |t| t[0].sub(&t[1]));
         check_both("mul", vec![u(sa, s), u(sb, s + 1)], |t| t[0].mul(&t[1]));
-        check_both("div", vec![u(sa, s), x(sb, 0.5, 2.0, s + 1)], |t| t[0].div(&t[1]));
+        check_both("div", vec![u(sa, s), x(sb, 0.5, 2.0, s + 1)], |t| {
+            t[0].div(&t[1])
+        });
     }
     // One side without gradient.
-    gradcheck("mul_const", vec![u(&[3, 4], 1), Input::Float(vec![2.0; 4], vec![4], false)], |t| {
-        t[0].mul(&t[1])
-    });
+    gradcheck(
+        "mul_const",
+        vec![u(&[3, 4], 1), Input::Float(vec![2.0; 4], vec![4], false)],
+        |t| t[0].mul(&t[1]),
+    );
 }
 
 #[test]
@@ -180,20 +204,30 @@ fn unary_ops() {
     check_both("square", vec![u(&[4, 5], 7)], |t| t[0].square());
     check_both("affine", vec![u(&[4, 5], 8)], |t| t[0].affine(-1.5, 0.25));
     check_both("mul_scalar", vec![u(&[3], 8)], |t| t[0].mul_scalar(3.0));
-    check_both("add_scalar", vec![u(&[3], 8)], |t| t[0].add_scalar(3.0)?.square());
+    check_both("add_scalar", vec![u(&[3], 8)], |t| {
+        t[0].add_scalar(3.0)?.square()
+    });
     // Values kept away from relu's kink; the second-order check goes through a product.
     let away = Input::Float(vec![-1.5, -0.3, 0.2, 0.7, 1.9, -0.8], vec![2, 3], true);
     check_both("relu", vec![away.clone()], |t| t[0].relu()?.mul(&t[0]));
     gradcheck("relu_plain", vec![away.clone()], |t| t[0].relu());
     gradcheck("gelu", vec![u(&[4, 5], 9)], |t| t[0].gelu());
-    gradcheck("gelu_tanh", vec![u(&[4, 5], 10)], |t| ops::gelu(&t[0], GeluApproximate::Tanh));
+    gradcheck("gelu_tanh", vec![u(&[4, 5], 10)], |t| {
+        ops::gelu(&t[0], GeluApproximate::Tanh)
+    });
 }
 
 #[test]
 fn relu_gradient_at_zero_is_zero() {
-    let xt = Tensor::from_slice(&[0.0f64, -1.0, 2.0], &[3], Device::Cpu).unwrap().requires_grad_(true).unwrap();
+    let xt = Tensor::from_slice(&[0.0f64, -1.0, 2.0], &[3], Device::Cpu)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
     xt.relu().unwrap().sum_all().unwrap().backward().unwrap();
-    assert_eq!(xt.grad().unwrap().to_vec::<f64>().unwrap(), vec![0.0, 0.0, 1.0]);
+    assert_eq!(
+        xt.grad().unwrap().to_vec::<f64>().unwrap(),
+        vec![0.0, 0.0, 1.0]
+    );
 }
 
 #[test]
@@ -208,46 +242,84 @@ fn reductions() {
     ];
     for (k, (dims, keep)) in cases.into_iter().enumerate() {
         let d1 = dims.clone();
-        check_both("sum", vec![u(&[3, 4, 5], k as u64)], move |t| t[0].sum(d1.as_deref(), keep));
+        check_both("sum", vec![u(&[3, 4, 5], k as u64)], move |t| {
+            t[0].sum(d1.as_deref(), keep)
+        });
         let d2 = dims.clone();
-        check_both("mean", vec![u(&[3, 4, 5], k as u64)], move |t| t[0].mean(d2.as_deref(), keep));
+        check_both("mean", vec![u(&[3, 4, 5], k as u64)], move |t| {
+            t[0].mean(d2.as_deref(), keep)
+        });
     }
     check_both("sum_0d", vec![u(&[], 1)], |t| t[0].sum_all()?.mul(&t[0]));
 }
 
 #[test]
 fn matmul_and_linear() {
-    check_both("matmul_2d", vec![u(&[3, 4], 1), u(&[4, 5], 2)], |t| t[0].matmul(&t[1]));
-    check_both("matmul_batched", vec![u(&[2, 3, 4], 3), u(&[2, 4, 5], 4)], |t| t[0].matmul(&t[1]));
-    check_both("matmul_shared_b", vec![u(&[2, 3, 4], 5), u(&[4, 2], 6)], |t| t[0].matmul(&t[1]));
-    check_both("matmul_transposed_operand", vec![u(&[4, 3], 7), u(&[4, 5], 8)], |t| {
-        t[0].t()?.matmul(&t[1])
+    check_both("matmul_2d", vec![u(&[3, 4], 1), u(&[4, 5], 2)], |t| {
+        t[0].matmul(&t[1])
     });
-    check_both("linear", vec![u(&[5, 4], 9), u(&[3, 4], 10), u(&[3], 11)], |t| {
-        ops::linear(&t[0], &t[1], Some(&t[2]))
-    });
-    gradcheck("linear_nobias_3d", vec![u(&[2, 5, 4], 12), u(&[3, 4], 13)], |t| ops::linear(&t[0], &t[1], None));
+    check_both(
+        "matmul_batched",
+        vec![u(&[2, 3, 4], 3), u(&[2, 4, 5], 4)],
+        |t| t[0].matmul(&t[1]),
+    );
+    check_both(
+        "matmul_shared_b",
+        vec![u(&[2, 3, 4], 5), u(&[4, 2], 6)],
+        |t| t[0].matmul(&t[1]),
+    );
+    check_both(
+        "matmul_transposed_operand",
+        vec![u(&[4, 3], 7), u(&[4, 5], 8)],
+        |t| t[0].t()?.matmul(&t[1]),
+    );
+    check_both(
+        "linear",
+        vec![u(&[5, 4], 9), u(&[3, 4], 10), u(&[3], 11)],
+        |t| ops::linear(&t[0], &t[1], Some(&t[2])),
+    );
+    gradcheck(
+        "linear_nobias_3d",
+        vec![u(&[2, 5, 4], 12), u(&[3, 4], 13)],
+        |t| ops::linear(&t[0], &t[1], None),
+    );
 }
 
 #[test]
 fn shape_ops() {
-    check_both("transpose", vec![u(&[2, 3, 4], 1)], |t| t[0].transpose(0, -1)?.mul(&t[0].transpose(0, 2)?));
-    check_both("reshape", vec![u(&[2, 3, 4], 2)], |t| t[0].reshape(&[6, -1]));
-    check_both("reshape_of_transposed", vec![u(&[2, 3, 4], 3)], |t| t[0].transpose(1, 2)?.reshape(&[-1]));
+    check_both("transpose", vec![u(&[2, 3, 4], 1)], |t| {
+        t[0].transpose(0, -1)?.mul(&t[0].transpose(0, 2)?)
+    });
+    check_both("reshape", vec![u(&[2, 3, 4], 2)], |t| {
+        t[0].reshape(&[6, -1])
+    });
+    check_both("reshape_of_transposed", vec![u(&[2, 3, 4], 3)], |t| {
+        t[0].transpose(1, 2)?.reshape(&[-1])
+    });
     check_both("flatten", vec![u(&[2, 3, 4], 4)], |t| t[0].flatten(1, -1));
     check_both("expand", vec![u(&[3, 1], 5)], |t| t[0].expand(&[2, 3, 4]));
-    check_both("contiguous", vec![u(&[3, 4], 6)], |t| t[0].t()?.contiguous());
+    check_both("contiguous", vec![u(&[3, 4], 6)], |t| {
+        t[0].t()?.contiguous()
+    });
     check_both("deep_clone", vec![u(&[3, 4], 7)], |t| t[0].deep_clone());
-    check_both("sum_to_shape", vec![u(&[2, 3, 4], 8)], |t| t[0].sum_to_shape(&[3, 1]));
+    check_both("sum_to_shape", vec![u(&[2, 3, 4], 8)], |t| {
+        t[0].sum_to_shape(&[3, 1])
+    });
 }
 
 #[test]
 fn softmax_family() {
     for (k, dim) in [-1isize, 0, 1].into_iter().enumerate() {
-        check_both("softmax", vec![u(&[3, 5], k as u64)], move |t| t[0].softmax(dim));
-        check_both("log_softmax", vec![u(&[3, 5], 10 + k as u64)], move |t| t[0].log_softmax(dim));
+        check_both("softmax", vec![u(&[3, 5], k as u64)], move |t| {
+            t[0].softmax(dim)
+        });
+        check_both("log_softmax", vec![u(&[3, 5], 10 + k as u64)], move |t| {
+            t[0].log_softmax(dim)
+        });
     }
-    check_both("softmax_3d_mid", vec![u(&[2, 3, 4], 20)], |t| ops::softmax(&t[0], 1));
+    check_both("softmax_3d_mid", vec![u(&[2, 3, 4], 20)], |t| {
+        ops::softmax(&t[0], 1)
+    });
 }
 
 #[test]
@@ -260,33 +332,54 @@ fn losses() {
                 label_smoothing: ls,
                 reduction,
             };
-            gradcheck("cross_entropy", vec![u(&[6, 5], 1), idx(&targets, &[6])], move |t| {
-                ops::cross_entropy(&t[0], &t[1], &opts)
-            });
+            gradcheck(
+                "cross_entropy",
+                vec![u(&[6, 5], 1), idx(&targets, &[6])],
+                move |t| ops::cross_entropy(&t[0], &t[1], &opts),
+            );
         }
-        check_both("mse_loss", vec![u(&[4, 5], 2), u(&[4, 5], 3)], move |t| ops::mse_loss(&t[0], &t[1], reduction));
+        check_both("mse_loss", vec![u(&[4, 5], 2), u(&[4, 5], 3)], move |t| {
+            ops::mse_loss(&t[0], &t[1], reduction)
+        });
     }
 }
 
 #[test]
 fn layer_norm_embedding_dropout() {
-    gradcheck("layer_norm", vec![u(&[4, 6], 1), u(&[6], 2), u(&[6], 3)], |t| {
-        ops::layer_norm(&t[0], &[6], Some(&t[1]), Some(&t[2]), 1e-5)
+    gradcheck(
+        "layer_norm",
+        vec![u(&[4, 6], 1), u(&[6], 2), u(&[6], 3)],
+        |t| ops::layer_norm(&t[0], &[6], Some(&t[1]), Some(&t[2]), 1e-5),
+    );
+    gradcheck(
+        "layer_norm_2dims",
+        vec![u(&[2, 3, 4], 4), u(&[3, 4], 5), u(&[3, 4], 6)],
+        |t| ops::layer_norm(&t[0], &[3, 4], Some(&t[1]), Some(&t[2]), 1e-5),
+    );
+    gradcheck("layer_norm_plain", vec![u(&[4, 6], 7)], |t| {
+        ops::layer_norm(&t[0], &[6], None, None, 1e-5)
     });
-    gradcheck("layer_norm_2dims", vec![u(&[2, 3, 4], 4), u(&[3, 4], 5), u(&[3, 4], 6)], |t| {
-        ops::layer_norm(&t[0], &[3, 4], Some(&t[1]), Some(&t[2]), 1e-5)
+    gradcheck(
+        "layer_norm_bias_only",
+        vec![u(&[4, 6], 8), u(&[6], 9)],
+        |t| ops::layer_norm(&t[0], &[6], None, Some(&t[1]), 1e-5),
+    );
+    gradcheck(
+        "embedding",
+        vec![idx(&[1, 3, 1, 0, 4, 3], &[2, 3]), u(&[5, 4], 10)],
+        |t| ops::embedding(&t[0], &t[1]),
+    );
+    gradcheck("dropout", vec![u(&[6, 7], 11)], |t| {
+        ops::dropout(&t[0], 0.4, true, 5)
     });
-    gradcheck("layer_norm_plain", vec![u(&[4, 6], 7)], |t| ops::layer_norm(&t[0], &[6], None, None, 1e-5));
-    gradcheck("layer_norm_bias_only", vec![u(&[4, 6], 8), u(&[6], 9)], |t| {
-        ops::layer_norm(&t[0], &[6], None, Some(&t[1]), 1e-5)
-    });
-    gradcheck("embedding", vec![idx(&[1, 3, 1, 0, 4, 3], &[2, 3]), u(&[5, 4], 10)], |t| ops::embedding(&t[0], &t[1]));
-    gradcheck("dropout", vec![u(&[6, 7], 11)], |t| ops::dropout(&t[0], 0.4, true, 5));
 }
 
 #[test]
 fn cast_keeps_the_graph() {
-    let a = Tensor::from_slice(&[1.0f64, -2.0, 3.0], &[3], Device::Cpu).unwrap().requires_grad_(true).unwrap();
+    let a = Tensor::from_slice(&[1.0f64, -2.0, 3.0], &[3], Device::Cpu)
+        .unwrap()
+        .requires_grad_(true)
+        .unwrap();
     let y = a.cast(DType::F32).unwrap();
     assert_eq!(y.dtype(), DType::F32);
     y.square().unwrap().sum_all().unwrap().backward().unwrap();
@@ -302,11 +395,21 @@ mod oracle {
     use serde_json::Value;
 
     fn floats(v: &Value) -> Vec<f64> {
-        v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
     }
 
     fn shape(v: &Value) -> Vec<usize> {
-        v["shape"].as_array().map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect()).unwrap_or_default()
+        v["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|x| x as usize)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn input(v: &Value, dtype: DType) -> Result<Tensor> {
@@ -328,7 +431,14 @@ mod oracle {
     }
 
     fn isizes(v: &Value) -> Vec<isize> {
-        v.as_array().map(|a| a.iter().filter_map(Value::as_i64).map(|x| x as isize).collect()).unwrap_or_default()
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_i64)
+                    .map(|x| x as isize)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Runs one op of the file through the public API.
@@ -347,7 +457,8 @@ mod oracle {
             "sigmoid" => x[0].sigmoid(),
             "relu" => x[0].relu(),
             "gelu" => {
-                let approx = GeluApproximate::parse(a["approximate"].as_str().unwrap_or("none")).unwrap();
+                let approx =
+                    GeluApproximate::parse(a["approximate"].as_str().unwrap_or("none")).unwrap();
                 x[0].gelu_with(approx)
             }
             "sum" | "mean" => {
@@ -375,22 +486,42 @@ mod oracle {
             }
             "mse_loss" => ops::mse_loss(&x[0], &x[1], reduction(a)),
             "layer_norm" => {
-                let ns: Vec<usize> = isizes(&a["normalized_shape"]).iter().map(|&d| d as usize).collect();
-                ops::layer_norm(&x[0], &ns, x.get(1), x.get(2), a["eps"].as_f64().unwrap_or(1e-5))
+                let ns: Vec<usize> = isizes(&a["normalized_shape"])
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect();
+                ops::layer_norm(
+                    &x[0],
+                    &ns,
+                    x.get(1),
+                    x.get(2),
+                    a["eps"].as_f64().unwrap_or(1e-5),
+                )
             }
             "embedding" => ops::embedding(&x[0], &x[1]),
-            _ => Err(gradstep::Error::invalid("oracle", format!("unknown op {op}"))),
+            _ => Err(gradstep::Error::invalid(
+                "oracle",
+                format!("unknown op {op}"),
+            )),
         }
     }
 
     /// Compares a tensor with `{shape, data}`; returns a failure message.
     fn compare(what: &str, got: &Tensor, want: &Value, rtol: f64, atol: f64) -> Option<String> {
         if got.shape() != shape(want).as_slice() {
-            return Some(format!("{what}: shape {:?} vs {:?}", got.shape(), shape(want)));
+            return Some(format!(
+                "{what}: shape {:?} vs {:?}",
+                got.shape(),
+                shape(want)
+            ));
         }
-        let g = got.to_vec_f64().ok()?;
+        let g = match got.to_vec_f64() {
+            Ok(g) => g,
+            Err(e) => return Some(format!("{what}: {e}")),
+        };
         for (k, (g, w)) in g.iter().zip(floats(&want["data"])).enumerate() {
-            if !((g - w).abs() <= atol + rtol * w.abs()) {
+            let within = (g - w).abs() <= atol + rtol * w.abs(); // false for NaN
+            if !within {
                 return Some(format!("{what}[{k}]: got {g} want {w}"));
             }
         }
@@ -399,15 +530,38 @@ mod oracle {
 
     fn replay(case: &Value) -> Result<Option<String>> {
         let dtype = DType::parse(case["dtype"].as_str().unwrap_or("")).expect("dtype");
-        let (rtol, atol) = (case["tolerance"]["rtol"].as_f64().unwrap(), case["tolerance"]["atol"].as_f64().unwrap());
-        let xs = case["inputs"].as_array().unwrap().iter().map(|v| input(v, dtype)).collect::<Result<Vec<_>>>()?;
+        let (rtol, atol) = (
+            case["tolerance"]["rtol"].as_f64().unwrap(),
+            case["tolerance"]["atol"].as_f64().unwrap(),
+        );
+        let xs = case["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| input(v, dtype))
+            .collect::<Result<Vec<_>>>()?;
         let y = run(case["op"].as_str().unwrap(), &case["attrs"], &xs)?;
         if let Some(f) = compare("output", &y, &case["output"], rtol, atol) {
             return Ok(Some(f));
         }
         let go = &case["grad_output"];
-        y.backward_with(Some(&Tensor::from_f64s(&floats(&go["data"]), &shape(go), dtype, Device::Cpu)?), false, false)?;
-        for (i, (want, x)) in case["grads"].as_array().unwrap().iter().zip(&xs).enumerate() {
+        y.backward_with(
+            Some(&Tensor::from_f64s(
+                &floats(&go["data"]),
+                &shape(go),
+                dtype,
+                Device::Cpu,
+            )?),
+            false,
+            false,
+        )?;
+        for (i, (want, x)) in case["grads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&xs)
+            .enumerate()
+        {
             match (want.is_null(), x.grad()) {
                 (true, None) => {}
                 (false, Some(g)) => {
@@ -415,7 +569,12 @@ mod oracle {
                         return Ok(Some(f));
                     }
                 }
-                (w, g) => return Ok(Some(format!("grads[{i}]: expected null {w}, got {}", g.is_some()))),
+                (w, g) => {
+                    return Ok(Some(format!(
+                        "grads[{i}]: expected null {w}, got {}",
+                        g.is_some()
+                    )))
+                }
             }
         }
         Ok(None)
@@ -437,7 +596,13 @@ mod oracle {
                 Err(e) => failures.push(format!("{id}: error {e}")),
             }
         }
-        assert!(failures.is_empty(), "{} passed, {} failed:\n{}", passed, failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} passed, {} failed:\n{}",
+            passed,
+            failures.len(),
+            failures.join("\n")
+        );
         assert_eq!(passed, 321, "every case of every dtype (float16 included)");
     }
 }

@@ -4,7 +4,10 @@
 
 use gradstep::autograd::no_grad;
 use gradstep::backend::dispatch;
-use gradstep::nn::{CrossEntropyLoss, Dropout, Embedding, Flatten, LayerNorm, Linear, MSELoss, Module, ReLU, Sequential, StateDict, GELU};
+use gradstep::nn::{
+    CrossEntropyLoss, Dropout, Embedding, Flatten, LayerNorm, Linear, MSELoss, Module, ReLU,
+    Sequential, StateDict, GELU,
+};
 use gradstep::tensor::Rng;
 use gradstep::{DType, Device, Result, Tensor};
 use serde_json::Value;
@@ -19,7 +22,9 @@ fn quickstart(sizes: [usize; 4], seed: u64, dtype: DType, device: Device) -> Res
         .add(Linear::new(h1, h2, true, &mut rng, dtype, device)?)
         .add(ReLU::new())
         .add(Linear::new(h2, o, true, &mut rng, dtype, device)?);
-    Ok(Sequential::new().add_named("flatten", Flatten::new()).add_named("linear_relu_stack", stack))
+    Ok(Sequential::new()
+        .add_named("flatten", Flatten::new())
+        .add_named("linear_relu_stack", stack))
 }
 
 const NAMES: [&str; 6] = [
@@ -38,16 +43,36 @@ fn quickstart_parameter_names_shapes_and_init() {
     let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, NAMES);
     let shapes: Vec<Vec<usize>> = named.iter().map(|(_, t)| t.shape().to_vec()).collect();
-    assert_eq!(shapes, vec![vec![512, 784], vec![512], vec![512, 512], vec![512], vec![10, 512], vec![10]]);
+    assert_eq!(
+        shapes,
+        vec![
+            vec![512, 784],
+            vec![512],
+            vec![512, 512],
+            vec![512],
+            vec![10, 512],
+            vec![10]
+        ]
+    );
     for (n, t) in &named {
         assert!(t.is_leaf() && t.requires_grad(), "{n}");
-        let fan_in = if n.starts_with("linear_relu_stack.0") { 784.0 } else { 512.0f64 };
+        let fan_in = if n.starts_with("linear_relu_stack.0") {
+            784.0
+        } else {
+            512.0f64
+        };
         let bound = 1.0 / fan_in.sqrt();
         let v = t.to_vec_f64().unwrap();
-        assert!(v.iter().all(|x| x.abs() <= bound), "{n} outside U(-{bound}, {bound})");
+        assert!(
+            v.iter().all(|x| x.abs() <= bound),
+            "{n} outside U(-{bound}, {bound})"
+        );
         // Uniform: the mean |x| is about bound / 2.
         let mean_abs = v.iter().map(|x| x.abs()).sum::<f64>() / v.len() as f64;
-        assert!((mean_abs / bound - 0.5).abs() < 0.2, "{n}: mean |x| {mean_abs} for bound {bound}");
+        assert!(
+            (mean_abs / bound - 0.5).abs() < 0.2,
+            "{n}: mean |x| {mean_abs} for bound {bound}"
+        );
     }
     // Reproducible from the seed, different for another.
     let again = quickstart([784, 512, 512, 10], 0, DType::F32, Device::Cpu).unwrap();
@@ -65,14 +90,21 @@ fn quickstart_step(device: Device) -> Result<(f64, Vec<f64>, Vec<Vec<f64>>)> {
     let logits = m.forward(&x)?;
     let loss = CrossEntropyLoss::new().forward(&logits, &y)?;
     loss.backward()?;
-    let grads = m.parameters().iter().map(|p| p.grad().expect("grad").to_vec_f64()).collect::<Result<_>>()?;
+    let grads = m
+        .parameters()
+        .iter()
+        .map(|p| p.grad().expect("grad").to_vec_f64())
+        .collect::<Result<_>>()?;
     Ok((loss.item()?, logits.to_vec_f64()?, grads))
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{k}]: got {g} want {w}");
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs(),
+            "{what}[{k}]: got {g} want {w}"
+        );
     }
 }
 
@@ -91,11 +123,20 @@ fn quickstart_gradients_agree_on_cpu_and_emulated_gpu() {
 // ---- PyTorch training cases (tests/data/train.json, train-ref/1) --------------------
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
 }
 
 fn shape(v: &Value) -> Vec<usize> {
-    v.as_array().map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as usize)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Replays a plain-SGD case: forward, loss and backward against torch's logits, losses
@@ -103,7 +144,10 @@ fn shape(v: &Value) -> Vec<usize> {
 fn replay_sgd(case: &Value) -> Result<()> {
     let id = case["id"].as_str().unwrap_or("?");
     let dtype = DType::parse(case["dtype"].as_str().unwrap()).unwrap();
-    let (rtol, atol) = (case["tolerance"]["rtol"].as_f64().unwrap(), case["tolerance"]["atol"].as_f64().unwrap());
+    let (rtol, atol) = (
+        case["tolerance"]["rtol"].as_f64().unwrap(),
+        case["tolerance"]["atol"].as_f64().unwrap(),
+    );
     let lr = case["hyperparams"]["lr"].as_f64().unwrap();
     let set_to_none = case["zero_grad"]["set_to_none"].as_bool().unwrap();
     let mut model = quickstart([20, 16, 16, 5], 0, dtype, Device::Cpu)?;
@@ -119,14 +163,36 @@ fn replay_sgd(case: &Value) -> Result<()> {
     for (s, step) in case["steps"].as_array().unwrap().iter().enumerate() {
         for (j, b) in step["batches"].as_array().unwrap().iter().enumerate() {
             let b = &batches[b.as_u64().unwrap() as usize];
-            let x = Tensor::from_f64s(&floats(&b["x"]["data"]), &shape(&b["x"]["shape"]), dtype, Device::Cpu)?;
-            let y_idx: Vec<i64> = b["y"]["int_data"].as_array().unwrap().iter().filter_map(Value::as_i64).collect();
+            let x = Tensor::from_f64s(
+                &floats(&b["x"]["data"]),
+                &shape(&b["x"]["shape"]),
+                dtype,
+                Device::Cpu,
+            )?;
+            let y_idx: Vec<i64> = b["y"]["int_data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_i64)
+                .collect();
             let y = Tensor::from_slice(&y_idx, &[y_idx.len()], Device::Cpu)?;
             let logits = model.forward(&x)?;
             let loss = loss_fn.forward(&logits, &y)?;
             let what = format!("{id} step {s} batch {j}");
-            assert_close(&format!("{what} logits"), &logits.to_vec_f64()?, &floats(&step["logits"][j]), rtol, atol);
-            assert_close(&format!("{what} loss"), &[loss.item()?], &[step["losses"][j].as_f64().unwrap()], rtol, atol);
+            assert_close(
+                &format!("{what} logits"),
+                &logits.to_vec_f64()?,
+                &floats(&step["logits"][j]),
+                rtol,
+                atol,
+            );
+            assert_close(
+                &format!("{what} loss"),
+                &[loss.item()?],
+                &[step["losses"][j].as_f64().unwrap()],
+                rtol,
+                atol,
+            );
             if j == 0 {
                 for p in &params {
                     match (set_to_none, p.grad()) {
@@ -140,9 +206,21 @@ fn replay_sgd(case: &Value) -> Result<()> {
         let _g = no_grad();
         for (k, p) in params.iter().enumerate() {
             let g = p.grad().expect("grad");
-            assert_close(&format!("{id} step {s} grads[{k}]"), &g.to_vec_f64()?, &floats(&step["grads"][k]), rtol, atol);
+            assert_close(
+                &format!("{id} step {s} grads[{k}]"),
+                &g.to_vec_f64()?,
+                &floats(&step["grads"][k]),
+                rtol,
+                atol,
+            );
             dispatch::add_(p, &g, -lr)?;
-            assert_close(&format!("{id} step {s} params[{k}]"), &p.to_vec_f64()?, &floats(&step["params"][k]), rtol, atol);
+            assert_close(
+                &format!("{id} step {s} params[{k}]"),
+                &p.to_vec_f64()?,
+                &floats(&step["params"][k]),
+                rtol,
+                atol,
+            );
         }
     }
     Ok(())
@@ -151,7 +229,8 @@ fn replay_sgd(case: &Value) -> Result<()> {
 #[test]
 fn pytorch_training_cases_with_plain_sgd() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/train.json");
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("train.json")).unwrap();
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("train.json")).unwrap();
     assert_eq!(file["format"], "train-ref/1");
     let mut n = 0;
     for case in file["cases"].as_array().unwrap() {
@@ -180,20 +259,31 @@ fn load_state_dict_copies_in_place_and_checks_names() {
     assert!(m.load_state_dict(&partial, true).is_err());
     m.load_state_dict(&partial, false).unwrap();
     let mut extra = src.state_dict();
-    extra.insert("nope".into(), Tensor::zeros(&[1], DType::F64, Device::Cpu).unwrap());
+    extra.insert(
+        "nope".into(),
+        Tensor::zeros(&[1], DType::F64, Device::Cpu).unwrap(),
+    );
     assert!(m.load_state_dict(&extra, true).is_err());
     let mut wrong = src.state_dict();
-    wrong.insert("linear_relu_stack.0.bias".into(), Tensor::zeros(&[5], DType::F64, Device::Cpu).unwrap());
+    wrong.insert(
+        "linear_relu_stack.0.bias".into(),
+        Tensor::zeros(&[5], DType::F64, Device::Cpu).unwrap(),
+    );
     assert!(m.load_state_dict(&wrong, false).is_err());
 }
 
 #[test]
 fn train_and_eval_switch_dropout() {
-    let mut m = Sequential::new().add(Dropout::new(0.5, 3).unwrap()).add(GELU::new());
+    let mut m = Sequential::new()
+        .add(Dropout::new(0.5, 3).unwrap())
+        .add(GELU::new());
     let x = Tensor::ones(&[4, 50], DType::F32, Device::Cpu).unwrap();
     let y = m.forward(&x).unwrap().to_vec::<f32>().unwrap();
     let zeros = y.iter().filter(|v| **v == 0.0).count();
-    assert!((50..150).contains(&zeros), "{zeros} of 200 dropped at p = 0.5");
+    assert!(
+        (50..150).contains(&zeros),
+        "{zeros} of 200 dropped at p = 0.5"
+    );
     let y2 = m.forward(&x).unwrap().to_vec::<f32>().unwrap();
     assert_ne!(y, y2, "each call draws a new mask");
     m.eval();
@@ -229,10 +319,20 @@ fn layer_norm_embedding_and_losses_as_modules() {
     let a = Tensor::from_slice(&[1.0f64, 2.0], &[2], Device::Cpu).unwrap();
     let b = Tensor::from_slice(&[0.0f64, 4.0], &[2], Device::Cpu).unwrap();
     assert_eq!(MSELoss::new().forward(&a, &b).unwrap().item().unwrap(), 2.5);
-    let l = Linear::from_tensors(Tensor::ones(&[2, 3], DType::F64, Device::Cpu).unwrap(), None).unwrap();
+    let l = Linear::from_tensors(
+        Tensor::ones(&[2, 3], DType::F64, Device::Cpu).unwrap(),
+        None,
+    )
+    .unwrap();
     assert_eq!(l.named_parameters().len(), 1);
-    assert!(Linear::from_tensors(Tensor::ones(&[2, 3], DType::F64, Device::Cpu).unwrap(), Some(a.clone())).is_ok());
-    assert!(Linear::from_tensors(Tensor::ones(&[3], DType::F64, Device::Cpu).unwrap(), None).is_err());
+    assert!(Linear::from_tensors(
+        Tensor::ones(&[2, 3], DType::F64, Device::Cpu).unwrap(),
+        Some(a.clone())
+    )
+    .is_ok());
+    assert!(
+        Linear::from_tensors(Tensor::ones(&[3], DType::F64, Device::Cpu).unwrap(), None).is_err()
+    );
 }
 
 #[test]
@@ -240,12 +340,18 @@ fn to_device_moves_parameters_as_new_leaves() {
     let mut m = quickstart([6, 4, 4, 2], 1, DType::F32, Device::Cpu).unwrap();
     let before: Vec<Vec<f32>> = m.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
     m.to_dtype(DType::F64).unwrap();
-    assert!(m.parameters().iter().all(|p| p.dtype() == DType::F64 && p.is_leaf() && p.requires_grad()));
+    assert!(m
+        .parameters()
+        .iter()
+        .all(|p| p.dtype() == DType::F64 && p.is_leaf() && p.requires_grad()));
     m.to_dtype(DType::F32).unwrap();
     let after: Vec<Vec<f32>> = m.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
     assert_eq!(before, after);
     if Tensor::zeros(&[1], DType::F32, Device::Emu).is_ok() {
         m.to_device(Device::Emu).unwrap();
-        assert!(m.parameters().iter().all(|p| p.device() == Device::Emu && p.requires_grad()));
+        assert!(m
+            .parameters()
+            .iter()
+            .all(|p| p.device() == Device::Emu && p.requires_grad()));
     }
 }

@@ -223,7 +223,10 @@ impl Run {
                 self.release_edges(&node, &mut deps, &mut ready, &mut buffers)?;
                 continue;
             };
-            if g.shape() != node.out_shape.as_slice() || g.dtype() != node.out_dtype || g.device() != node.out_device {
+            if g.shape() != node.out_shape.as_slice()
+                || g.dtype() != node.out_dtype
+                || g.device() != node.out_device
+            {
                 return Err(Error::Autograd(format!(
                     "{}: gradient of shape {:?} ({}, {}) for an output of shape {:?} ({}, {})",
                     node.name(),
@@ -239,7 +242,9 @@ impl Run {
             let grads = node.apply(&g, self.retain_graph, self.create_graph)?;
             drop(g);
             for (edge, grad) in node.edges.iter().zip(grads) {
-                let (Some(edge), Some(grad)) = (edge, grad) else { continue };
+                let (Some(edge), Some(grad)) = (edge, grad) else {
+                    continue;
+                };
                 let key = match edge {
                     Edge::Node(m) => node_key(m),
                     Edge::Leaf(w) => Key::Leaf(w.as_ptr() as usize),
@@ -270,7 +275,9 @@ impl Run {
                 Edge::Node(m) => node_key(m),
                 Edge::Leaf(w) => Key::Leaf(w.as_ptr() as usize),
             };
-            let d = deps.get_mut(&key).ok_or_else(|| Error::Autograd("graph changed during backward".into()))?;
+            let d = deps
+                .get_mut(&key)
+                .ok_or_else(|| Error::Autograd("graph changed during backward".into()))?;
             *d -= 1;
             if *d > 0 {
                 continue;
@@ -289,7 +296,12 @@ impl Run {
 }
 
 /// Runs backward from `root`, accumulating into the `.grad` of the leaves.
-pub(crate) fn backward(root: &Tensor, gradient: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+pub(crate) fn backward(
+    root: &Tensor,
+    gradient: Option<&Tensor>,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<()> {
     let mut run = Run {
         retain_graph: retain_graph || create_graph,
         create_graph,
@@ -313,7 +325,9 @@ pub fn grad(
     let mut slots = HashMap::new();
     for (i, t) in inputs.iter().enumerate() {
         if !t.requires_grad() {
-            return Err(Error::Autograd(format!("input {i} of grad() does not require grad")));
+            return Err(Error::Autograd(format!(
+                "input {i} of grad() does not require grad"
+            )));
         }
         let key = match t.grad_fn() {
             Some(n) => node_key(&n),

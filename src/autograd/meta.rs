@@ -31,7 +31,10 @@ impl Tensor {
     pub fn requires_grad_(&self, requires: bool) -> Result<Tensor> {
         let mut m = self.meta();
         if requires && !self.dtype().is_float() {
-            return Err(Error::Autograd(format!("only float tensors can require grad, not {}", self.dtype())));
+            return Err(Error::Autograd(format!(
+                "only float tensors can require grad, not {}",
+                self.dtype()
+            )));
         }
         if !requires && m.grad_fn.is_some() {
             return Err(Error::Autograd(
@@ -110,7 +113,12 @@ impl Tensor {
     /// element), optionally keeping the graph (`retain_graph`) and recording the backward
     /// itself so the gradients can be differentiated again (`create_graph`, which also
     /// keeps the graph).
-    pub fn backward_with(&self, gradient: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+    pub fn backward_with(
+        &self,
+        gradient: Option<&Tensor>,
+        retain_graph: bool,
+        create_graph: bool,
+    ) -> Result<()> {
         engine::backward(self, gradient, retain_graph, create_graph)
     }
 
@@ -119,14 +127,19 @@ impl Tensor {
     pub fn retain_grad(&self) -> Result<()> {
         let mut m = self.meta();
         if !m.requires_grad {
-            return Err(Error::Autograd("retain_grad on a tensor that does not require grad".into()));
+            return Err(Error::Autograd(
+                "retain_grad on a tensor that does not require grad".into(),
+            ));
         }
         let Some(node) = m.grad_fn.clone() else {
             return Ok(());
         };
         if !m.retains_grad {
             m.retains_grad = true;
-            node.retained.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&self.0));
+            node.retained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::downgrade(&self.0));
         }
         Ok(())
     }

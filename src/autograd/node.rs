@@ -9,7 +9,8 @@ use crate::tensor::{DType, Device, Tensor, TensorImpl};
 
 /// The backward function of a node: given the gradient of the node's output, the
 /// gradient of each of its inputs (None where an input gets no gradient).
-pub(crate) type BackwardFn = dyn Fn(&Tensor, &BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync;
+pub(crate) type BackwardFn =
+    dyn Fn(&Tensor, &BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync;
 
 /// Where the gradient of one input of a node goes.
 pub(crate) enum Edge {
@@ -78,7 +79,12 @@ impl Node {
     }
 
     /// Runs the backward function; frees it afterwards unless `retain`.
-    pub(crate) fn apply(self: &Arc<Node>, grad: &Tensor, retain: bool, create_graph: bool) -> Result<Vec<Option<Tensor>>> {
+    pub(crate) fn apply(
+        self: &Arc<Node>,
+        grad: &Tensor,
+        retain: bool,
+        create_graph: bool,
+    ) -> Result<Vec<Option<Tensor>>> {
         let ctx = BackwardCtx {
             node: self,
             create_graph,
@@ -229,6 +235,8 @@ where
 /// wrong higher-order gradient.
 pub fn non_differentiable(op: &'static str, inputs: &[&Tensor], value: Tensor) -> Tensor {
     record("NotDifferentiableBackward", inputs, value, move |_, _| {
-        Err(Error::Autograd(format!("double backward through {op} is not implemented")))
+        Err(Error::Autograd(format!(
+            "double backward through {op} is not implemented"
+        )))
     })
 }

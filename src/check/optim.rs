@@ -1,6 +1,7 @@
 //! `optim-ref/1` replay: create the params, build the optimizer from the case's
 //! hyperparameters, then per step set every grad (or none), step (under the scaler when
-//! the step has one), and compare params, state and `grads_after`.
+//! the step has one), and compare params, state and `grads_after` (without a scaler:
+//! the grads set before the step, which the step must leave alone).
 
 use super::compare::{
     compare_exact, compare_presence, compare_tensor, within, Expect, Replay, Stop,
@@ -149,24 +150,20 @@ impl Compare<'_> {
         for (j, want) in step.state.iter().enumerate() {
             self.state(opt, j, want.as_ref())?;
         }
-        if let Some(after) = &step.grads_after {
-            if after.len() != n {
-                return Err(bad_case(format!(
-                    "{}: grads_after does not list {n} params",
-                    self.place
-                )));
-            }
-            for (j, (p, want)) in params.iter().zip(after).enumerate() {
-                let got = p.grad();
-                compare_presence(
-                    &self.name(j, "grads_after"),
-                    "a gradient",
-                    got.is_some(),
-                    want.is_some(),
-                )?;
-                if let (Some(g), Some(w)) = (got, want) {
-                    self.values(j, "grads_after", &g, w)?;
-                }
+        // Without a scaler the step leaves `.grad` alone: it must still hold the grads set.
+        let after = step.grads_after.as_ref().unwrap_or(&step.grads);
+        if after.len() != n {
+            return Err(bad_case(format!(
+                "{}: grads_after does not list {n} params",
+                self.place
+            )));
+        }
+        for (j, (p, want)) in params.iter().zip(after).enumerate() {
+            let got = p.grad();
+            let what = self.name(j, "grads_after");
+            compare_presence(&what, "a gradient", got.is_some(), want.is_some())?;
+            if let (Some(g), Some(w)) = (got, want) {
+                self.values(j, "grads_after", &g, w)?;
             }
         }
         Ok(())

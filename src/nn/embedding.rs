@@ -12,15 +12,31 @@ pub struct Embedding {
 
 impl Embedding {
     /// PyTorch's init: weight drawn from N(0, 1), row-major, from `rng`.
-    pub fn new(num_embeddings: usize, embedding_dim: usize, rng: &mut Rng, dtype: DType, device: Device) -> Result<Embedding> {
-        let v: Vec<f64> = (0..num_embeddings * embedding_dim).map(|_| rng.normal()).collect();
-        Embedding::from_weight(Tensor::from_f64s(&v, &[num_embeddings, embedding_dim], dtype, device)?)
+    pub fn new(
+        num_embeddings: usize,
+        embedding_dim: usize,
+        rng: &mut Rng,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Embedding> {
+        let v: Vec<f64> = (0..num_embeddings * embedding_dim)
+            .map(|_| rng.normal())
+            .collect();
+        Embedding::from_weight(Tensor::from_f64s(
+            &v,
+            &[num_embeddings, embedding_dim],
+            dtype,
+            device,
+        )?)
     }
 
     /// A table over an existing `[num_embeddings, embedding_dim]` tensor.
     pub fn from_weight(weight: Tensor) -> Result<Embedding> {
         if weight.rank() != 2 {
-            return Err(Error::invalid("Embedding", format!("weight must be 2-D, got {:?}", weight.shape())));
+            return Err(Error::invalid(
+                "Embedding",
+                format!("weight must be 2-D, got {:?}", weight.shape()),
+            ));
         }
         Ok(Embedding {
             weight: as_parameter(weight)?,

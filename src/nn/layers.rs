@@ -44,7 +44,9 @@ impl Module for Dropout {
             return Ok(input.clone());
         }
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let seed = self.seed.wrapping_add(n.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let seed = self
+            .seed
+            .wrapping_add(n.wrapping_mul(0xD1B5_4A32_D192_ED03));
         crate::ops::dropout(input, self.p, true, seed)
     }
 

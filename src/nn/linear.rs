@@ -17,12 +17,26 @@ impl Linear {
     /// PyTorch's default initialisation (`kaiming_uniform_(a=sqrt(5))`): weight and bias
     /// uniform in `[-1/sqrt(in_features), 1/sqrt(in_features))`, weight drawn first, in
     /// row-major order, from `rng`.
-    pub fn new(in_features: usize, out_features: usize, bias: bool, rng: &mut Rng, dtype: DType, device: Device) -> Result<Linear> {
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut Rng,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Linear> {
         if in_features == 0 {
             return Err(Error::invalid("Linear", "in_features must be positive"));
         }
         let bound = 1.0 / (in_features as f64).sqrt();
-        let w = Tensor::rand_with(&[out_features, in_features], rng, -bound, bound, dtype, device)?;
+        let w = Tensor::rand_with(
+            &[out_features, in_features],
+            rng,
+            -bound,
+            bound,
+            dtype,
+            device,
+        )?;
         let b = bias
             .then(|| Tensor::rand_with(&[out_features], rng, -bound, bound, dtype, device))
             .transpose()?;
@@ -33,7 +47,10 @@ impl Linear {
     /// `bias [out]`.
     pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         if weight.rank() != 2 {
-            return Err(Error::invalid("Linear", format!("weight must be 2-D, got {:?}", weight.shape())));
+            return Err(Error::invalid(
+                "Linear",
+                format!("weight must be 2-D, got {:?}", weight.shape()),
+            ));
         }
         if let Some(b) = &bias {
             if b.shape() != [weight.shape()[0]] {

@@ -66,8 +66,11 @@ pub trait Module: Send + Sync {
     /// Every parameter with its full name (`linear_relu_stack.0.weight`), own first,
     /// then each child's.
     fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self.own_parameters().into_iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .own_parameters()
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
         for (cname, c) in self.children() {
             for (n, t) in c.named_parameters() {
                 out.push((format!("{cname}.{n}"), t));
@@ -78,11 +81,18 @@ pub trait Module: Send + Sync {
 
     /// Every parameter, in [`Self::named_parameters`] order.
     fn parameters(&self) -> Vec<Tensor> {
-        self.named_parameters().into_iter().map(|(_, t)| t).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
     }
 
     /// Applies `f` to every parameter slot with its full name (own first, then children).
-    fn for_each_parameter_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>) -> Result<()> {
+    fn for_each_parameter_mut(
+        &mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor) -> Result<()>,
+    ) -> Result<()> {
         for (n, t) in self.own_parameters_mut() {
             f(&format!("{prefix}{n}"), t)?;
         }
@@ -111,7 +121,10 @@ pub trait Module: Send + Sync {
 
     /// Detached copies of every parameter by name (PyTorch's `state_dict`).
     fn state_dict(&self) -> StateDict {
-        self.named_parameters().into_iter().map(|(n, t)| (n, t.detach())).collect()
+        self.named_parameters()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach()))
+            .collect()
     }
 
     /// Copies values into the parameters by name, in place (the parameters keep their
@@ -131,14 +144,22 @@ pub trait Module: Send + Sync {
             if v.shape() != p.shape() {
                 return Err(Error::invalid(
                     "load_state_dict",
-                    format!("{name}: shape {:?} in the state dict, {:?} in the model", v.shape(), p.shape()),
+                    format!(
+                        "{name}: shape {:?} in the state dict, {:?} in the model",
+                        v.shape(),
+                        p.shape()
+                    ),
                 ));
             }
             let v = v.to_device(p.device())?.to_dtype(p.dtype())?;
             dispatch::copy_(p, &v)
         })?;
         if strict {
-            let unexpected: Vec<_> = state.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+            let unexpected: Vec<_> = state
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect();
             if !missing.is_empty() || !unexpected.is_empty() {
                 return Err(Error::invalid(
                     "load_state_dict",
@@ -169,7 +190,10 @@ fn moved(t: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
 pub(crate) fn as_parameter(t: Tensor) -> Result<Tensor> {
     let p = if t.is_leaf() { t } else { t.detach() };
     if !p.dtype().is_float() {
-        return Err(Error::invalid("parameter", format!("parameters must be float tensors, got {}", p.dtype())));
+        return Err(Error::invalid(
+            "parameter",
+            format!("parameters must be float tensors, got {}", p.dtype()),
+        ));
     }
     p.requires_grad_(true)
 }

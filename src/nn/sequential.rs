@@ -28,7 +28,8 @@ impl Sequential {
         }
     }
 
-    /// Appends a module named by its position.
+    /// Appends a module named by its position (a builder, like `nn.Sequential(...)`).
+    #[allow(clippy::should_implement_trait)] // a builder step, not `+`
     pub fn add(self, m: impl Module + 'static) -> Sequential {
         let name = self.layers.len().to_string();
         self.add_named(&name, m)
@@ -77,11 +78,17 @@ impl Module for Sequential {
     }
 
     fn children(&self) -> Vec<(String, &dyn Module)> {
-        self.layers.iter().map(|(n, m)| (n.clone(), m.as_ref())).collect()
+        self.layers
+            .iter()
+            .map(|(n, m)| (n.clone(), m.as_ref()))
+            .collect()
     }
 
     fn children_mut(&mut self) -> Vec<(String, &mut dyn Module)> {
-        self.layers.iter_mut().map(|(n, m)| (n.clone(), m.as_mut() as &mut dyn Module)).collect()
+        self.layers
+            .iter_mut()
+            .map(|(n, m)| (n.clone(), m.as_mut() as &mut dyn Module))
+            .collect()
     }
 
     fn is_training(&self) -> bool {

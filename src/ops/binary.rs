@@ -14,7 +14,9 @@ fn save_if(wanted: bool, t: &Tensor) -> Option<SavedTensor> {
 fn unpack(ctx: &crate::autograd::BackwardCtx, s: &Option<SavedTensor>) -> Result<Tensor> {
     match s {
         Some(s) => ctx.unpack(s),
-        None => Err(crate::Error::Autograd("a tensor needed by backward was not saved".into())),
+        None => Err(crate::Error::Autograd(
+            "a tensor needed by backward was not saved".into(),
+        )),
     }
 }
 
@@ -38,7 +40,9 @@ impl Tensor {
         Ok(record("SubBackward", &[self, other], y, move |g, ctx| {
             Ok(vec![
                 ctx.needs(0).then(|| g.sum_to_shape(&sa)).transpose()?,
-                ctx.needs(1).then(|| g.neg()?.sum_to_shape(&sb)).transpose()?,
+                ctx.needs(1)
+                    .then(|| g.neg()?.sum_to_shape(&sb))
+                    .transpose()?,
             ])
         }))
     }
@@ -53,8 +57,12 @@ impl Tensor {
         let a = save_if(other.requires_grad(), self);
         let b = save_if(self.requires_grad(), other);
         Ok(record("MulBackward", &[self, other], y, move |g, ctx| {
-            let ga = ctx.needs(0).then(|| g.mul(&unpack(ctx, &b)?)?.sum_to_shape(&sa));
-            let gb = ctx.needs(1).then(|| g.mul(&unpack(ctx, &a)?)?.sum_to_shape(&sb));
+            let ga = ctx
+                .needs(0)
+                .then(|| g.mul(&unpack(ctx, &b)?)?.sum_to_shape(&sa));
+            let gb = ctx
+                .needs(1)
+                .then(|| g.mul(&unpack(ctx, &a)?)?.sum_to_shape(&sb));
             Ok(vec![ga.transpose()?, gb.transpose()?])
         }))
     }
@@ -87,16 +95,23 @@ impl Tensor {
         if self.shape() == shape {
             return Ok(self.clone());
         }
-        let lead = self.rank().checked_sub(shape.len()).ok_or_else(|| crate::Error::ShapeMismatch {
-            op: "sum_to_shape",
-            lhs: self.shape().to_vec(),
-            rhs: shape.to_vec(),
-        })?;
+        let lead =
+            self.rank()
+                .checked_sub(shape.len())
+                .ok_or_else(|| crate::Error::ShapeMismatch {
+                    op: "sum_to_shape",
+                    lhs: self.shape().to_vec(),
+                    rhs: shape.to_vec(),
+                })?;
         let dims: Vec<isize> = (0..self.rank())
             .filter(|&d| d < lead || (shape[d - lead] == 1 && self.shape()[d] != 1))
             .map(|d| d as isize)
             .collect();
-        let s = if dims.is_empty() { self.clone() } else { self.sum(Some(&dims), true)? };
+        let s = if dims.is_empty() {
+            self.clone()
+        } else {
+            self.sum(Some(&dims), true)?
+        };
         s.reshape_to(shape)
     }
 }

@@ -10,11 +10,19 @@ use crate::tensor::Tensor;
 /// `reduction` from `opts`. The loss has shape `[]`, or `[N]` with `Reduction::None`.
 pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result<Tensor> {
     let (loss, lse) = dispatch::cross_entropy(logits, target, opts)?;
-    let (x, t, opts) = (SavedTensor::input(logits), SavedTensor::input(target), *opts);
+    let (x, t, opts) = (
+        SavedTensor::input(logits),
+        SavedTensor::input(target),
+        *opts,
+    );
     Ok(record("NllLossBackward", &[logits], loss, move |g, ctx| {
         let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
         let dx = dispatch::cross_entropy_backward(&x, &t, &lse, g, &opts)?;
-        Ok(vec![Some(non_differentiable("cross_entropy", &[&x, g], dx))])
+        Ok(vec![Some(non_differentiable(
+            "cross_entropy",
+            &[&x, g],
+            dx,
+        ))])
     }))
 }
 

@@ -51,27 +51,36 @@ pub fn layer_norm(
     let ws = w2.as_ref().map(SavedTensor::input);
     let x_shape = x.shape().to_vec();
     let p_shape = normalized_shape.to_vec();
-    Ok(record("NativeLayerNormBackward", &inputs, y, move |g, ctx| {
-        let x2 = ctx.unpack(&xs)?;
-        let w2 = ws.as_ref().map(|w| ctx.unpack(w)).transpose()?;
-        let dy = raw_reshape(g, &[rows, d])?;
-        let (dx, dw, db) = dispatch::layer_norm_backward(&dy, &x2, &mean, &rstd, w2.as_ref())?;
-        let db = match (has_b, db) {
-            (true, None) => Some(dispatch::sum_dims(&dy, &[0], false)?),
-            (_, db) => db,
-        };
-        let mark = |t: Tensor, shape: &[usize]| -> Result<Tensor> {
-            Ok(non_differentiable("layer_norm", &[&x2, g], raw_reshape(&t, shape)?))
-        };
-        let mut out = vec![Some(mark(dx, &x_shape)?)];
-        if has_w {
-            out.push(dw.map(|t| mark(t, &p_shape)).transpose()?);
-        }
-        if has_b {
-            out.push(db.map(|t| mark(t, &p_shape)).transpose()?);
-        }
-        Ok(out)
-    }))
+    Ok(record(
+        "NativeLayerNormBackward",
+        &inputs,
+        y,
+        move |g, ctx| {
+            let x2 = ctx.unpack(&xs)?;
+            let w2 = ws.as_ref().map(|w| ctx.unpack(w)).transpose()?;
+            let dy = raw_reshape(g, &[rows, d])?;
+            let (dx, dw, db) = dispatch::layer_norm_backward(&dy, &x2, &mean, &rstd, w2.as_ref())?;
+            let db = match (has_b, db) {
+                (true, None) => Some(dispatch::sum_dims(&dy, &[0], false)?),
+                (_, db) => db,
+            };
+            let mark = |t: Tensor, shape: &[usize]| -> Result<Tensor> {
+                Ok(non_differentiable(
+                    "layer_norm",
+                    &[&x2, g],
+                    raw_reshape(&t, shape)?,
+                ))
+            };
+            let mut out = vec![Some(mark(dx, &x_shape)?)];
+            if has_w {
+                out.push(dw.map(|t| mark(t, &p_shape)).transpose()?);
+            }
+            if has_b {
+                out.push(db.map(|t| mark(t, &p_shape)).transpose()?);
+            }
+            Ok(out)
+        },
+    ))
 }
 
 /// Rows of `weight [V, D]` picked by `indices` (i64, any shape): shape

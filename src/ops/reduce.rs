@@ -11,10 +11,16 @@ fn reduce_dims(op: &'static str, dims: Option<&[isize]>, rank: usize) -> Result<
         None | Some([]) => return Ok((0..rank).collect()),
         Some(d) => d,
     };
-    let mut out = dims.iter().map(|&d| super::dim(op, d, rank)).collect::<Result<Vec<_>>>()?;
+    let mut out = dims
+        .iter()
+        .map(|&d| super::dim(op, d, rank))
+        .collect::<Result<Vec<_>>>()?;
     out.sort_unstable();
     if out.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::invalid(op, format!("dim appears more than once in {dims:?}")));
+        return Err(Error::invalid(
+            op,
+            format!("dim appears more than once in {dims:?}"),
+        ));
     }
     if rank == 0 {
         out.clear();

@@ -14,14 +14,27 @@ pub(crate) fn raw_reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
             rhs: shape.to_vec(),
         });
     }
-    let base = if t.is_contiguous() { t.clone() } else { dispatch::contiguous(t)? };
-    let layout = Layout::new(shape.to_vec(), contiguous_strides(shape), base.layout().offset());
+    let base = if t.is_contiguous() {
+        t.clone()
+    } else {
+        dispatch::contiguous(t)?
+    };
+    let layout = Layout::new(
+        shape.to_vec(),
+        contiguous_strides(shape),
+        base.layout().offset(),
+    );
     Ok(base.with_layout(layout))
 }
 
 /// Resolves a shape with at most one `-1` against `numel` elements.
 fn infer_shape(shape: &[isize], numel: usize, from: &[usize]) -> Result<Vec<usize>> {
-    let bad = || Error::invalid("reshape", format!("shape {shape:?} is invalid for input of shape {from:?}"));
+    let bad = || {
+        Error::invalid(
+            "reshape",
+            format!("shape {shape:?} is invalid for input of shape {from:?}"),
+        )
+    };
     let mut infer = None;
     let mut known = 1usize;
     for (i, &s) in shape.iter().enumerate() {
@@ -61,7 +74,10 @@ impl Tensor {
     /// The transpose of a 2-D tensor (a view).
     pub fn t(&self) -> Result<Tensor> {
         if self.rank() != 2 {
-            return Err(Error::invalid("t", format!("expects a 2-D tensor, got shape {:?}", self.shape())));
+            return Err(Error::invalid(
+                "t",
+                format!("expects a 2-D tensor, got shape {:?}", self.shape()),
+            ));
         }
         self.transpose(0, 1)
     }
@@ -80,7 +96,9 @@ impl Tensor {
         }
         let y = raw_reshape(self, shape)?;
         let in_shape = self.shape().to_vec();
-        Ok(record("ReshapeBackward", &[self], y, move |g, _| Ok(vec![Some(g.reshape_to(&in_shape)?)])))
+        Ok(record("ReshapeBackward", &[self], y, move |g, _| {
+            Ok(vec![Some(g.reshape_to(&in_shape)?)])
+        }))
     }
 
     /// Merges dims `start_dim..=end_dim` into one (PyTorch's `flatten`).
@@ -91,7 +109,10 @@ impl Tensor {
         let s = super::dim("flatten", start_dim, self.rank())?;
         let e = super::dim("flatten", end_dim, self.rank())?;
         if s > e {
-            return Err(Error::invalid("flatten", format!("start_dim {start_dim} comes after end_dim {end_dim}")));
+            return Err(Error::invalid(
+                "flatten",
+                format!("start_dim {start_dim} comes after end_dim {end_dim}"),
+            ));
         }
         let sh = self.shape();
         let mut shape = sh[..s].to_vec();
@@ -107,7 +128,9 @@ impl Tensor {
         }
         let y = self.with_layout(self.layout().broadcast_to(shape)?);
         let in_shape = self.shape().to_vec();
-        Ok(record("ExpandBackward", &[self], y, move |g, _| Ok(vec![Some(g.sum_to_shape(&in_shape)?)])))
+        Ok(record("ExpandBackward", &[self], y, move |g, _| {
+            Ok(vec![Some(g.sum_to_shape(&in_shape)?)])
+        }))
     }
 
     /// The same tensor when contiguous, else a contiguous copy.
@@ -121,7 +144,9 @@ impl Tensor {
     /// A contiguous copy with its own storage (PyTorch's `clone`), differentiable.
     pub fn deep_clone(&self) -> Result<Tensor> {
         let y = dispatch::contiguous(self)?;
-        Ok(record("CloneBackward", &[self], y, |g, _| Ok(vec![Some(g.clone())])))
+        Ok(record("CloneBackward", &[self], y, |g, _| {
+            Ok(vec![Some(g.clone())])
+        }))
     }
 
     /// A copy converted to `dtype` that keeps the graph (the gradient is converted back).
@@ -132,7 +157,9 @@ impl Tensor {
         }
         let y = dispatch::cast(self, dtype)?;
         let from = self.dtype();
-        Ok(record("ToCopyBackward", &[self], y, move |g, _| Ok(vec![Some(g.cast(from)?)])))
+        Ok(record("ToCopyBackward", &[self], y, move |g, _| {
+            Ok(vec![Some(g.cast(from)?)])
+        }))
     }
 }
 

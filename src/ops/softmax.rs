@@ -9,7 +9,11 @@ use crate::tensor::Tensor;
 fn softmax_last(x: &Tensor, log: bool) -> Result<Tensor> {
     let y = dispatch::softmax(x, log)?;
     let saved = SavedTensor::output(&y);
-    let name = if log { "LogSoftmaxBackward" } else { "SoftmaxBackward" };
+    let name = if log {
+        "LogSoftmaxBackward"
+    } else {
+        "SoftmaxBackward"
+    };
     Ok(record(name, &[x], y, move |g, ctx| {
         let y = ctx.unpack(&saved)?;
         let dx = if !ctx.create_graph() {

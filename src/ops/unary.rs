@@ -55,17 +55,23 @@ impl Tensor {
     /// `-x`.
     pub fn neg(&self) -> Result<Tensor> {
         let y = dispatch::unary(UnaryOp::Neg, self)?;
-        Ok(record("NegBackward", &[self], y, |g, _| Ok(vec![Some(g.neg()?)])))
+        Ok(record("NegBackward", &[self], y, |g, _| {
+            Ok(vec![Some(g.neg()?)])
+        }))
     }
 
     /// `e^x`.
     pub fn exp(&self) -> Result<Tensor> {
-        unary_op("ExpBackward", UnaryOp::Exp, self, Keep::Output, |g, y| g.mul(y))
+        unary_op("ExpBackward", UnaryOp::Exp, self, Keep::Output, |g, y| {
+            g.mul(y)
+        })
     }
 
     /// Natural logarithm.
     pub fn log(&self) -> Result<Tensor> {
-        unary_op("LogBackward", UnaryOp::Log, self, Keep::Input, |g, x| g.div(x))
+        unary_op("LogBackward", UnaryOp::Log, self, Keep::Input, |g, x| {
+            g.div(x)
+        })
     }
 
     /// Square root.
@@ -91,9 +97,13 @@ impl Tensor {
 
     /// Logistic sigmoid `1 / (1 + e^-x)`.
     pub fn sigmoid(&self) -> Result<Tensor> {
-        unary_op("SigmoidBackward", UnaryOp::Sigmoid, self, Keep::Output, |g, y| {
-            g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)
-        })
+        unary_op(
+            "SigmoidBackward",
+            UnaryOp::Sigmoid,
+            self,
+            Keep::Output,
+            |g, y| g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?),
+        )
     }
 
     /// `max(x, 0)`; the gradient at 0 is 0, as in PyTorch.

@@ -60,7 +60,7 @@ fn ptr(t: Option<&Tensor>) -> Result<u64> {
 }
 
 /// The kernel arguments of a group.
-fn opt_args(h: &Hyper, phase: Phase) -> OptArgs {
+pub(crate) fn opt_args(h: &Hyper, phase: Phase) -> OptArgs {
     let mut a = OptArgs {
         phase: phase as i32,
         ..Default::default()

@@ -30,13 +30,14 @@ struct Plan {
     n: usize,
 }
 
-/// `dst [m, n]` (row-major, contiguous) = `a @ b`.
+/// `dst [m, n]` (contiguous: row-major, or column-major with `dst_col_major`) = `a @ b`.
 ///
 /// # Safety
 /// Every element `offset + i*rs + j*cs` of `a` (`i < m`, `j < k`) and of `b` (`i < k`,
 /// `j < n`) must lie inside its `data`; `dst` must hold `m * n` elements.
 unsafe fn gemm_into<T: 'static + Copy>(
     dst: &mut [T],
+    dst_col_major: bool,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     p: Plan,
@@ -44,13 +45,14 @@ unsafe fn gemm_into<T: 'static + Copy>(
     par: gemm::Parallelism,
 ) {
     debug_assert_eq!(dst.len(), p.m * p.n);
+    let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
     gemm::gemm(
         p.m,
         p.n,
         p.k,
         dst.as_mut_ptr(),
-        1,
-        p.n as isize,
+        dst_cs as isize,
+        dst_rs as isize,
         false,
         a.data.as_ptr().add(a.offset),
         a.cs as isize,
@@ -86,27 +88,83 @@ const REPACK_MIN_ROWS: usize = 8;
 /// Tile edge of the blocked transposing copy.
 const TILE: usize = 32;
 
-/// The matrices of a view `[.., r, c]` copied to row-major order, tile by tile.
+/// The `r x c` matrix at `offset` with strides `rs`, `cs`, copied to row-major order
+/// tile by tile.
+fn repack_mat<T: Copy + Default>(
+    data: &[T],
+    offset: usize,
+    (r, c): (usize, usize),
+    (rs, cs): (usize, usize),
+) -> Vec<T> {
+    let mut dst = vec![T::default(); r * c];
+    for j0 in (0..c).step_by(TILE) {
+        for i0 in (0..r).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(c) {
+                for i in i0..(i0 + TILE).min(r) {
+                    dst[i * c + j] = data[offset + i * rs + j * cs];
+                }
+            }
+        }
+    }
+    dst
+}
+
+/// The matrices of a view `[.., r, c]` copied to row-major order.
 fn repack<T: Copy + Default>(data: &[T], l: &Layout) -> Vec<T> {
     let rank = l.rank();
     let (r, c) = (l.shape()[rank - 2], l.shape()[rank - 1]);
     let (rs, cs) = (l.strides()[rank - 2], l.strides()[rank - 1]);
     let batch_shape = &l.shape()[..rank - 2];
     let batch: usize = batch_shape.iter().product();
-    let mut out = vec![T::default(); batch * r * c];
-    for (p, dst) in out.chunks_mut(r * c).enumerate() {
+    let mut out = Vec::with_capacity(batch * r * c);
+    for p in 0..batch {
         let base = batch_offset(p, batch_shape, l.strides(), l.offset());
-        for j0 in (0..c).step_by(TILE) {
-            for i0 in (0..r).step_by(TILE) {
-                for j in j0..(j0 + TILE).min(c) {
-                    for i in i0..(i0 + TILE).min(r) {
-                        dst[i * c + j] = data[base + i * rs + j * cs];
-                    }
-                }
-            }
-        }
+        out.extend(repack_mat(data, base, (r, c), (rs, cs)));
     }
     out
+}
+
+/// Whether `b` is 2-D and a's batch dims fold into its rows (one tall product).
+fn folds(la: &Layout, rb: usize) -> bool {
+    let ra = la.rank();
+    rb == 2
+        && Dims::new(&la.shape()[..ra - 1], [&la.strides()[..ra - 1]])
+            .shape
+            .len()
+            == 1
+}
+
+/// Whether `b` is column-major with both dims above 1: gemm's slow case.
+fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
+    p.k > 1 && p.n > 1 && b.rs == 1 && b.cs != 1
+}
+
+/// `a @ b` for a column-major `b`, computed as a column-major product (gemm's fast
+/// case once `a` is column-major too) and transposed into a row-major result. Copies
+/// `m * (k + n)` elements where repacking `b` would copy `k * n`.
+fn column_major_product<T: 'static + Copy + Default>(
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    p: Plan,
+    one: T,
+    par: gemm::Parallelism,
+) -> Vec<T> {
+    let owned;
+    let a = if a.rs == 1 {
+        a
+    } else {
+        owned = repack_mat(a.data, a.offset, (p.k, p.m), (a.cs, a.rs));
+        Mat {
+            data: &owned,
+            offset: 0,
+            rs: 1,
+            cs: p.m,
+        }
+    };
+    let mut tmp = vec![T::default(); p.m * p.n];
+    // SAFETY: `a` is either checked storage or the copy just made; `b` as in the caller.
+    unsafe { gemm_into(&mut tmp, true, a, b, p, one, par) };
+    repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
 }
 
 /// `a @ b` for gemm's element types, from storage slices and layouts.
@@ -121,7 +179,7 @@ fn product<T: 'static + Copy + Default + Send + Sync>(
     let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
     let (brs, bcs) = (lb.strides()[rb - 2], lb.strides()[rb - 1]);
     let column_major = k > 1 && n > 1 && brs == 1 && bcs != 1;
-    if column_major && m >= REPACK_MIN_ROWS {
+    if column_major && m >= REPACK_MIN_ROWS && !folds(la, rb) {
         let b = repack(sb, lb);
         return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
     }
@@ -165,21 +223,21 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
         }
     };
     // A shared 2-D b and batch dims that fold into a's rows: one tall product.
-    let rows = Dims::new(&la.shape()[..ra - 1], [&ast[..ra - 1]]);
-    if rb == 2 && rows.shape.len() == 1 {
+    if folds(la, rb) {
+        let rows = Dims::new(&la.shape()[..ra - 1], [&ast[..ra - 1]]);
         let p = Plan { m: batch * m, k, n };
+        let (a, b) = (amat(la.offset(), rows.strides[0][0]), bmat(lb.offset()));
+        if column_major(&b, p) && p.m >= REPACK_MIN_ROWS {
+            let a_copy = if a.rs == 1 { 0 } else { p.m * k };
+            if p.m * n + a_copy < k * n {
+                return column_major_product(a, b, p, one, par_of(p));
+            }
+            let b = repack(sb, lb);
+            return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
+        }
         // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
         // the folded rows walk exactly a's elements.
-        unsafe {
-            gemm_into(
-                &mut out,
-                amat(la.offset(), rows.strides[0][0]),
-                bmat(lb.offset()),
-                p,
-                one,
-                par_of(p),
-            )
-        };
+        unsafe { gemm_into(&mut out, false, a, b, p, one, par_of(p)) };
         return out;
     }
     let p = Plan { m, k, n };
@@ -191,7 +249,7 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
             batch_offset(i, batch_shape, bst, lb.offset())
         };
         // SAFETY: as above; each batch's matrix lies inside the checked view.
-        unsafe { gemm_into(dst, amat(ao, ast[ra - 2]), bmat(bo), p, one, par) };
+        unsafe { gemm_into(dst, false, amat(ao, ast[ra - 2]), bmat(bo), p, one, par) };
     };
     if batch > 1 && batch * m * n * k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(m * n)

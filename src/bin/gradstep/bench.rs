@@ -210,6 +210,6 @@ mod tests {
                 .unwrap()
                 .sweep
         );
-        assert!(config(&args(&["zero", "--min-time", "-1", "--device", "cpu"])).is_err());
+        assert!(config(&args(&["zero", "--min-time=-1", "--device", "cpu"])).is_err());
     }
 }
