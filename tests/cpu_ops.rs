@@ -464,6 +464,12 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
                 }
             }
         }
+        // A linear layer's forward: row-major x [16, 200] @ W^T, W [300, 200].
+        let (x, xv) = random(&[16, 200], 11, -1.0, 1.0, dtype);
+        let (w, wv) = random(&[300, 200], 12, -1.0, 1.0, dtype);
+        let (want, mag) = matmul_ref(&xv, &transpose(&wv, 300, 200), 1, 16, 200, 300, true);
+        let y = dispatch::matmul(&x, &w.transpose(0, 1).unwrap()).unwrap();
+        assert_close_mag("x @ W^T", dtype, &y.to_vec_f64().unwrap(), &want, &mag);
         let (a, av) = random(&[3, 33, 7], 1, -1.0, 1.0, dtype);
         let (b, bv) = random(&[3, 7, 65], 2, -1.0, 1.0, dtype);
         let (want, mag) = matmul_ref(&av, &bv, 3, 33, 7, 65, false);

@@ -12,10 +12,9 @@ use super::strided::{contiguous_cow, for_chunks, for_items};
 /// one element).
 pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
     let cols = shape.last().copied().unwrap_or(1);
-    let rows = if cols == 0 {
-        shape[..shape.len() - 1].iter().product()
-    } else {
-        shape.iter().product::<usize>() / cols
+    let rows = match shape.split_last() {
+        Some((_, lead)) => lead.iter().product(),
+        None => 1,
     };
     (rows, cols)
 }

@@ -178,10 +178,8 @@ impl<const N: usize> Dims<N> {
             rem /= self.shape[d];
         }
         let mut offs = bases;
-        for i in 0..N {
-            for d in 0..rank {
-                offs[i] += idx[d] * self.strides[i][d];
-            }
+        for (o, st) in offs.iter_mut().zip(&self.strides) {
+            *o += idx.iter().zip(st).map(|(i, s)| i * s).sum::<usize>();
         }
         let mut pos = range.start;
         while pos < range.end {
@@ -192,8 +190,8 @@ impl<const N: usize> Dims<N> {
                 break;
             }
             // Move to the start of the next inner run.
-            for i in 0..N {
-                offs[i] -= idx[rank - 1] * self.strides[i][rank - 1];
+            for (o, st) in offs.iter_mut().zip(&self.strides) {
+                *o -= idx[rank - 1] * st[rank - 1];
             }
             idx[rank - 1] = 0;
             let mut d = rank - 1;
@@ -203,14 +201,14 @@ impl<const N: usize> Dims<N> {
                 }
                 d -= 1;
                 idx[d] += 1;
-                for i in 0..N {
-                    offs[i] += self.strides[i][d];
+                for (o, st) in offs.iter_mut().zip(&self.strides) {
+                    *o += st[d];
                 }
                 if idx[d] < self.shape[d] {
                     break;
                 }
-                for i in 0..N {
-                    offs[i] -= idx[d] * self.strides[i][d];
+                for (o, st) in offs.iter_mut().zip(&self.strides) {
+                    *o -= idx[d] * st[d];
                 }
                 idx[d] = 0;
             }

@@ -67,8 +67,12 @@ impl Schedule {
     /// The schedule named by `GRADSTEP_EMU_SCHEDULE` (round-robin when unset).
     pub fn from_env() -> Result<Schedule> {
         match std::env::var(SCHEDULE_ENV) {
-            Ok(v) => Schedule::parse(&v)
-                .map_err(|e| Error::invalid("emu schedule", format!("{SCHEDULE_ENV}: {e}"))),
+            Ok(v) => Schedule::parse(&v).map_err(|_| {
+                Error::invalid(
+                    "emu schedule",
+                    format!("{SCHEDULE_ENV}=`{v}`: expected `round-robin` or `random:SEED`"),
+                )
+            }),
             Err(_) => Ok(Schedule::RoundRobin),
         }
     }
