@@ -14,7 +14,11 @@ fn main() {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo::rerun-if-changed=build");
     println!("cargo::rerun-if-changed=kernels/host");
-    for entry in std::fs::read_dir(root.join("kernels")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(root.join("kernels"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let p = entry.path();
         if p.extension().is_some_and(|e| e == "cu" || e == "cuh") {
             println!("cargo::rerun-if-changed={}", p.display());

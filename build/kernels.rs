@@ -29,7 +29,12 @@ pub fn scan(dir: &Path) -> std::io::Result<Vec<Module>> {
         let source = std::fs::read_to_string(&path)?;
         let kernels = entry_points(&source);
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        out.push(Module { name, path, source, kernels });
+        out.push(Module {
+            name,
+            path,
+            source,
+            kernels,
+        });
     }
     Ok(out)
 }
@@ -73,7 +78,11 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::
         .enumerate()
         .flat_map(|(m, md)| md.kernels.iter().map(move |k| (m, k)))
         .collect();
-    writeln!(s, "/// `extern \"C\"` names of every kernel, in table order.").unwrap();
+    writeln!(
+        s,
+        "/// `extern \"C\"` names of every kernel, in table order."
+    )
+    .unwrap();
     writeln!(s, "pub const KERNEL_NAMES: &[&str] = &[").unwrap();
     for (_, k) in &all {
         writeln!(s, "    {k:?},").unwrap();
@@ -85,7 +94,11 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::
         writeln!(s, "    {m},").unwrap();
     }
     writeln!(s, "];").unwrap();
-    writeln!(s, "/// `(file stem, PTX, CUDA source)` of every `kernels/*.cu` file.").unwrap();
+    writeln!(
+        s,
+        "/// `(file stem, PTX, CUDA source)` of every `kernels/*.cu` file."
+    )
+    .unwrap();
     writeln!(s, "pub const MODULES: &[(&str, &str, &str)] = &[").unwrap();
     for (md, p) in modules.iter().zip(ptx) {
         writeln!(
@@ -98,13 +111,22 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::
         .unwrap();
     }
     writeln!(s, "];").unwrap();
-    writeln!(s, "/// One constant per kernel, named after it in upper case.").unwrap();
+    writeln!(
+        s,
+        "/// One constant per kernel, named after it in upper case."
+    )
+    .unwrap();
     writeln!(s, "#[allow(dead_code)]").unwrap();
     writeln!(s, "pub mod k {{").unwrap();
     writeln!(s, "    use super::KernelId;").unwrap();
     for (i, (_, k)) in all.iter().enumerate() {
         writeln!(s, "    /// `{k}`").unwrap();
-        writeln!(s, "    pub const {}: KernelId = KernelId({i});", k.to_uppercase()).unwrap();
+        writeln!(
+            s,
+            "    pub const {}: KernelId = KernelId({i});",
+            k.to_uppercase()
+        )
+        .unwrap();
     }
     writeln!(s, "}}").unwrap();
     std::fs::write(out.join("kernel_table.rs"), s)

@@ -137,7 +137,10 @@ fn float(op: &'static str, t: &Tensor) -> Result<()> {
 
 fn index(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype() != DType::I64 {
-        return Err(Error::invalid(op, format!("indices must be i64, got {}", t.dtype())));
+        return Err(Error::invalid(
+            op,
+            format!("indices must be i64, got {}", t.dtype()),
+        ));
     }
     Ok(())
 }
@@ -187,7 +190,10 @@ pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
 pub fn sum_dims(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
     float("sum", x)?;
     if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
-        return Err(Error::invalid("sum", format!("bad dims {dims:?} for shape {:?}", x.shape())));
+        return Err(Error::invalid(
+            "sum",
+            format!("bad dims {dims:?} for shape {:?}", x.shape()),
+        ));
     }
     route!(x.device(), sum_dims(x, dims, keepdim))
 }
@@ -248,7 +254,10 @@ fn check_ce(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result
         });
     }
     if !(0.0..=1.0).contains(&opts.label_smoothing) {
-        return Err(Error::invalid("cross_entropy", format!("label_smoothing {} outside [0, 1]", opts.label_smoothing)));
+        return Err(Error::invalid(
+            "cross_entropy",
+            format!("label_smoothing {} outside [0, 1]", opts.label_smoothing),
+        ));
     }
     Ok(())
 }
@@ -257,7 +266,11 @@ fn check_ce(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result
 /// loss (shape `[]`, or `[N]` for `Reduction::None`) and each row's log-sum-exp (`[N]`,
 /// [`stats_dtype`]) for the backward. A target outside `0..C` that is not `ignore_index`
 /// is an error.
-pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result<(Tensor, Tensor)> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    target: &Tensor,
+    opts: &CrossEntropyOpts,
+) -> Result<(Tensor, Tensor)> {
     check_ce(logits, target, opts)?;
     route!(logits.device(), cross_entropy(logits, target, opts))
 }
@@ -271,12 +284,20 @@ pub fn cross_entropy_backward(
     opts: &CrossEntropyOpts,
 ) -> Result<Tensor> {
     check_ce(logits, target, opts)?;
-    route!(logits.device(), cross_entropy_backward(logits, target, lse, grad_loss, opts))
+    route!(
+        logits.device(),
+        cross_entropy_backward(logits, target, lse, grad_loss, opts)
+    )
 }
 
 /// Layer norm over the last dim of `x [.., D]`: returns `y`, and each row's mean and
 /// reciprocal standard deviation (`[rows]`, [`stats_dtype`]).
-pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn layer_norm(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
     float("layer_norm", x)?;
     for p in [weight, bias].into_iter().flatten() {
         same_dtype("layer_norm", x, p)?;
@@ -310,7 +331,10 @@ pub fn embedding(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
     index("embedding", idx)?;
     same_device("embedding", weight, idx)?;
     if weight.rank() != 2 {
-        return Err(Error::invalid("embedding", format!("weight must be 2-D, got {:?}", weight.shape())));
+        return Err(Error::invalid(
+            "embedding",
+            format!("weight must be 2-D, got {:?}", weight.shape()),
+        ));
     }
     route!(weight.device(), embedding(weight, idx))
 }
@@ -324,7 +348,13 @@ pub fn embedding_backward(grad: &Tensor, idx: &Tensor, num_embeddings: usize) ->
 
 /// A dropout mask: each element `1/(1-p)` with probability `1-p`, else 0, from a
 /// counter-based generator keyed by `seed` (the same on every device).
-pub fn dropout_mask(shape: &[usize], p: f64, seed: u64, dtype: DType, device: Device) -> Result<Tensor> {
+pub fn dropout_mask(
+    shape: &[usize],
+    p: f64,
+    seed: u64,
+    dtype: DType,
+    device: Device,
+) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::invalid("dropout", format!("p = {p} outside [0, 1)")));
     }

@@ -52,7 +52,12 @@ impl Tensor {
     // ---- construction from parts -------------------------------------------------
 
     /// A tensor over existing storage (no autograd history).
-    pub(crate) fn from_storage(storage: Arc<StorageCell>, layout: Layout, dtype: DType, device: Device) -> Tensor {
+    pub(crate) fn from_storage(
+        storage: Arc<StorageCell>,
+        layout: Layout,
+        dtype: DType,
+        device: Device,
+    ) -> Tensor {
         Tensor(Arc::new(TensorImpl {
             storage,
             layout,
@@ -68,7 +73,12 @@ impl Tensor {
             Storage::Cpu(c) => c.dtype(),
             Storage::Gpu(g) => g.dtype,
         };
-        Tensor::from_storage(Arc::new(StorageCell::new(s)), Layout::contiguous(shape), dtype, device)
+        Tensor::from_storage(
+            Arc::new(StorageCell::new(s)),
+            Layout::contiguous(shape),
+            dtype,
+            device,
+        )
     }
 
     /// A view of the same storage with another layout (no autograd history).
@@ -177,7 +187,10 @@ impl Tensor {
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",
-                format!("{} elements do not fill shape {shape:?} ({n} elements)", data.len()),
+                format!(
+                    "{} elements do not fill shape {shape:?} ({n} elements)",
+                    data.len()
+                ),
             ));
         }
         // SAFETY-free dispatch through Any: the element type decides the storage variant.
@@ -197,7 +210,12 @@ impl Tensor {
     }
 
     /// A tensor from f64 values converted to `dtype` (round to nearest).
-    pub fn from_f64s(data: &[f64], shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn from_f64s(
+        data: &[f64],
+        shape: &[usize],
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         let cpu = match dtype {
             DType::F16 => CpuStorage::F16(data.iter().map(|&v| f16::from_f64(v)).collect()),
             DType::F32 => CpuStorage::F32(data.iter().map(|&v| v as f32).collect()),
@@ -276,7 +294,14 @@ impl Tensor {
     }
 
     /// Uniform in [lo, hi) from a caller's generator.
-    pub fn rand_with(shape: &[usize], rng: &mut Rng, lo: f64, hi: f64, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn rand_with(
+        shape: &[usize],
+        rng: &mut Rng,
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let v: Vec<f64> = (0..n).map(|_| rng.uniform_range(lo, hi)).collect();
         Tensor::from_f64s(&v, shape, dtype, device)
@@ -286,7 +311,11 @@ impl Tensor {
 
     /// The elements in row-major order as host storage of the tensor's dtype.
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
-        let t = if self.is_contiguous() { self.clone() } else { dispatch::contiguous(self)? };
+        let t = if self.is_contiguous() {
+            self.clone()
+        } else {
+            dispatch::contiguous(self)?
+        };
         let n = t.numel();
         let off = t.layout().offset();
         let guard = t.0.storage.read();
@@ -339,7 +368,11 @@ impl Tensor {
         if self.numel() != 1 {
             return Err(Error::invalid(
                 "item",
-                format!("a tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel()),
+                format!(
+                    "a tensor of shape {:?} has {} elements, not 1",
+                    self.shape(),
+                    self.numel()
+                ),
             ));
         }
         Ok(self.to_vec_f64()?[0])

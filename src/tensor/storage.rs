@@ -75,7 +75,9 @@ impl CpuStorage {
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         fn b<T>(v: &mut [T]) -> &mut [u8] {
             // SAFETY: plain-old-data element types where every bit pattern is valid.
-            unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+            unsafe {
+                std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v))
+            }
         }
         match self {
             CpuStorage::F16(v) => b(v),

@@ -64,7 +64,8 @@ impl KernelArgs {
         let mut slot = vec![0u128; words].into_boxed_slice();
         // SAFETY: the slot holds at least size_of::<T>() bytes, 16-byte aligned.
         unsafe { std::ptr::write(slot.as_mut_ptr() as *mut T, v) };
-        self.bytes = self.bytes.next_multiple_of(std::mem::align_of::<T>()) + std::mem::size_of::<T>();
+        self.bytes =
+            self.bytes.next_multiple_of(std::mem::align_of::<T>()) + std::mem::size_of::<T>();
         self.slots.push(slot);
         self
     }

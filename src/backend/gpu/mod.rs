@@ -91,7 +91,12 @@ pub trait DeviceApi: Send + Sync {
     /// # Safety
     /// `params` match the kernel's C signature and every pointer argument addresses
     /// device memory of sufficient size for the kernel's accesses.
-    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()>;
+    unsafe fn launch(
+        &self,
+        kernel: KernelId,
+        cfg: &LaunchConfig,
+        params: &mut [*mut c_void],
+    ) -> Result<()>;
     /// Runs a GEMM through a vendor library. `Ok(false)` when the backend has none, in
     /// which case the caller launches gradstep's own matmul kernel.
     fn gemm(&self, _g: &GemmDesc) -> Result<bool> {
@@ -141,7 +146,10 @@ impl GpuDevice {
 
     /// How many times each kernel was launched on this device, by [`KernelId`] index.
     pub fn launches_per_kernel(&self) -> Vec<u64> {
-        self.per_kernel.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).collect()
+        self.per_kernel
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
     }
 
     /// Allocates a buffer of `bytes` bytes (uninitialised).
@@ -171,7 +179,10 @@ impl GpuDevice {
         if args.param_bytes() > 4096 {
             return Err(Error::Kernel {
                 kernel: kernel.name().to_string(),
-                msg: format!("{} bytes of arguments exceed the 4096-byte limit", args.param_bytes()),
+                msg: format!(
+                    "{} bytes of arguments exceed the 4096-byte limit",
+                    args.param_bytes()
+                ),
             });
         }
         self.counters.record(Event::Launch);
@@ -242,7 +253,11 @@ pub struct DeviceBuffer {
 
 impl std::fmt::Debug for DeviceBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuffer({:#x}, {} bytes on {})", self.ptr, self.bytes, self.dev.device)
+        write!(
+            f,
+            "DeviceBuffer({:#x}, {} bytes on {})",
+            self.ptr, self.bytes, self.dev.device
+        )
     }
 }
 
@@ -275,7 +290,10 @@ impl Drop for DeviceBuffer {
 /// The process-wide handle of a GPU device, created on first use and cached.
 pub fn get(device: Device) -> Result<Arc<GpuDevice>> {
     static DEVICES: OnceLock<Mutex<HashMap<Device, Arc<GpuDevice>>>> = OnceLock::new();
-    let mut map = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if let Some(d) = map.get(&device) {
         return Ok(d.clone());
     }
