@@ -419,8 +419,8 @@ fn bad_input_is_a_one_line_error() {
         "unknown optimizer",
     );
     assert_one_line_error(
-        &["train", "--data-dir", data, "--dtype", "f16"],
-        "GradScaler",
+        &["train", "--data-dir", data, "--dtype", "f64"],
+        "unknown dtype 'f64'",
     );
     if Device::cuda_if_available(0) == Device::Cpu {
         assert_one_line_error(&["train", "--data-dir", data, "--device", "cuda"], "CUDA");

@@ -8,7 +8,8 @@ use crate::backend::dispatch;
 use crate::data::DataLoader;
 use crate::error::{Error, Result};
 use crate::nn::{CrossEntropyLoss, Module};
-use crate::optim::Optimizer;
+use crate::optim::{GradScaler, Optimizer};
+use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::History;
 use crate::train::pyfmt;
 
@@ -59,6 +60,38 @@ fn write_err(e: std::io::Error) -> Error {
     Error::io("<output>", e)
 }
 
+/// The model's output for `inputs`, cast to the dtype of the model's parameters first
+/// (f16 parameters take f16 inputs, as under autocast).
+fn forward_in_param_dtype(model: &mut dyn Module, inputs: &Tensor) -> Result<Tensor> {
+    let dtype = model.parameters().first().map(Tensor::dtype);
+    match dtype {
+        Some(d) if d.is_float() && d != inputs.dtype() => model.forward(&inputs.to_dtype(d)?),
+        _ => model.forward(inputs),
+    }
+}
+
+/// Logits ready for the loss: f16 logits are cast to f32 (keeping the graph), since
+/// autocast runs the cross-entropy in f32. This keeps the scaled loss and its gradient
+/// within range; the gradient reaches the f16 logits already divided by the batch size.
+fn loss_logits(pred: &Tensor) -> Result<Tensor> {
+    if pred.dtype() == DType::F16 {
+        pred.cast(DType::F32)
+    } else {
+        Ok(pred.clone())
+    }
+}
+
+/// `scaler.scale(loss).backward()` with a scaler, `loss.backward()` without.
+fn backward(loss: &Tensor, scaler: Option<&GradScaler>) -> Result<()> {
+    match scaler {
+        Some(s) => {
+            let scale = s.scale_tensor();
+            loss.cast(scale.dtype())?.mul(scale)?.backward()
+        }
+        None => loss.backward(),
+    }
+}
+
 /// One epoch of the quickstart's `train_loop`:
 ///
 /// ```text
@@ -70,12 +103,18 @@ fn write_err(e: std::io::Error) -> Error {
 ///
 /// `step_offset` numbers the batches of this epoch in `history.losses` (the number of
 /// batches trained before it).
+///
+/// With a `scaler` (mixed precision, as PyTorch's AMP with a `GradScaler`): the inputs are
+/// cast to the parameters' dtype, the f16 logits to f32 for the loss, the backward pass
+/// runs on `loss * scale`, and each step is `scaler.step(optimizer)` (grads unscaled, the
+/// step skipped on inf/NaN) followed by `scaler.update()`. The logged loss is unscaled.
 #[allow(clippy::too_many_arguments)]
 pub fn train_loop(
     loader: &mut DataLoader,
     model: &mut dyn Module,
     loss_fn: &CrossEntropyLoss,
     optimizer: &mut dyn Optimizer,
+    mut scaler: Option<&mut GradScaler>,
     opts: &LoopOptions,
     step_offset: u64,
     history: &mut History,
@@ -95,15 +134,21 @@ pub fn train_loop(
     let mut batches = 0;
     for (batch, b) in loader.iter().enumerate() {
         let b = b?;
-        let pred = model.forward(&b.inputs)?;
-        let loss = loss_fn.forward(&pred, &b.targets)?;
+        let pred = forward_in_param_dtype(model, &b.inputs)?;
+        let loss = loss_fn.forward(&loss_logits(&pred)?, &b.targets)?;
         let k = opts.zero_grad_every;
         if batch % k == 0 {
             optimizer.zero_grad(opts.set_to_none)?;
         }
-        loss.backward()?;
+        backward(&loss, scaler.as_deref())?;
         if (batch + 1) % k == 0 || batch + 1 == num_batches {
-            optimizer.step()?;
+            match scaler.as_deref_mut() {
+                Some(s) => {
+                    s.step(optimizer)?;
+                    s.update()?;
+                }
+                None => optimizer.step()?,
+            }
             steps += 1;
         }
         batches += 1;
@@ -150,7 +195,7 @@ pub fn evaluate(
     let (mut test_loss, mut correct) = (0.0f64, 0.0f64);
     for b in loader.iter() {
         let b = b?;
-        let pred = model.forward(&b.inputs)?;
+        let pred = loss_logits(&forward_in_param_dtype(model, &b.inputs)?)?;
         test_loss += loss_fn.forward(&pred, &b.targets)?.item()?;
         let predicted = dispatch::argmax(&pred)?.to_vec::<i64>()?;
         let targets = b.targets.to_vec::<i64>()?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::data::{DataLoader, Dataset, MnistDataset, Split};
 use crate::error::{Error, Result};
 use crate::nn::{CrossEntropyLoss, Module, Sequential};
-use crate::optim::Impl;
+use crate::optim::{GradScaler, Impl};
 use crate::tensor::{DType, Device, Rng, Tensor};
 use crate::train::checkpoint::{Checkpoint, History};
 use crate::train::loops::{self, LoopOptions, Report};
@@ -142,16 +142,18 @@ fn open_device(device: Device) -> Result<()> {
 /// Runs the quickstart: prints `Using {device} device`, then for each epoch the header,
 /// the loss lines and the test report, then `Done!`, exactly as PyTorch's quickstart does.
 pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
-    if cfg.dtype == DType::F16 {
-        return Err(Error::invalid(
-            "train",
-            "--dtype f16 (mixed precision) needs the GradScaler, which is not available yet; use f32",
-        ));
-    }
-    if cfg.dtype != DType::F32 {
+    if cfg.dtype != DType::F32 && cfg.dtype != DType::F16 {
         return Err(Error::invalid(
             "train",
             format!("dtype {} is not supported (f32 or f16)", cfg.dtype),
+        ));
+    }
+    if cfg.dtype == DType::F16 && cfg.optimizer != OptimizerKind::Sgd {
+        // With master weights the Adam moments must be f32; the optimizer keeps them in
+        // the parameter dtype, where the unscaled squared gradients underflow.
+        return Err(Error::invalid(
+            "train",
+            "--dtype f16 supports --optimizer sgd only for now (Adam/AdamW moments would be f16)",
         ));
     }
     if cfg.epochs == 0 {
@@ -173,6 +175,13 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     let mut rng = Rng::new(cfg.seed);
     let mut model = quickstart_model(&mut rng, cfg.dtype, cfg.device)?;
     let mut optimizer = cfg.optimizer.build(model.parameters(), cfg.lr, cfg.imp)?;
+    // Mixed precision: f16 parameters, f32 master weights in the optimizer, a GradScaler.
+    let mut scaler = if cfg.dtype == DType::F16 {
+        optimizer.core_mut().set_master_weights(true);
+        Some(GradScaler::new(cfg.device)?)
+    } else {
+        None
+    };
     let loss_fn = CrossEntropyLoss::new();
     let mut train_loader = DataLoader::new(train_data, cfg.batch_size)?.device(cfg.device);
     if cfg.shuffle {
@@ -212,6 +221,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
                 &mut model,
                 &loss_fn,
                 optimizer.as_mut(),
+                scaler.as_mut(),
                 &cfg.loop_options,
                 offset,
                 &mut history,
@@ -225,6 +235,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
                 &mut model,
                 &loss_fn,
                 optimizer.as_mut(),
+                scaler.as_mut(),
                 &cfg.loop_options,
                 offset,
                 &mut history,
