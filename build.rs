@@ -13,18 +13,7 @@ fn main() {
     let root = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo::rerun-if-changed=build");
-    println!("cargo::rerun-if-changed=kernels/host");
-    for entry in std::fs::read_dir(root.join("kernels"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let p = entry.path();
-        if p.extension().is_some_and(|e| e == "cu" || e == "cuh") {
-            println!("cargo::rerun-if-changed={}", p.display());
-        }
-    }
-    // A new kernel file must be found too.
+    // The whole folder (cargo scans it recursively), so new kernel files are found too.
     println!("cargo::rerun-if-changed=kernels");
     let modules = match kernels::scan(&root.join("kernels")) {
         Ok(m) => m,
