@@ -2,7 +2,7 @@
 
 use crate::autograd::{needs_grad, record, SavedTensor};
 use crate::backend::dispatch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -48,10 +48,63 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `y = x @ weight^T + bias` with PyTorch's layout: `weight [out, in]`, `bias [out]`,
 /// `x [.., in]`.
+///
+/// One graph node (as PyTorch's addmm): the bias is added in place to the fresh
+/// product, and the backward writes `grad_weight = grad^T @ x` directly in the weight's
+/// row-major layout, so no transposed gradient has to be copied before it accumulates
+/// into `.grad`. The backward is built from differentiable ops, so double backward works.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&weight.t()?)?;
-    match bias {
-        Some(b) => y.add(b),
-        None => Ok(y),
+    if weight.rank() != 2 {
+        return Err(Error::invalid(
+            "linear",
+            format!("weight must be [out, in], got shape {:?}", weight.shape()),
+        ));
     }
+    if let Some(b) = bias.filter(|b| b.shape() != [weight.shape()[0]]) {
+        return Err(Error::invalid(
+            "linear",
+            format!(
+                "bias must have shape [{}] to match weight {:?}, got {:?}",
+                weight.shape()[0],
+                weight.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    let y = {
+        let _plain = crate::autograd::no_grad();
+        let y = dispatch::matmul(x, &weight.t()?)?;
+        if let Some(b) = bias {
+            dispatch::add_(&y, &b.expand(y.shape())?, 1.0)?;
+        }
+        y
+    };
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    if !needs_grad(&inputs) {
+        return Ok(y);
+    }
+    let xs = SavedTensor::input(x);
+    let ws = SavedTensor::input(weight);
+    let (out_f, in_f) = (weight.shape()[0] as isize, weight.shape()[1] as isize);
+    Ok(record("LinearBackward", &inputs, y, move |g, ctx| {
+        let g2 = g.reshape(&[-1, out_f])?;
+        let gx = if ctx.needs(0) {
+            Some(g.matmul(&ctx.unpack(&ws)?)?)
+        } else {
+            None
+        };
+        let gw = if ctx.needs(1) {
+            let x2 = ctx.unpack(&xs)?.reshape(&[-1, in_f])?;
+            Some(g2.t()?.matmul(&x2)?)
+        } else {
+            None
+        };
+        let gb = if ctx.needs(2) {
+            Some(g2.sum(Some(&[0]), false)?)
+        } else {
+            None
+        };
+        Ok(vec![gx, gw, gb])
+    }))
 }

@@ -7,7 +7,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 use crate::tensor::{CpuStorage, DType};
@@ -49,6 +49,12 @@ pub trait Elem: Copy + Send + Sync + 'static {
     fn store(r: Self::R) -> Self;
     /// The vector of a host storage of this dtype.
     fn vec_mut(c: &mut CpuStorage) -> Option<&mut Vec<Self>>;
+    /// The slice itself when this type is its own compute type (f32, f64).
+    fn as_compute(s: &mut [Self]) -> Option<&mut [Self::R]>;
+    /// Widens `src` into `dst` (equal lengths).
+    fn load_slice(src: &[Self], dst: &mut [Self::R]);
+    /// Rounds `src` into `dst` (equal lengths).
+    fn store_slice(src: &[Self::R], dst: &mut [Self]);
 }
 
 macro_rules! real {
@@ -79,6 +85,15 @@ macro_rules! real {
                     _ => None,
                 }
             }
+            fn as_compute(s: &mut [$t]) -> Option<&mut [$t]> {
+                Some(s)
+            }
+            fn load_slice(src: &[$t], dst: &mut [$t]) {
+                dst.copy_from_slice(src);
+            }
+            fn store_slice(src: &[$t], dst: &mut [$t]) {
+                dst.copy_from_slice(src);
+            }
         }
     };
 }
@@ -99,6 +114,15 @@ impl Elem for f16 {
             CpuStorage::F16(v) => Some(v),
             _ => None,
         }
+    }
+    fn as_compute(_: &mut [f16]) -> Option<&mut [f32]> {
+        None
+    }
+    fn load_slice(src: &[f16], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn store_slice(src: &[f32], dst: &mut [f16]) {
+        dst.convert_from_f32_slice(src);
     }
 }
 
@@ -169,18 +193,20 @@ pub struct Job<R> {
     pub grad_scale: Option<R>,
 }
 
-/// The slices one update touches. Missing buffers are empty slices.
-pub struct Lanes<'a, E: Elem> {
+/// The slices one update touches. Missing buffers are empty slices. The state buffers
+/// have their own element type `S`: the parameter's, or f32 when an f16 parameter keeps
+/// f32 master weights.
+pub struct Lanes<'a, E: Elem, S: Elem<R = E::R> = E> {
     /// The parameter.
     pub p: &'a mut [E],
     /// Its gradient (written only when unscaling).
     pub g: &'a mut [E],
     /// Momentum buffer (SGD) or exp_avg (Adam).
-    pub b0: &'a mut [E],
+    pub b0: &'a mut [S],
     /// exp_avg_sq (Adam).
-    pub b1: &'a mut [E],
+    pub b1: &'a mut [S],
     /// max_exp_avg_sq (Adam with amsgrad).
-    pub b2: &'a mut [E],
+    pub b2: &'a mut [S],
     /// f32 master weights of an f16 parameter (empty when none).
     pub master: &'a mut [E::R],
 }
@@ -193,12 +219,12 @@ fn split<T>(s: &mut [T], mid: usize) -> (&mut [T], &mut [T]) {
     }
 }
 
-impl<'a, E: Elem> Lanes<'a, E> {
+impl<'a, E: Elem, S: Elem<R = E::R>> Lanes<'a, E, S> {
     fn len(&self) -> usize {
         self.p.len()
     }
 
-    fn split_at(self, mid: usize) -> (Lanes<'a, E>, Lanes<'a, E>) {
+    fn split_at(self, mid: usize) -> (Self, Self) {
         let (p0, p1) = self.p.split_at_mut(mid);
         let (g0, g1) = split(self.g, mid);
         let (a0, a1) = split(self.b0, mid);
@@ -246,111 +272,246 @@ fn max<R: Real>(a: R, b: R) -> R {
     }
 }
 
-/// One element of SGD: returns the new parameter.
-#[inline]
-pub fn sgd_elem<R: Real>(s: &SgdScalars<R>, p: R, g: R, buf: Option<&mut R>) -> R {
-    let mut g = if s.maximize { -g } else { g };
-    if s.weight_decay != R::of(0.0) {
-        g = g + s.weight_decay * p;
-    }
-    if let (true, Some(b)) = (s.has_momentum, buf) {
-        *b = if s.first {
-            g
-        } else {
-            *b * s.momentum + s.one_minus_dampening * g
-        };
-        g = if s.nesterov { g + s.momentum * *b } else { *b };
-    }
-    p + s.neg_lr * g
-}
-
-/// One element of Adam/AdamW: updates the moments and returns the new parameter.
-#[inline]
-pub fn adam_elem<R: Real>(
-    s: &AdamScalars<R>,
-    p: R,
-    g: R,
-    m: &mut R,
-    v: &mut R,
-    vmax: Option<&mut R>,
-) -> R {
-    let mut p = p;
-    let mut g = if s.maximize { -g } else { g };
-    if s.weight_decay != R::of(0.0) {
-        if s.decoupled {
-            p = p * s.decay;
-        } else {
-            g = g + s.weight_decay * p;
+/// SGD over compute-type slices. Every per-step choice is a const parameter, so each
+/// variant is a branch-free loop the compiler vectorizes.
+fn sgd_block<R: Real>(s: &SgdScalars<R>, p: &mut [R], g: &[R], b: &mut [R]) {
+    fn wd<R: Real, const WD: bool>(s: &SgdScalars<R>, p: &mut [R], g: &[R], b: &mut [R]) {
+        match (s.has_momentum, s.first, s.nesterov) {
+            (false, ..) => sgd_loop::<R, WD, false, false, false>(s, p, g, b),
+            (true, false, false) => sgd_loop::<R, WD, true, false, false>(s, p, g, b),
+            (true, false, true) => sgd_loop::<R, WD, true, false, true>(s, p, g, b),
+            (true, true, false) => sgd_loop::<R, WD, true, true, false>(s, p, g, b),
+            (true, true, true) => sgd_loop::<R, WD, true, true, true>(s, p, g, b),
         }
     }
-    *m = lerp(*m, g, s.lerp_w);
-    *v = *v * s.beta2 + s.one_minus_beta2 * g * g;
-    let second = match (s.amsgrad, vmax) {
-        (true, Some(x)) => {
-            *x = max(*x, *v);
-            *x
-        }
-        _ => *v,
-    };
-    let denom = second.sqrt() / s.bc2_sqrt + s.eps;
-    p + s.neg_step_size * (*m / denom)
-}
-
-/// Applies `job` to element `i` of `l`.
-#[inline]
-fn apply_elem<E: Elem>(job: &Job<E::R>, l: &mut Lanes<'_, E>, i: usize) {
-    let has_master = !l.master.is_empty();
-    let p = if has_master {
-        l.master[i]
+    if s.weight_decay != R::of(0.0) {
+        wd::<R, true>(s, p, g, b)
     } else {
-        l.p[i].load()
-    };
-    let mut g = l.g[i].load();
-    if let Some(scale) = job.grad_scale {
-        g = g / scale;
-        l.g[i] = E::store(g);
+        wd::<R, false>(s, p, g, b)
     }
-    let np = match &job.update {
-        Update::Sgd(s) => {
-            if s.has_momentum {
-                let mut b = l.b0[i].load();
-                let r = sgd_elem(s, p, g, Some(&mut b));
-                l.b0[i] = E::store(b);
-                r
+}
+
+/// One SGD variant: coupled weight decay (`WD`), a momentum buffer (`MOM`) that is new
+/// this step (`FIRST`), Nesterov momentum (`NEST`).
+#[inline(always)]
+fn sgd_loop<R: Real, const WD: bool, const MOM: bool, const FIRST: bool, const NEST: bool>(
+    s: &SgdScalars<R>,
+    p: &mut [R],
+    g: &[R],
+    b: &mut [R],
+) {
+    let sign = R::of(if s.maximize { -1.0 } else { 1.0 });
+    let (neg_lr, wd, mom, omd) = (s.neg_lr, s.weight_decay, s.momentum, s.one_minus_dampening);
+    let n = p.len();
+    let g = &g[..n];
+    let b = if MOM { &mut b[..n] } else { &mut [][..] };
+    for i in 0..n {
+        let mut d = g[i] * sign;
+        if WD {
+            d = d + wd * p[i];
+        }
+        if MOM {
+            let nb = if FIRST { d } else { b[i] * mom + omd * d };
+            b[i] = nb;
+            d = if NEST { d + mom * nb } else { nb };
+        }
+        p[i] = p[i] + neg_lr * d;
+    }
+}
+
+/// Adam/AdamW over compute-type slices, each variant a branch-free loop as for SGD.
+fn adam_block<R: Real>(
+    s: &AdamScalars<R>,
+    p: &mut [R],
+    g: &[R],
+    m: &mut [R],
+    v: &mut [R],
+    x: &mut [R],
+) {
+    fn wd<R: Real, const WD: bool, const DEC: bool>(
+        s: &AdamScalars<R>,
+        p: &mut [R],
+        g: &[R],
+        m: &mut [R],
+        v: &mut [R],
+        x: &mut [R],
+    ) {
+        match (s.amsgrad, s.lerp_w < R::of(0.5)) {
+            (false, false) => adam_loop::<R, WD, DEC, false, false>(s, p, g, m, v, x),
+            (false, true) => adam_loop::<R, WD, DEC, false, true>(s, p, g, m, v, x),
+            (true, false) => adam_loop::<R, WD, DEC, true, false>(s, p, g, m, v, x),
+            (true, true) => adam_loop::<R, WD, DEC, true, true>(s, p, g, m, v, x),
+        }
+    }
+    match (s.weight_decay != R::of(0.0), s.decoupled) {
+        (false, _) => wd::<R, false, false>(s, p, g, m, v, x),
+        (true, false) => wd::<R, true, false>(s, p, g, m, v, x),
+        (true, true) => wd::<R, true, true>(s, p, g, m, v, x),
+    }
+}
+
+/// One Adam variant: weight decay (`WD`), decoupled (`DEC`, AdamW), the running maximum
+/// of the second moment (`AMS`), and which side torch's lerp computes from (`LOW`:
+/// `1 - beta1 < 0.5`).
+#[inline(always)]
+fn adam_loop<R: Real, const WD: bool, const DEC: bool, const AMS: bool, const LOW: bool>(
+    s: &AdamScalars<R>,
+    p: &mut [R],
+    g: &[R],
+    m: &mut [R],
+    v: &mut [R],
+    x: &mut [R],
+) {
+    let sign = R::of(if s.maximize { -1.0 } else { 1.0 });
+    let (w, omw) = (s.lerp_w, R::of(1.0) - s.lerp_w);
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    let x = if AMS { &mut x[..n] } else { &mut [][..] };
+    for i in 0..n {
+        let mut pv = p[i];
+        let mut d = g[i] * sign;
+        if WD {
+            if DEC {
+                pv = pv * s.decay;
             } else {
-                sgd_elem(s, p, g, None)
+                d = d + s.weight_decay * pv;
             }
         }
-        Update::Adam(s) => {
-            let (mut m, mut v) = (l.b0[i].load(), l.b1[i].load());
-            let r = if s.amsgrad {
-                let mut x = l.b2[i].load();
-                let r = adam_elem(s, p, g, &mut m, &mut v, Some(&mut x));
-                l.b2[i] = E::store(x);
-                r
-            } else {
-                adam_elem(s, p, g, &mut m, &mut v, None)
-            };
-            l.b0[i] = E::store(m);
-            l.b1[i] = E::store(v);
-            r
-        }
-    };
-    if has_master {
-        l.master[i] = np;
+        let mi = m[i];
+        let nm = if LOW {
+            mi + w * (d - mi)
+        } else {
+            d - (d - mi) * omw
+        };
+        m[i] = nm;
+        let nv = v[i] * s.beta2 + s.one_minus_beta2 * d * d;
+        v[i] = nv;
+        let second = if AMS {
+            let nx = max(x[i], nv);
+            x[i] = nx;
+            nx
+        } else {
+            nv
+        };
+        let denom = second.sqrt() / s.bc2_sqrt + s.eps;
+        p[i] = pv + s.neg_step_size * (nm / denom);
     }
-    l.p[i] = E::store(np);
 }
 
-/// The for-loop form: one sequential pass over the tensor.
-pub fn run_seq<E: Elem>(job: &Job<E::R>, mut l: Lanes<'_, E>) {
-    for i in 0..l.len() {
-        apply_elem(job, &mut l, i);
+/// Elements per block of the sequential pass: f16 lanes are widened into f32 buffers of
+/// this size, updated, and rounded back.
+const BLOCK: usize = 512;
+
+/// One lane's block in the compute type: the lane itself when its type is the compute
+/// type, else a widened copy in `buf` that [`Block::finish`] rounds back.
+struct Block<'a, T: Elem> {
+    lane: &'a mut [T],
+    buf: &'a mut [T::R],
+    widened: bool,
+}
+
+impl<'a, T: Elem> Block<'a, T> {
+    /// Elements `range` of `lane` (an empty lane stays empty).
+    fn new(lane: &'a mut [T], range: std::ops::Range<usize>, buf: &'a mut [T::R]) -> Self {
+        let lane = if lane.is_empty() {
+            lane
+        } else {
+            &mut lane[range]
+        };
+        let widened = T::as_compute(&mut []).is_none();
+        let buf = &mut buf[..if widened { lane.len() } else { 0 }];
+        if widened {
+            T::load_slice(lane, buf);
+        }
+        Block { lane, buf, widened }
+    }
+
+    fn get(&mut self) -> &mut [T::R] {
+        if self.widened {
+            self.buf
+        } else {
+            T::as_compute(self.lane).unwrap_or_default()
+        }
+    }
+
+    /// Rounds a widened block back into its lane.
+    fn finish(self) {
+        if self.widened {
+            T::store_slice(self.buf, self.lane);
+        }
+    }
+}
+
+/// The for-loop form: one sequential pass over the tensor, block by block.
+pub fn run_seq<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
+    let zero = E::R::of(0.0);
+    let mut bufs = [[zero; BLOCK]; 6];
+    let [bp, bg, b0, b1, b2, _] = &mut bufs;
+    let n = l.len();
+    let has_master = !l.master.is_empty();
+    for start in (0..n).step_by(BLOCK) {
+        let r = start..(start + BLOCK).min(n);
+        let mut g = Block::new(&mut *l.g, r.clone(), bg);
+        if let Some(scale) = job.grad_scale {
+            g.get().iter_mut().for_each(|x| *x = *x / scale);
+        }
+        let (mut x0, mut x1, mut x2) = (
+            Block::new(&mut *l.b0, r.clone(), b0),
+            Block::new(&mut *l.b1, r.clone(), b1),
+            Block::new(&mut *l.b2, r.clone(), b2),
+        );
+        let mut p = if has_master {
+            Block::<E::R>::new(&mut *l.master, r.clone(), &mut [])
+        } else {
+            // The parameter in the compute type: itself, or widened into `bp`.
+            let mut blk = Block::new(&mut *l.p, r.clone(), bp);
+            update_block(
+                &job.update,
+                blk.get(),
+                g.get(),
+                x0.get(),
+                x1.get(),
+                x2.get(),
+            );
+            blk.finish();
+            finish_block(job, g, [x0, x1, x2]);
+            continue;
+        };
+        update_block(&job.update, p.get(), g.get(), x0.get(), x1.get(), x2.get());
+        E::store_slice(p.get(), &mut l.p[r]);
+        finish_block(job, g, [x0, x1, x2]);
+    }
+}
+
+/// Rounds back the gradient (when it was unscaled) and the state blocks.
+fn finish_block<E: Elem, S: Elem<R = E::R>>(
+    job: &Job<E::R>,
+    g: Block<'_, E>,
+    state: [Block<'_, S>; 3],
+) {
+    if job.grad_scale.is_some() {
+        g.finish();
+    }
+    state.into_iter().for_each(Block::finish);
+}
+
+/// The whole update of one block in the compute type.
+fn update_block<R: Real>(
+    u: &Update<R>,
+    p: &mut [R],
+    g: &[R],
+    b0: &mut [R],
+    b1: &mut [R],
+    b2: &mut [R],
+) {
+    match u {
+        Update::Sgd(s) => sgd_block(s, p, g, b0),
+        Update::Adam(s) => adam_block(s, p, g, b0, b1, b2),
     }
 }
 
 /// The fused form: one rayon-parallel pass doing the whole update.
-pub fn run_fused<E: Elem>(job: &Job<E::R>, l: Lanes<'_, E>) {
+pub fn run_fused<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
     let mut parts = Vec::new();
     let mut rest = l;
     while rest.len() > FUSED_CHUNK {
@@ -364,13 +525,13 @@ pub fn run_fused<E: Elem>(job: &Job<E::R>, l: Lanes<'_, E>) {
 
 /// The foreach form: each elementary op is its own pass over the tensor, through
 /// compute-type temporaries (so f16 follows the fused semantics).
-pub fn run_foreach<E: Elem>(job: &Job<E::R>, l: Lanes<'_, E>) {
+pub fn run_foreach<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
     type V<R> = Vec<R>;
-    fn load<E: Elem>(s: &[E]) -> V<E::R> {
+    fn load<T: Elem>(s: &[T]) -> V<T::R> {
         s.iter().map(|x| x.load()).collect()
     }
-    fn store<E: Elem>(d: &mut [E], s: &[E::R]) {
-        d.iter_mut().zip(s).for_each(|(d, &s)| *d = E::store(s));
+    fn store<T: Elem>(d: &mut [T], s: &[T::R]) {
+        d.iter_mut().zip(s).for_each(|(d, &s)| *d = T::store(s));
     }
     let mut p = if l.master.is_empty() {
         load(l.p)
