@@ -2,17 +2,23 @@
 //!
 //! While the training thread works on one batch, a loader thread collates the next ones
 //! (up to `prefetch` of them) into host memory; datasets may parallelise collation with
-//! rayon. Batches reach the device through [`HostBatch::to_device`] on the training
+//! rayon. A consumer that runs on a rayon worker (as `gradstep train` does, so that
+//! parallel ops start on the calling thread) runs pool jobs while it waits for a batch
+//! instead of blocking the worker. Batches reach the device through [`HostBatch::to_device`] on the training
 //! thread. (On CUDA, pinned host buffers and an asynchronous copy on a side stream would
 //! overlap the transfer too; not done yet.)
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::data::{Batch, Dataset, HostBatch};
 use crate::error::{Error, Result};
 use crate::tensor::{Device, Rng};
+
+/// How long a rayon worker waiting for a batch blocks before it looks for pool jobs again.
+const WAIT_SLICE: Duration = Duration::from_micros(100);
 
 /// Iterates over a dataset in batches, like PyTorch's `DataLoader`.
 pub struct DataLoader {
@@ -170,7 +176,26 @@ impl Iterator for Batches {
         if let Some(e) = self.spawn_error.take() {
             return Some(Err(e));
         }
-        let host = self.rx.as_ref()?.recv().ok()?;
+        let rx = self.rx.as_ref()?;
+        let host = loop {
+            match rx.try_recv() {
+                Ok(b) => break b,
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            // On a rayon worker (training runs inside the pool), run queued pool jobs
+            // while waiting: the collation of this very batch may be one of them, and a
+            // blocked worker could starve it (a one-thread pool would deadlock).
+            match rayon::yield_now() {
+                Some(rayon::Yield::Executed) => {}
+                Some(rayon::Yield::Idle) => match rx.recv_timeout(WAIT_SLICE) {
+                    Ok(b) => break b,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                    Err(RecvTimeoutError::Timeout) => {}
+                },
+                None => break rx.recv().ok()?,
+            }
+        };
         Some(host.and_then(|b| b.to_device(self.device)))
     }
 }

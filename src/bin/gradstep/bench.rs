@@ -136,15 +136,18 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("note: the emulator runs every kernel on the host: launch counts only, no times");
     }
     let mut stderr = std::io::stderr();
-    let report = bench::run(&cfg, &mut |r| {
-        let what = [&r.set, &r.dtype, &r.optimizer, &r.imp]
-            .iter()
-            .filter_map(|x| x.as_deref())
-            .collect::<Vec<_>>();
-        let time = r
-            .seconds
-            .map_or("counted".into(), bench::report::format_seconds);
-        let _ = writeln!(stderr, "{} {}: {}", r.bench, what.join(" "), time);
+    // Inside the rayon pool, as `gradstep train` runs.
+    let report = rayon::scope(|_| {
+        bench::run(&cfg, &mut |r| {
+            let what = [&r.set, &r.dtype, &r.optimizer, &r.imp]
+                .iter()
+                .filter_map(|x| x.as_deref())
+                .collect::<Vec<_>>();
+            let time = r
+                .seconds
+                .map_or("counted".into(), bench::report::format_seconds);
+            let _ = writeln!(stderr, "{} {}: {}", r.bench, what.join(" "), time);
+        })
     })?;
     print!("{}", report.table());
     if let Some(path) = &args.json {
