@@ -246,3 +246,25 @@ fn loader_stops_cleanly_when_dropped_early() {
     assert_eq!(first, vec![vec![0], vec![1], vec![2]]);
     assert_eq!(epoch_targets(&mut loader).len(), 200);
 }
+
+#[test]
+fn loader_consumed_on_every_pool_worker_at_once_does_not_starve_collation() {
+    // Each rayon worker consumes a loader whose collation itself runs parallel pool
+    // jobs: waiting workers must run those jobs instead of blocking all of the pool.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let per_worker = rayon::broadcast(|_| {
+            let mut loader = DataLoader::new(counting(256), 128).unwrap();
+            epoch_targets(&mut loader).concat()
+        });
+        let _ = tx.send(per_worker);
+    });
+    let per_worker = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("loaders consumed on the rayon workers made no progress (deadlock)");
+    assert_eq!(per_worker.len(), rayon::current_num_threads());
+    for targets in per_worker {
+        let want: Vec<i64> = (0..256).map(|i| i64::from(i as u8)).collect();
+        assert_eq!(targets, want);
+    }
+}
