@@ -79,14 +79,33 @@ __device__ __forceinline__ void opt_elem(const OptArgs& a, const Scal<C>& s, boo
     }
 }
 
+// A state buffer (momentum, moments) is f32 beside f32 master weights, else of the
+// parameter's type.
+template <typename T, typename C>
+__device__ __forceinline__ C st_load(const MtTensor& e, u64 b, u64 i) {
+    return e.master ? (C)((const float*)b)[i] : (C)gs_load((const T*)b, i);
+}
+template <typename T, typename C>
+__device__ __forceinline__ void st_store(const MtTensor& e, u64 b, u64 i, C v) {
+    if (e.master) ((float*)b)[i] = (float)v;
+    else gs_store((T*)b, i, v);
+}
+template <typename T, typename C, int N>
+__device__ __forceinline__ void st_load_n(const MtTensor& e, u64 b, u64 i, int n, bool v, C* x) {
+    if (e.master) { for (int k = 0; k < n; ++k) x[k] = (C)((const float*)b)[i + k]; }
+    else mt_load<T, C, N>((const T*)b, i, n, v, x);
+}
+template <typename T, typename C, int N>
+__device__ __forceinline__ void st_store_n(const MtTensor& e, u64 b, u64 i, int n, bool v, const C* x) {
+    if (e.master) { for (int k = 0; k < n; ++k) ((float*)b)[i + k] = (float)x[k]; }
+    else mt_store<T, C, N>((T*)b, i, n, v, x);
+}
+
 // One elementary op of the foreach form on element i.
 template <typename T, typename C>
 __device__ __forceinline__ void opt_phase(const OptArgs& a, const Scal<C>& s, const MtTensor& e, u64 i, C inv_scale_div) {
     T* p = (T*)e.p;
     T* g = (T*)e.g;
-    T* b0 = (T*)e.b0;
-    T* b1 = (T*)e.b1;
-    T* b2 = (T*)e.b2;
     float* ms = (float*)e.master;
     // Scratch: tmp[i] the working gradient / denominator, tmp[n + i] the first moment or
     // momentum buffer, tmp[2n + i] the second moment, all in the compute type, so every
@@ -107,17 +126,17 @@ __device__ __forceinline__ void opt_phase(const OptArgs& a, const Scal<C>& s, co
     case OPT_WD: tmp[i] = tmp[i] + s.wd * pv; return;
     case OPT_DECAY: np = pv * s.decay; break;
     case OPT_MOM: {
-        C b = (e.flags & MT_FIRST) ? tmp[i] : (C)gs_load(b0, i) * s.mom + s.omd * tmp[i];
-        gs_store(b0, i, b);
+        C b = (e.flags & MT_FIRST) ? tmp[i] : st_load<T, C>(e, e.b0, i) * s.mom + s.omd * tmp[i];
+        st_store<T, C>(e, e.b0, i, b);
         mom[i] = b;
         return;
     }
     case OPT_NEST: tmp[i] = tmp[i] + s.mom * mom[i]; return;
     case OPT_COPYB: tmp[i] = mom[i]; return;
     case OPT_SGDP: np = pv + s.neg_lr * tmp[i]; break;
-    case OPT_M: mom[i] = opt_lerp((C)gs_load(b0, i), tmp[i], s.lerp_w); gs_store(b0, i, mom[i]); return;
-    case OPT_V: sec[i] = (C)gs_load(b1, i) * s.beta2 + s.omb2 * tmp[i] * tmp[i]; gs_store(b1, i, sec[i]); return;
-    case OPT_VMAX: sec[i] = opt_max((C)gs_load(b2, i), sec[i]); gs_store(b2, i, sec[i]); return;
+    case OPT_M: mom[i] = opt_lerp(st_load<T, C>(e, e.b0, i), tmp[i], s.lerp_w); st_store<T, C>(e, e.b0, i, mom[i]); return;
+    case OPT_V: sec[i] = st_load<T, C>(e, e.b1, i) * s.beta2 + s.omb2 * tmp[i] * tmp[i]; st_store<T, C>(e, e.b1, i, sec[i]); return;
+    case OPT_VMAX: sec[i] = opt_max(st_load<T, C>(e, e.b2, i), sec[i]); st_store<T, C>(e, e.b2, i, sec[i]); return;
     case OPT_DEN: tmp[i] = sqrt(sec[i]) / s.bc2s + s.eps; return;
     case OPT_ADAMP: np = pv + s.neg_ss * (mom[i] / tmp[i]); break;
     default: return;
@@ -156,9 +175,6 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
         bool vec = mt_al(e.p) && mt_al(e.g) && mt_al(e.b0) && mt_al(e.b1) && mt_al(e.b2) && !e.master;
         T* p = (T*)e.p;
         T* g = (T*)e.g;
-        T* b0 = (T*)e.b0;
-        T* b1 = (T*)e.b1;
-        T* b2 = (T*)e.b2;
         float* ms = (float*)e.master;
         bool has0 = e.b0 != 0, has1 = e.b1 != 0, has2 = e.b2 != 0;
         for (u64 i = begin + (u64)threadIdx.x * N; i < end; i += (u64)blockDim.x * N) {
@@ -173,15 +189,15 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
                 for (int k = 0; k < n; ++k) gv[k] = gv[k] / scale;
                 mt_store<T, C, N>(g, i, n, v, gv);
             }
-            if (has0) mt_load<T, C, N>(b0, i, n, v, x0);
-            if (has1) mt_load<T, C, N>(b1, i, n, v, x1);
-            if (has2) mt_load<T, C, N>(b2, i, n, v, x2);
+            if (has0) st_load_n<T, C, N>(e, e.b0, i, n, v, x0);
+            if (has1) st_load_n<T, C, N>(e, e.b1, i, n, v, x1);
+            if (has2) st_load_n<T, C, N>(e, e.b2, i, n, v, x2);
             for (int k = 0; k < n; ++k) opt_elem<C>(a, s, first, pv[k], gv[k], x0[k], x1[k], x2[k]);
             if (ms) { for (int k = 0; k < n; ++k) ms[i + k] = (float)pv[k]; }
             mt_store<T, C, N>(p, i, n, v, pv);
-            if (has0) mt_store<T, C, N>(b0, i, n, v, x0);
-            if (has1) mt_store<T, C, N>(b1, i, n, v, x1);
-            if (has2) mt_store<T, C, N>(b2, i, n, v, x2);
+            if (has0) st_store_n<T, C, N>(e, e.b0, i, n, v, x0);
+            if (has1) st_store_n<T, C, N>(e, e.b1, i, n, v, x1);
+            if (has2) st_store_n<T, C, N>(e, e.b2, i, n, v, x2);
         }
         // Every thread of the block has read the step count; the last chunk of the tensor
         // to finish advances it.

@@ -2,8 +2,9 @@
 //! the optimizer, a GradScaler) on a small slice of Fashion-MNIST, checked against the
 //! same run in f32.
 
+use gradstep::optim::{Adam, AdamConfig, Impl, Optimizer};
 use gradstep::train::{self, LoopOptions, OptimizerKind, TrainConfig, TrainReport};
-use gradstep::{DType, Device};
+use gradstep::{DType, Device, Tensor};
 
 /// 20 batches of 32 per epoch.
 const TRAIN_N: usize = 640;
@@ -41,9 +42,23 @@ fn mean_loss(r: &TrainReport, range: std::ops::Range<usize>) -> f64 {
 
 /// Trains in f16 and in f32 from the same seed; checks the f16 run learns, keeps f16
 /// finite parameters, and tracks the f32 run.
-fn check_against_f32(device: Device, epochs: usize) {
-    let (half, text) = run(&config(DType::F16, device, epochs));
-    let (full, _) = run(&config(DType::F32, device, epochs));
+/// `weight_tol`: the largest difference allowed between f16 and f32 weights (Adam moves
+/// each weight by up to about lr per step whatever the gradient's size, so small
+/// gradient differences add up faster than with SGD).
+fn check_against_f32(
+    device: Device,
+    epochs: usize,
+    optimizer: OptimizerKind,
+    lr: f64,
+    weight_tol: f64,
+) {
+    let with = |dtype| TrainConfig {
+        optimizer,
+        lr,
+        ..config(dtype, device, epochs)
+    };
+    let (half, text) = run(&with(DType::F16));
+    let (full, _) = run(&with(DType::F32));
     let batches = epochs * TRAIN_N.div_ceil(32);
     assert_eq!(half.batches, batches);
     assert_eq!(half.history.losses.len(), batches);
@@ -102,12 +117,61 @@ fn check_against_f32(device: Device, epochs: usize) {
         .zip(w32.to_vec_f64().unwrap())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
-    assert!(diff < 0.01, "f16 and f32 weights differ by {diff}");
+    assert!(diff < weight_tol, "f16 and f32 weights differ by {diff}");
 }
 
 #[test]
 fn f16_mixed_precision_trains_on_cpu() {
-    check_against_f32(Device::Cpu, 10);
+    check_against_f32(Device::Cpu, 10, OptimizerKind::Sgd, 0.05, 0.01);
+}
+
+#[test]
+fn f16_mixed_precision_with_adamw_trains_on_cpu() {
+    check_against_f32(Device::Cpu, 4, OptimizerKind::AdamW, 1e-3, 0.08);
+}
+
+/// An f16 parameter with f32 master weights keeps f32 Adam moments: a gradient of 1e-4
+/// squares to 1e-8, below f16's smallest subnormal, so an f16 second moment would be 0
+/// and the step `m / (sqrt(v) + eps)` would explode.
+#[test]
+fn adam_beside_master_weights_keeps_f32_moments() {
+    let init = [0.5f32, -0.25, 1.0, 2.0];
+    let grad = half::f16::from_f32(1e-4).to_f32();
+    let run = |dtype: DType, device: Device, imp: Impl| {
+        let p = Tensor::from_vec(init.to_vec(), &[4], Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        p.requires_grad_(true).unwrap();
+        let mut opt = Adam::new(vec![p.clone()], AdamConfig::new(1e-3)).unwrap();
+        opt.set_impl(imp);
+        opt.core_mut().set_master_weights(true);
+        for _ in 0..3 {
+            let g = Tensor::full(&[4], f64::from(grad), dtype, device).unwrap();
+            p.set_grad(Some(g)).unwrap();
+            opt.step().unwrap();
+        }
+        let sd = opt.state_dict().unwrap();
+        (p.to_vec_f64().unwrap(), sd)
+    };
+    let (want, _) = run(DType::F32, Device::Cpu, Impl::ForLoop);
+    for device in [Device::Cpu, Device::Emu] {
+        for imp in [Impl::ForLoop, Impl::Foreach, Impl::Fused] {
+            let (got, sd) = run(DType::F16, device, imp);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // Three steps of about lr each, then one f16 rounding.
+                assert!(
+                    (g - w).abs() <= 1e-3,
+                    "{device} {imp:?} [{i}]: got {g}, want {w}"
+                );
+            }
+            for (key, t) in &sd.tensors {
+                assert_eq!(t.dtype(), DType::F32, "{device} {imp:?}: {key}");
+            }
+        }
+    }
 }
 
 #[test]

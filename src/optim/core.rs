@@ -288,6 +288,15 @@ impl OptimCore {
     }
 
     /// Creates the state of a parameter on its first step with a grad.
+    /// The dtype of a param's state buffers: f32 beside the f32 master weights of an
+    /// f16 param (squared f16 gradients underflow in f16 moments), else the param's own.
+    pub(crate) fn state_dtype(&self, pi: usize) -> DType {
+        match self.params[pi].dtype() {
+            DType::F16 if self.master_weights => DType::F32,
+            d => d,
+        }
+    }
+
     fn ensure_state(&mut self, gi: usize, pi: usize) -> Result<()> {
         let p = self.params[pi].clone();
         if self.master_weights && p.dtype() == DType::F16 && self.masters[pi].is_none() {
@@ -299,7 +308,10 @@ impl OptimCore {
         }
         let mut buffers = Vec::new();
         for &name in hyper.buffer_names() {
-            buffers.push((name, Tensor::zeros(p.shape(), p.dtype(), p.device())?));
+            buffers.push((
+                name,
+                Tensor::zeros(p.shape(), self.state_dtype(pi), p.device())?,
+            ));
         }
         let step = if hyper.has_step() {
             Some(Tensor::zeros(&[], DType::F32, p.device())?)
@@ -338,8 +350,8 @@ impl OptimCore {
             bufs = st.buffers.iter().map(|(_, b)| b.clone()).collect();
         }
         macro_rules! run {
-            ($e:ty) => {
-                cpu_update::<$e>(
+            ($e:ty, $s:ty) => {
+                cpu_update::<$e, $s>(
                     imp,
                     &scalars::<<$e as Elem>::R>(&hyper, t, first, scale),
                     p,
@@ -350,9 +362,10 @@ impl OptimCore {
             };
         }
         match p.dtype() {
-            DType::F16 => run!(half::f16),
-            DType::F32 => run!(f32),
-            DType::F64 => run!(f64),
+            DType::F16 if master.is_some() => run!(half::f16, f32),
+            DType::F16 => run!(half::f16, half::f16),
+            DType::F32 => run!(f32, f32),
+            DType::F64 => run!(f64, f64),
             DType::I64 => Err(Error::Optim("can't optimize an i64 tensor".into())),
         }
     }
@@ -415,7 +428,7 @@ pub(crate) fn scalars<R: Real>(h: &Hyper, t: f64, first: bool, grad_scale: Optio
 }
 
 /// Runs one tensor's update on the CPU with the chosen implementation.
-fn cpu_update<E: Elem>(
+fn cpu_update<E: Elem, S: Elem<R = E::R>>(
     imp: Impl,
     job: &Job<E::R>,
     p: &Tensor,
@@ -443,9 +456,9 @@ fn cpu_update<E: Elem>(
     }
     let pl = view::<E>(&mut pg, p.layout().offset(), n, "param")?;
     let gl = view::<E>(&mut gg, grad.layout().offset(), n, "grad")?;
-    let mut bl: Vec<&mut [E]> = Vec::new();
+    let mut bl: Vec<&mut [S]> = Vec::new();
     for (g, b) in bg.iter_mut().zip(bufs) {
-        bl.push(view::<E>(g, b.layout().offset(), n, "state buffer")?);
+        bl.push(view::<S>(g, b.layout().offset(), n, "state buffer")?);
     }
     let ml: &mut [E::R] = match (&mut mg, master) {
         (Some(g), Some(m)) => view::<E::R>(g, m.layout().offset(), n, "master weights")?,

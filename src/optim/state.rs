@@ -178,10 +178,8 @@ impl OptimCore {
                     });
                 }
                 let v = t.to_vec_f64()?;
-                buffers.push((
-                    name,
-                    Tensor::from_f64s(&v, p.shape(), p.dtype(), p.device())?,
-                ));
+                let dtype = self.state_dtype(i);
+                buffers.push((name, Tensor::from_f64s(&v, p.shape(), dtype, p.device())?));
             }
             let step = match ps.step {
                 Some(s) => Some(Tensor::from_f64s(&[s], &[], DType::F32, p.device())?),

@@ -148,14 +148,6 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             format!("dtype {} is not supported (f32 or f16)", cfg.dtype),
         ));
     }
-    if cfg.dtype == DType::F16 && cfg.optimizer != OptimizerKind::Sgd {
-        // With master weights the Adam moments must be f32; the optimizer keeps them in
-        // the parameter dtype, where the unscaled squared gradients underflow.
-        return Err(Error::invalid(
-            "train",
-            "--dtype f16 supports --optimizer sgd only for now (Adam/AdamW moments would be f16)",
-        ));
-    }
     if cfg.epochs == 0 {
         return Err(Error::invalid("train", "epochs must be at least 1"));
     }
