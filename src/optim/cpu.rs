@@ -7,9 +7,10 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use half::{f16, slice::HalfFloatSliceExt};
+use half::f16;
 use rayon::prelude::*;
 
+use crate::backend::cpu::f16conv;
 use crate::tensor::{CpuStorage, DType};
 
 /// Elements per rayon task of the fused CPU pass.
@@ -119,10 +120,10 @@ impl Elem for f16 {
         None
     }
     fn load_slice(src: &[f16], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
+        f16conv::widen(src, dst);
     }
     fn store_slice(src: &[f32], dst: &mut [f16]) {
-        dst.convert_from_f32_slice(src);
+        f16conv::narrow(src, dst);
     }
 }
 
@@ -444,10 +445,14 @@ impl<'a, T: Elem> Block<'a, T> {
 
 /// The for-loop form: one sequential pass over the tensor, block by block.
 pub fn run_seq<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
-    let zero = E::R::of(0.0);
-    let mut bufs = [[zero; BLOCK]; 6];
-    let [bp, bg, b0, b1, b2, _] = &mut bufs;
     let n = l.len();
+    // Scratch for widened blocks, only when a lane is f16.
+    let widens = E::as_compute(&mut []).is_none() || S::as_compute(&mut []).is_none();
+    let blk = if widens { n.min(BLOCK) } else { 0 };
+    let mut scratch = vec![E::R::of(0.0); 5 * blk];
+    let mut parts = scratch.chunks_mut(blk.max(1));
+    let mut part = || parts.next().unwrap_or_default();
+    let (bp, bg, b0, b1, b2) = (part(), part(), part(), part(), part());
     let has_master = !l.master.is_empty();
     for start in (0..n).step_by(BLOCK) {
         let r = start..(start + BLOCK).min(n);
@@ -528,10 +533,12 @@ pub fn run_fused<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>
 pub fn run_foreach<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
     type V<R> = Vec<R>;
     fn load<T: Elem>(s: &[T]) -> V<T::R> {
-        s.iter().map(|x| x.load()).collect()
+        let mut v = vec![T::R::of(0.0); s.len()];
+        T::load_slice(s, &mut v);
+        v
     }
     fn store<T: Elem>(d: &mut [T], s: &[T::R]) {
-        d.iter_mut().zip(s).for_each(|(d, &s)| *d = T::store(s));
+        T::store_slice(s, d);
     }
     let mut p = if l.master.is_empty() {
         load(l.p)

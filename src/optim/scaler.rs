@@ -58,6 +58,13 @@ impl GradScaler {
         &self.scale
     }
 
+    /// `loss * scale` (PyTorch's `scaler.scale(loss)`): the loss in the scale's dtype
+    /// (f32) times the current scale, differentiable, so `scale(&loss)?.backward()`
+    /// leaves scaled gradients for [`Self::step`] to unscale. No host synchronisation.
+    pub fn scale(&self, loss: &Tensor) -> Result<Tensor> {
+        loss.cast(self.scale.dtype())?.mul(&self.scale)
+    }
+
     /// Whether the last `step` found an inf or NaN (reads the device: synchronises).
     pub fn found_inf(&self) -> Result<bool> {
         Ok(self.found_inf.item()? != 0.0)

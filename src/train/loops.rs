@@ -84,10 +84,7 @@ fn loss_logits(pred: &Tensor) -> Result<Tensor> {
 /// `scaler.scale(loss).backward()` with a scaler, `loss.backward()` without.
 fn backward(loss: &Tensor, scaler: Option<&GradScaler>) -> Result<()> {
     match scaler {
-        Some(s) => {
-            let scale = s.scale_tensor();
-            loss.cast(scale.dtype())?.mul(scale)?.backward()
-        }
+        Some(s) => s.scale(loss)?.backward(),
         None => loss.backward(),
     }
 }

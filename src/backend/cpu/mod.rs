@@ -10,6 +10,7 @@ mod dropout;
 mod elem;
 mod elementwise;
 mod embedding;
+pub(crate) mod f16conv;
 mod matmul;
 mod norm;
 mod reduce;

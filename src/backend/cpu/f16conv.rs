@@ -1,0 +1,104 @@
+//! f16 <-> f32 slice conversion, eight lanes at a time with the F16C instructions where
+//! the CPU has them (checked once), else through `half` element by element. Both round
+//! to nearest even, so the results are the same.
+
+use half::f16;
+
+/// Widens `src` into `dst` (equal lengths).
+pub(crate) fn widen(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "widen: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        // SAFETY: the features were just detected; lengths are equal.
+        unsafe { x86::widen(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Rounds `src` into `dst` (equal lengths).
+pub(crate) fn narrow(src: &[f32], dst: &mut [f16]) {
+    assert_eq!(src.len(), dst.len(), "narrow: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        // SAFETY: as in `widen`.
+        unsafe { x86::narrow(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use half::f16;
+    use std::arch::x86_64::{
+        __m128i, _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_storeu_ps,
+        _mm_loadu_si128, _mm_storeu_si128, _MM_FROUND_TO_NEAREST_INT,
+    };
+
+    /// # Safety
+    /// The CPU must have F16C and AVX; `src` and `dst` have equal lengths.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn widen(src: &[f16], dst: &mut [f32]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= both lengths; unaligned loads and stores.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        for i in n..src.len() {
+            dst[i] = src[i].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// As [`widen`].
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn narrow(src: &[f32], dst: &mut [f16]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: as in `widen`.
+            unsafe {
+                let f = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast::<__m128i>(), h);
+            }
+        }
+        for i in n..src.len() {
+            dst[i] = f16::from_f32(src[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_half_on_every_f16_and_on_rounding_cases() {
+        let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        let mut wide = vec![0f32; all.len()];
+        widen(&all, &mut wide);
+        for (h, w) in all.iter().zip(&wide) {
+            assert!(h.to_f32().to_bits() == w.to_bits() || (h.is_nan() && w.is_nan()));
+        }
+        // Halfway cases, subnormals, overflow, and every f16 nudged up and down by one
+        // f32 ulp.
+        let mut src: Vec<f32> = vec![65520.0, 65519.99, 1e-8, 3e-8, -6e-8, 1e5, f32::INFINITY];
+        for w in wide.iter().filter(|w| w.is_finite()) {
+            src.push(f32::from_bits(w.to_bits() + 1));
+            src.push(f32::from_bits(w.to_bits().saturating_sub(1)));
+        }
+        let mut narrowed = vec![f16::ZERO; src.len()];
+        narrow(&src, &mut narrowed);
+        for (s, h) in src.iter().zip(&narrowed) {
+            assert_eq!(f16::from_f32(*s).to_bits(), h.to_bits(), "{s}");
+        }
+    }
+}
