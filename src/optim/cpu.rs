@@ -273,22 +273,40 @@ fn max<R: Real>(a: R, b: R) -> R {
     }
 }
 
-/// SGD over compute-type slices. Every per-step choice is a const parameter, so each
-/// variant is a branch-free loop the compiler vectorizes.
-fn sgd_block<R: Real>(s: &SgdScalars<R>, p: &mut [R], g: &[R], b: &mut [R]) {
-    fn wd<R: Real, const WD: bool>(s: &SgdScalars<R>, p: &mut [R], g: &[R], b: &mut [R]) {
+/// One block of a tensor in the compute type: the parameter (or its master weights),
+/// the gradient, and the state buffers (empty when unused).
+struct Work<'a, R> {
+    p: &'a mut [R],
+    g: &'a [R],
+    b0: &'a mut [R],
+    b1: &'a mut [R],
+    b2: &'a mut [R],
+}
+
+/// The whole update of one block.
+fn update_block<R: Real>(u: &Update<R>, w: Work<'_, R>) {
+    match u {
+        Update::Sgd(s) => sgd_block(s, w),
+        Update::Adam(s) => adam_block(s, w),
+    }
+}
+
+/// SGD on one block. Every per-step choice is a const parameter, so each variant is a
+/// branch-free loop the compiler vectorizes.
+fn sgd_block<R: Real>(s: &SgdScalars<R>, w: Work<'_, R>) {
+    fn wd<R: Real, const WD: bool>(s: &SgdScalars<R>, w: Work<'_, R>) {
         match (s.has_momentum, s.first, s.nesterov) {
-            (false, ..) => sgd_loop::<R, WD, false, false, false>(s, p, g, b),
-            (true, false, false) => sgd_loop::<R, WD, true, false, false>(s, p, g, b),
-            (true, false, true) => sgd_loop::<R, WD, true, false, true>(s, p, g, b),
-            (true, true, false) => sgd_loop::<R, WD, true, true, false>(s, p, g, b),
-            (true, true, true) => sgd_loop::<R, WD, true, true, true>(s, p, g, b),
+            (false, ..) => sgd_loop::<R, WD, false, false, false>(s, w),
+            (true, false, false) => sgd_loop::<R, WD, true, false, false>(s, w),
+            (true, false, true) => sgd_loop::<R, WD, true, false, true>(s, w),
+            (true, true, false) => sgd_loop::<R, WD, true, true, false>(s, w),
+            (true, true, true) => sgd_loop::<R, WD, true, true, true>(s, w),
         }
     }
     if s.weight_decay != R::of(0.0) {
-        wd::<R, true>(s, p, g, b)
+        wd::<R, true>(s, w)
     } else {
-        wd::<R, false>(s, p, g, b)
+        wd::<R, false>(s, w)
     }
 }
 
@@ -297,15 +315,14 @@ fn sgd_block<R: Real>(s: &SgdScalars<R>, p: &mut [R], g: &[R], b: &mut [R]) {
 #[inline(always)]
 fn sgd_loop<R: Real, const WD: bool, const MOM: bool, const FIRST: bool, const NEST: bool>(
     s: &SgdScalars<R>,
-    p: &mut [R],
-    g: &[R],
-    b: &mut [R],
+    w: Work<'_, R>,
 ) {
     let sign = R::of(if s.maximize { -1.0 } else { 1.0 });
     let (neg_lr, wd, mom, omd) = (s.neg_lr, s.weight_decay, s.momentum, s.one_minus_dampening);
+    let p = w.p;
     let n = p.len();
-    let g = &g[..n];
-    let b = if MOM { &mut b[..n] } else { &mut [][..] };
+    let g = &w.g[..n];
+    let b = if MOM { &mut w.b0[..n] } else { &mut [][..] };
     for i in 0..n {
         let mut d = g[i] * sign;
         if WD {
@@ -320,34 +337,20 @@ fn sgd_loop<R: Real, const WD: bool, const MOM: bool, const FIRST: bool, const N
     }
 }
 
-/// Adam/AdamW over compute-type slices, each variant a branch-free loop as for SGD.
-fn adam_block<R: Real>(
-    s: &AdamScalars<R>,
-    p: &mut [R],
-    g: &[R],
-    m: &mut [R],
-    v: &mut [R],
-    x: &mut [R],
-) {
-    fn wd<R: Real, const WD: bool, const DEC: bool>(
-        s: &AdamScalars<R>,
-        p: &mut [R],
-        g: &[R],
-        m: &mut [R],
-        v: &mut [R],
-        x: &mut [R],
-    ) {
+/// Adam/AdamW on one block, each variant a branch-free loop as for SGD.
+fn adam_block<R: Real>(s: &AdamScalars<R>, w: Work<'_, R>) {
+    fn wd<R: Real, const WD: bool, const DEC: bool>(s: &AdamScalars<R>, w: Work<'_, R>) {
         match (s.amsgrad, s.lerp_w < R::of(0.5)) {
-            (false, false) => adam_loop::<R, WD, DEC, false, false>(s, p, g, m, v, x),
-            (false, true) => adam_loop::<R, WD, DEC, false, true>(s, p, g, m, v, x),
-            (true, false) => adam_loop::<R, WD, DEC, true, false>(s, p, g, m, v, x),
-            (true, true) => adam_loop::<R, WD, DEC, true, true>(s, p, g, m, v, x),
+            (false, false) => adam_loop::<R, WD, DEC, false, false>(s, w),
+            (false, true) => adam_loop::<R, WD, DEC, false, true>(s, w),
+            (true, false) => adam_loop::<R, WD, DEC, true, false>(s, w),
+            (true, true) => adam_loop::<R, WD, DEC, true, true>(s, w),
         }
     }
     match (s.weight_decay != R::of(0.0), s.decoupled) {
-        (false, _) => wd::<R, false, false>(s, p, g, m, v, x),
-        (true, false) => wd::<R, true, false>(s, p, g, m, v, x),
-        (true, true) => wd::<R, true, true>(s, p, g, m, v, x),
+        (false, _) => wd::<R, false, false>(s, w),
+        (true, false) => wd::<R, true, false>(s, w),
+        (true, true) => wd::<R, true, true>(s, w),
     }
 }
 
@@ -357,17 +360,14 @@ fn adam_block<R: Real>(
 #[inline(always)]
 fn adam_loop<R: Real, const WD: bool, const DEC: bool, const AMS: bool, const LOW: bool>(
     s: &AdamScalars<R>,
-    p: &mut [R],
-    g: &[R],
-    m: &mut [R],
-    v: &mut [R],
-    x: &mut [R],
+    w: Work<'_, R>,
 ) {
     let sign = R::of(if s.maximize { -1.0 } else { 1.0 });
-    let (w, omw) = (s.lerp_w, R::of(1.0) - s.lerp_w);
+    let (lw, omw) = (s.lerp_w, R::of(1.0) - s.lerp_w);
+    let p = w.p;
     let n = p.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    let x = if AMS { &mut x[..n] } else { &mut [][..] };
+    let (g, m, v) = (&w.g[..n], &mut w.b0[..n], &mut w.b1[..n]);
+    let x = if AMS { &mut w.b2[..n] } else { &mut [][..] };
     for i in 0..n {
         let mut pv = p[i];
         let mut d = g[i] * sign;
@@ -380,7 +380,7 @@ fn adam_loop<R: Real, const WD: bool, const DEC: bool, const AMS: bool, const LO
         }
         let mi = m[i];
         let nm = if LOW {
-            mi + w * (d - mi)
+            mi + lw * (d - mi)
         } else {
             d - (d - mi) * omw
         };
@@ -465,25 +465,34 @@ pub fn run_seq<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) 
             Block::new(&mut *l.b1, r.clone(), b1),
             Block::new(&mut *l.b2, r.clone(), b2),
         );
-        let mut p = if has_master {
-            Block::<E::R>::new(&mut *l.master, r.clone(), &mut [])
-        } else {
-            // The parameter in the compute type: itself, or widened into `bp`.
-            let mut blk = Block::new(&mut *l.p, r.clone(), bp);
+        // The parameter in the compute type: its master weights, itself, or widened.
+        if has_master {
+            let p = &mut l.master[r.clone()];
             update_block(
                 &job.update,
-                blk.get(),
-                g.get(),
-                x0.get(),
-                x1.get(),
-                x2.get(),
+                Work {
+                    p: &mut *p,
+                    g: g.get(),
+                    b0: x0.get(),
+                    b1: x1.get(),
+                    b2: x2.get(),
+                },
             );
-            blk.finish();
-            finish_block(job, g, [x0, x1, x2]);
-            continue;
-        };
-        update_block(&job.update, p.get(), g.get(), x0.get(), x1.get(), x2.get());
-        E::store_slice(p.get(), &mut l.p[r]);
+            E::store_slice(p, &mut l.p[r]);
+        } else {
+            let mut p = Block::new(&mut *l.p, r, bp);
+            update_block(
+                &job.update,
+                Work {
+                    p: p.get(),
+                    g: g.get(),
+                    b0: x0.get(),
+                    b1: x1.get(),
+                    b2: x2.get(),
+                },
+            );
+            p.finish();
+        }
         finish_block(job, g, [x0, x1, x2]);
     }
 }
@@ -498,21 +507,6 @@ fn finish_block<E: Elem, S: Elem<R = E::R>>(
         g.finish();
     }
     state.into_iter().for_each(Block::finish);
-}
-
-/// The whole update of one block in the compute type.
-fn update_block<R: Real>(
-    u: &Update<R>,
-    p: &mut [R],
-    g: &[R],
-    b0: &mut [R],
-    b1: &mut [R],
-    b2: &mut [R],
-) {
-    match u {
-        Update::Sgd(s) => sgd_block(s, p, g, b0),
-        Update::Adam(s) => adam_block(s, p, g, b0, b1, b2),
-    }
 }
 
 /// The fused form: one rayon-parallel pass doing the whole update.
