@@ -509,8 +509,11 @@ fn finish_block<E: Elem, S: Elem<R = E::R>>(
     state.into_iter().for_each(Block::finish);
 }
 
-/// The fused form: one rayon-parallel pass doing the whole update.
-pub fn run_fused<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
+/// Runs `f` over chunks of `FUSED_CHUNK` elements of the lanes on the rayon pool.
+fn par_chunks<E: Elem, S: Elem<R = E::R>>(
+    l: Lanes<'_, E, S>,
+    f: impl Fn(Lanes<'_, E, S>) + Sync + Send,
+) {
     let mut parts = Vec::new();
     let mut rest = l;
     while rest.len() > FUSED_CHUNK {
@@ -519,12 +522,23 @@ pub fn run_fused<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>
         rest = b;
     }
     parts.push(rest);
-    parts.into_par_iter().for_each(|l| run_seq(job, l));
+    parts.into_par_iter().for_each(f);
 }
 
-/// The foreach form: each elementary op is its own pass over the tensor, through
-/// compute-type temporaries (so f16 follows the fused semantics).
+/// The fused form: one rayon-parallel pass doing the whole update.
+pub fn run_fused<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
+    par_chunks(l, |l| run_seq(job, l));
+}
+
+/// The foreach form: each elementary op is its own pass (as torch's `_foreach_*` ops),
+/// over chunks of the tensor in parallel.
 pub fn run_foreach<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
+    par_chunks(l, |l| foreach_passes(job, l));
+}
+
+/// The elementary passes of the foreach form over one chunk, through compute-type
+/// temporaries (so f16 follows the fused semantics).
+fn foreach_passes<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, l: Lanes<'_, E, S>) {
     type V<R> = Vec<R>;
     fn load<T: Elem>(s: &[T]) -> V<T::R> {
         let mut v = vec![T::R::of(0.0); s.len()];
