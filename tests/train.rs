@@ -79,9 +79,13 @@ fn run(cfg: &TrainConfig) -> (train::TrainReport, String) {
     (report, String::from_utf8(out).unwrap())
 }
 
+/// The parameters' values (f16 widened exactly), by name.
 fn params_f32(p: &[(String, Tensor)]) -> HashMap<String, Vec<f32>> {
     p.iter()
-        .map(|(n, t)| (n.clone(), t.to_vec::<f32>().unwrap()))
+        .map(|(n, t)| {
+            let t = t.to_dtype(DType::F32).unwrap();
+            (n.clone(), t.to_vec::<f32>().unwrap())
+        })
         .collect()
 }
 
@@ -128,11 +132,12 @@ fn prints_the_quickstart_lines() {
 }
 
 /// Two epochs straight and one epoch + resume + one epoch give identical parameters.
-fn check_resume(optimizer: OptimizerKind, imp: Impl) {
-    let dir = scratch(&format!("resume-{}", optimizer.name()));
+fn check_resume(optimizer: OptimizerKind, imp: Impl, dtype: DType) {
+    let dir = scratch(&format!("resume-{}-{dtype}", optimizer.name()));
     let mut cfg = config(2);
     cfg.optimizer = optimizer;
     cfg.imp = imp;
+    cfg.dtype = dtype;
     cfg.lr = if optimizer == OptimizerKind::Sgd {
         0.05
     } else {
@@ -151,10 +156,20 @@ fn check_resume(optimizer: OptimizerKind, imp: Impl) {
         ..cfg.clone()
     });
     assert_eq!(resumed.epochs_run, 1);
-    assert_eq!(
+    let (want, got) = (
         params_f32(&straight.parameters),
-        params_f32(&resumed.parameters)
+        params_f32(&resumed.parameters),
     );
+    assert_eq!(want.len(), got.len());
+    for (name, w) in &want {
+        let g = &got[name];
+        if let Some(i) = (0..w.len()).find(|&i| w[i].to_bits() != g[i].to_bits()) {
+            panic!(
+                "{name}[{i}]: {} after two epochs, {} after a resume",
+                w[i], g[i]
+            );
+        }
+    }
     assert_eq!(
         straight.history, resumed.history,
         "the history continues across the resume"
@@ -176,17 +191,32 @@ fn check_resume(optimizer: OptimizerKind, imp: Impl) {
     assert_eq!(meta.epoch, 1);
     assert_eq!(meta.optimizer, optimizer.name());
     assert!(meta.rng_state.is_some());
+    // Mixed precision: the scaler's state and the f32 master weights are saved too.
+    assert_eq!(meta.scaler.is_some(), dtype == DType::F16);
+    let masters = Checkpoint::load(&ckpt)
+        .unwrap()
+        .optimizer
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("master."))
+        .count();
+    assert_eq!(masters, if dtype == DType::F16 { 6 } else { 0 });
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn resume_continues_exactly_sgd() {
-    check_resume(OptimizerKind::Sgd, Impl::Fused);
+    check_resume(OptimizerKind::Sgd, Impl::Fused, DType::F32);
 }
 
 #[test]
 fn resume_continues_exactly_adam() {
-    check_resume(OptimizerKind::Adam, Impl::Foreach);
+    check_resume(OptimizerKind::Adam, Impl::Foreach, DType::F32);
+}
+
+#[test]
+fn resume_continues_exactly_f16_adamw() {
+    check_resume(OptimizerKind::AdamW, Impl::Fused, DType::F16);
 }
 
 #[test]
@@ -362,7 +392,7 @@ fn bad_checkpoints_leave_the_model_untouched() {
         .build(model.parameters(), 1e-3, Impl::Fused)
         .unwrap();
     let e = c
-        .apply_training(&mut model, opt.as_mut(), "adam", &ckpt)
+        .apply_training(&mut model, opt.as_mut(), "adam", None, &ckpt)
         .unwrap_err()
         .to_string();
     assert!(e.contains("optimizer sgd"), "{e}");

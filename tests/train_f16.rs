@@ -180,3 +180,34 @@ fn unsupported_dtype_is_an_error() {
     let err = train::train(&config(DType::F64, Device::Cpu, 1), &mut out).unwrap_err();
     assert!(err.to_string().contains("f64"), "{err}");
 }
+
+#[test]
+fn grad_scaler_state_round_trips_and_bad_state_changes_nothing() {
+    use gradstep::optim::{GradScaler, ScalerState};
+    for device in [Device::Cpu, Device::Emu] {
+        let mut s = GradScaler::with_options(device, 1024.0, 2.0, 0.5, 3).unwrap();
+        let saved = ScalerState {
+            scale: 8.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.25,
+            growth_interval: 3,
+            growth_tracker: 2,
+        };
+        s.load_state_dict(&saved).unwrap();
+        assert_eq!(s.state_dict().unwrap(), saved, "{device}");
+        let bad = ScalerState {
+            growth_factor: 0.5,
+            ..saved.clone()
+        };
+        assert!(s.load_state_dict(&bad).is_err());
+        assert_eq!(
+            s.state_dict().unwrap(),
+            saved,
+            "{device}: unchanged after an error"
+        );
+        // The restored tracker counts: one more clean step reaches the interval of 3.
+        s.update().unwrap();
+        let after = s.state_dict().unwrap();
+        assert_eq!((after.scale, after.growth_tracker), (16.0, 0), "{device}");
+    }
+}

@@ -39,9 +39,11 @@ pub use adam::{Adam, AdamW};
 pub use arena::GradArena;
 pub use config::{AdamConfig, Hyper, SgdConfig};
 pub use lr_scheduler::{CosineAnnealingLR, LinearLR, LrScheduler, StepLR};
-pub use scaler::GradScaler;
+pub use scaler::{GradScaler, ScalerState};
 pub use sgd::SGD;
-pub use state::{GroupDict, ParamStateDict, StateDict, StateDictMeta, StateView};
+pub use state::{
+    master_key, tensor_key, GroupDict, ParamStateDict, StateDict, StateDictMeta, StateView,
+};
 pub use zero::zero_grad_params;
 
 use crate::error::Result;

@@ -10,6 +10,22 @@ use crate::error::Result;
 use crate::optim::{cpu, Optimizer};
 use crate::tensor::{DType, Device, Storage, Tensor};
 
+/// A [`GradScaler`]'s state, with the field names of PyTorch's `scaler.state_dict()`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScalerState {
+    /// The current scale.
+    pub scale: f64,
+    /// Factor applied after `growth_interval` steps without inf/NaN.
+    pub growth_factor: f64,
+    /// Factor applied after a step with inf/NaN.
+    pub backoff_factor: f64,
+    /// Clean steps before the scale grows.
+    pub growth_interval: u32,
+    /// Clean steps since the last change of the scale.
+    #[serde(rename = "_growth_tracker")]
+    pub growth_tracker: u32,
+}
+
 /// PyTorch's `GradScaler`: defaults init scale 65536, growth 2.0, backoff 0.5, interval
 /// 2000.
 #[derive(Debug)]
@@ -63,6 +79,32 @@ impl GradScaler {
     /// leaves scaled gradients for [`Self::step`] to unscale. No host synchronisation.
     pub fn scale(&self, loss: &Tensor) -> Result<Tensor> {
         loss.cast(self.scale.dtype())?.mul(&self.scale)
+    }
+
+    /// The scale, the growth tracker and the options (reads the device: synchronises).
+    pub fn state_dict(&self) -> Result<ScalerState> {
+        Ok(ScalerState {
+            scale: self.scale.item()?,
+            growth_factor: f64::from(self.growth),
+            backoff_factor: f64::from(self.backoff),
+            growth_interval: self.interval,
+            growth_tracker: self.tracker.item()? as u32,
+        })
+    }
+
+    /// Restores a [`Self::state_dict`]; checked like [`Self::with_options`] first, so a
+    /// bad state leaves the scaler unchanged.
+    pub fn load_state_dict(&mut self, s: &ScalerState) -> Result<()> {
+        let fresh = Self::with_options(
+            self.scale.device(),
+            s.scale,
+            s.growth_factor,
+            s.backoff_factor,
+            s.growth_interval,
+        )?;
+        crate::backend::dispatch::fill_(&fresh.tracker, f64::from(s.growth_tracker))?;
+        *self = fresh;
+        Ok(())
     }
 
     /// Whether the last `step` found an inf or NaN (reads the device: synchronises).

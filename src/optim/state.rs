@@ -69,6 +69,12 @@ pub fn tensor_key(index: usize, name: &str) -> String {
     format!("state.{index}.{name}")
 }
 
+/// The key of a parameter's f32 master weights in [`StateDict::tensors`] (present only
+/// for f16 parameters of an optimizer with master weights; not a PyTorch field).
+pub fn master_key(index: usize) -> String {
+    format!("master.{index}")
+}
+
 impl OptimCore {
     /// See [`crate::optim::Optimizer::param_state`].
     pub fn param_state(&self, index: usize) -> Result<Option<StateView>> {
@@ -108,6 +114,14 @@ impl OptimCore {
                         step: v.step,
                         buffers: names,
                     },
+                );
+            }
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if let Some(m) = m {
+                sd.tensors.insert(
+                    master_key(i),
+                    m.detach().to_device(crate::tensor::Device::Cpu)?,
                 );
             }
         }
@@ -191,11 +205,42 @@ impl OptimCore {
                 buffers,
             });
         }
+        let masters = self.loaded_masters(sd)?;
         for (g, h) in self.groups.iter_mut().zip(hypers) {
             g.hyper = h;
         }
         self.state = new_state;
+        if let Some(m) = masters {
+            self.masters = m;
+        }
         self.gpu_cache.invalidate();
         Ok(())
+    }
+}
+
+impl OptimCore {
+    /// The master weights a state dict carries, checked against the parameters: None
+    /// when it has none or this optimizer keeps none (they are then made from the
+    /// parameters at the next step).
+    fn loaded_masters(&self, sd: &StateDict) -> Result<Option<Vec<Option<Tensor>>>> {
+        if !self.master_weights || !sd.tensors.keys().any(|k| k.starts_with("master.")) {
+            return Ok(None);
+        }
+        let mut out = vec![None; self.params.len()];
+        for (i, p) in self.params.iter().enumerate() {
+            let Some(t) = sd.tensors.get(&master_key(i)) else {
+                continue;
+            };
+            if p.dtype() != DType::F16 || t.shape() != p.shape() {
+                return Err(Error::Optim(format!(
+                    "master weights {:?} for param {i} ({} {:?})",
+                    t.shape(),
+                    p.dtype(),
+                    p.shape()
+                )));
+            }
+            out[i] = Some(t.to_dtype(DType::F32)?.to_device(p.device())?);
+        }
+        Ok(Some(out))
     }
 }

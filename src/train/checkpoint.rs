@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::Module;
-use crate::optim::{Optimizer, StateDict, StateDictMeta};
+use crate::optim::{GradScaler, Optimizer, ScalerState, StateDict, StateDictMeta};
 use crate::tensor::Tensor;
 use crate::train::safetensors_io::{self, TensorFile};
 
@@ -51,6 +51,9 @@ pub struct CheckpointMeta {
     pub optimizer_state: StateDictMeta,
     /// Losses and accuracies so far.
     pub history: History,
+    /// The mixed-precision GradScaler (f16 training only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<ScalerState>,
 }
 
 /// A checkpoint in memory: the parameters, the optimizer state and the metadata.
@@ -65,16 +68,19 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Captures the state of a training run.
+    /// Captures the state of a training run (with mixed precision, the optimizer's
+    /// master weights and the scaler too).
     pub fn capture(
         model: &dyn Module,
         optimizer: &dyn Optimizer,
         optimizer_name: &str,
+        scaler: Option<&GradScaler>,
         epoch: usize,
         rng_state: Option<[u64; 4]>,
         history: &History,
     ) -> Result<Checkpoint> {
         let state = optimizer.state_dict()?;
+        let scaler = scaler.map(GradScaler::state_dict).transpose()?;
         Ok(Checkpoint {
             model: model.state_dict().into_iter().collect(),
             meta: Some(CheckpointMeta {
@@ -84,6 +90,7 @@ impl Checkpoint {
                 optimizer: optimizer_name.into(),
                 optimizer_state: state.meta.clone(),
                 history: history.clone(),
+                scaler,
             }),
             optimizer: state,
         })
@@ -204,13 +211,14 @@ impl Checkpoint {
         model.load_state_dict(&state, true)
     }
 
-    /// Restores a training run: checks everything first, then loads the optimizer state
-    /// and the parameters. On any error, neither the model nor the optimizer changes.
+    /// Restores a training run: checks everything first, then loads the optimizer state,
+    /// the scaler and the parameters. On any error, none of them changes.
     pub fn apply_training(
         &self,
         model: &mut dyn Module,
         optimizer: &mut dyn Optimizer,
         optimizer_name: &str,
+        scaler: Option<&mut GradScaler>,
         path: &Path,
     ) -> Result<&CheckpointMeta> {
         let bad = |msg: String| Error::Format {
@@ -229,11 +237,37 @@ impl Checkpoint {
                 meta.optimizer
             )));
         }
+        if scaler.is_some() != meta.scaler.is_some() {
+            return Err(bad(format!(
+                "saved {} mixed precision, resumed {}",
+                if meta.scaler.is_some() {
+                    "with"
+                } else {
+                    "without"
+                },
+                if scaler.is_some() {
+                    "with it"
+                } else {
+                    "without it"
+                }
+            )));
+        }
         self.check_model(model, path)?;
+        let mut restored_scaler = None;
+        if let (Some(s), Some(st)) = (&scaler, &meta.scaler) {
+            // Validated on a copy first, so a bad state changes nothing.
+            let mut copy = GradScaler::new(s.scale_tensor().device())?;
+            copy.load_state_dict(st)
+                .map_err(|e| bad(format!("scaler state: {e}")))?;
+            restored_scaler = Some(copy);
+        }
         optimizer
             .load_state_dict(&self.optimizer)
             .map_err(|e| bad(format!("optimizer state: {e}")))?;
         self.apply_model(model, path)?;
+        if let (Some(s), Some(r)) = (scaler, restored_scaler) {
+            *s = r;
+        }
         Ok(meta)
     }
 }

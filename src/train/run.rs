@@ -184,8 +184,13 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     let mut history = History::default();
     let mut first_epoch = 0;
     if let Some((path, ckpt)) = &resume {
-        let meta =
-            ckpt.apply_training(&mut model, optimizer.as_mut(), cfg.optimizer.name(), path)?;
+        let meta = ckpt.apply_training(
+            &mut model,
+            optimizer.as_mut(),
+            cfg.optimizer.name(),
+            scaler.as_mut(),
+            path,
+        )?;
         if let Some(state) = meta.rng_state {
             train_loader.set_rng_state(state);
         }
@@ -245,6 +250,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
                 &model,
                 optimizer.as_ref(),
                 cfg.optimizer.name(),
+                scaler.as_ref(),
                 t + 1,
                 train_loader.rng_state(),
                 &history,
