@@ -7,18 +7,15 @@ use std::path::{Path, PathBuf};
 use gradstep::check::{run_files, Summary, ALL_IMPLS};
 use gradstep::Device;
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+mod common;
+use common::data_path;
 
 /// Runs the runner on one case file, prints its output, and asserts that nothing failed
 /// and that something ran.
 fn conform(file: &str, device: Device) -> Summary {
     let mut out = Vec::new();
     let summary =
-        run_files(&[data(file)], device, &ALL_IMPLS, &mut out).expect("the case file loads");
+        run_files(&[data_path(file)], device, &ALL_IMPLS, &mut out).expect("the case file loads");
     let text = String::from_utf8_lossy(&out);
     println!("{file} on {device}:\n{text}");
     assert_eq!(text.lines().last(), Some(summary.to_string().as_str()));
@@ -30,44 +27,15 @@ fn conform(file: &str, device: Device) -> Summary {
     summary
 }
 
-#[test]
-fn ops_cpu() {
-    conform("ops.json", Device::Cpu);
-}
-
-#[test]
-fn ops_emu() {
-    conform("ops.json", Device::Emu);
-}
-
-#[test]
-fn optim_standard_cpu() {
-    conform("optim_standard.json", Device::Cpu);
-}
-
-#[test]
-fn optim_standard_emu() {
-    conform("optim_standard.json", Device::Emu);
-}
-
-#[test]
-fn optim_stress_cpu() {
-    conform("optim_stress.json", Device::Cpu);
-}
-
-#[test]
-fn optim_stress_emu() {
-    conform("optim_stress.json", Device::Emu);
-}
-
-#[test]
-fn train_cpu() {
-    conform("train.json", Device::Cpu);
-}
-
-#[test]
-fn train_emu() {
-    conform("train.json", Device::Emu);
+common::case_file_tests! {conform:
+    ops_cpu => "ops.json" on Cpu,
+    ops_emu => "ops.json" on Emu,
+    optim_standard_cpu => "optim_standard.json" on Cpu,
+    optim_standard_emu => "optim_standard.json" on Emu,
+    optim_stress_cpu => "optim_stress.json" on Cpu,
+    optim_stress_emu => "optim_stress.json" on Emu,
+    train_cpu => "train.json" on Cpu,
+    train_emu => "train.json" on Emu,
 }
 
 /// Writes `content` to a fresh file under the target's temporary directory.
@@ -99,7 +67,7 @@ fn unknown_format_invalid_json_and_missing_file_are_errors() {
     }
     // A bad file among good ones still fails the whole run before any replay.
     let err = run_files(
-        &[data("ops.json"), unknown],
+        &[data_path("ops.json"), unknown],
         Device::Cpu,
         &ALL_IMPLS,
         &mut Vec::new(),
@@ -229,7 +197,8 @@ fn cli_check_exit_status_follows_failures() {
 #[test]
 fn perturbed_reference_value_fails_at_that_value() {
     use gradstep::check::{load_file, run_cases, CaseFile};
-    let CaseFile::Optim(mut cases) = load_file(&data("optim_standard.json")).expect("loads") else {
+    let CaseFile::Optim(mut cases) = load_file(&data_path("optim_standard.json")).expect("loads")
+    else {
         panic!("optim_standard.json is optim-ref/1")
     };
     cases.truncate(2);

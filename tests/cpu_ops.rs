@@ -2,6 +2,7 @@
 //! PyTorch cases in `tests/data/ops.json`.
 
 use gradstep::backend::dispatch::{self, BinaryOp, CrossEntropyOpts, Reduction, UnaryOp};
+use gradstep::tensor::broadcast_shapes;
 use gradstep::{DType, Device, Tensor};
 
 const FLOATS: [DType; 3] = [DType::F16, DType::F32, DType::F64];
@@ -56,6 +57,11 @@ fn assert_close_mag(what: &str, dtype: DType, got: &[f64], want: &[f64], mag: &[
             got[i], want[i]
         );
     }
+}
+
+/// [`assert_close_mag`] for the values of a tensor.
+fn assert_tensor_close_mag(what: &str, dtype: DType, got: &Tensor, want: &[f64], mag: &[f64]) {
+    assert_close_mag(what, dtype, &got.to_vec_f64().unwrap(), want, mag);
 }
 
 fn assert_close(what: &str, dtype: DType, got: &[f64], want: &[f64]) {
@@ -152,13 +158,7 @@ fn unary_ops_match_f64_loops() {
                     .zip(&xv)
                     .map(|(w, &x)| w.abs().max(floor(x)))
                     .collect();
-                assert_close_mag(
-                    &format!("{op:?} n={n}"),
-                    dtype,
-                    &y.to_vec_f64().unwrap(),
-                    &want,
-                    &mag,
-                );
+                assert_tensor_close_mag(&format!("{op:?} n={n}"), dtype, &y, &want, &mag);
             }
         }
     }
@@ -200,53 +200,35 @@ fn broadcast_index(out_idx: usize, out_shape: &[usize], shape: &[usize]) -> usiz
     idx
 }
 
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let da = if i + a.len() >= n {
-                a[i + a.len() - n]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= n {
-                b[i + b.len() - n]
-            } else {
-                1
-            };
-            da.max(db)
-        })
-        .collect()
-}
-
 #[test]
 fn binary_ops_broadcast_like_loops() {
-    let pairs: [(&[usize], &[usize]); 9] = [
-        (&[3, 4], &[4]),
-        (&[2, 1, 4], &[3, 1]),
-        (&[4, 1], &[1, 5]),
-        (&[3, 4], &[]),
-        (&[], &[5]),
-        (&[65, 33], &[65, 33]),
-        (&[300, 200], &[200]),
-        (&[300, 1], &[1, 200]),
-        (&[7, 1, 33], &[7, 5, 1]),
+    // (a, b, the broadcast shape)
+    let pairs: [(&[usize], &[usize], &[usize]); 9] = [
+        (&[3, 4], &[4], &[3, 4]),
+        (&[2, 1, 4], &[3, 1], &[2, 3, 4]),
+        (&[4, 1], &[1, 5], &[4, 5]),
+        (&[3, 4], &[], &[3, 4]),
+        (&[], &[5], &[5]),
+        (&[65, 33], &[65, 33], &[65, 33]),
+        (&[300, 200], &[200], &[300, 200]),
+        (&[300, 1], &[1, 200], &[300, 200]),
+        (&[7, 1, 33], &[7, 5, 1], &[7, 5, 33]),
     ];
     let ops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
     for dtype in FLOATS {
-        for (i, (sa, sb)) in pairs.iter().enumerate() {
+        for (i, &(sa, sb, shape)) in pairs.iter().enumerate() {
             let (a, av) = random(sa, 2 * i as u64, -2.0, 2.0, dtype);
             let (b, bv) = random(sb, 2 * i as u64 + 1, 0.5, 3.0, dtype);
-            let shape = broadcast_shape(sa, sb);
+            assert_eq!(broadcast_shapes("binary", sa, sb).unwrap(), shape);
             for op in ops {
                 let y = dispatch::binary(op, &a, &b).unwrap();
-                assert_eq!(y.shape(), &shape[..]);
+                assert_eq!(y.shape(), shape);
                 let n: usize = shape.iter().product();
                 let want: Vec<f64> = (0..n)
                     .map(|j| {
                         let (x, z) = (
-                            av[broadcast_index(j, &shape, sa)],
-                            bv[broadcast_index(j, &shape, sb)],
+                            av[broadcast_index(j, shape, sa)],
+                            bv[broadcast_index(j, shape, sb)],
                         );
                         match op {
                             BinaryOp::Add => x + z,
@@ -259,8 +241,8 @@ fn binary_ops_broadcast_like_loops() {
                 // Sums and differences round relative to the operands.
                 let mag: Vec<f64> = (0..n)
                     .map(|j| {
-                        av[broadcast_index(j, &shape, sa)].abs()
-                            + bv[broadcast_index(j, &shape, sb)].abs()
+                        av[broadcast_index(j, shape, sa)].abs()
+                            + bv[broadcast_index(j, shape, sb)].abs()
                     })
                     .map(|m| {
                         if matches!(op, BinaryOp::Add | BinaryOp::Sub) {
@@ -272,13 +254,7 @@ fn binary_ops_broadcast_like_loops() {
                     .zip(&want)
                     .map(|(m, w)| m.max(w.abs()))
                     .collect();
-                assert_close_mag(
-                    &format!("{op:?} {sa:?} {sb:?}"),
-                    dtype,
-                    &y.to_vec_f64().unwrap(),
-                    &want,
-                    &mag,
-                );
+                assert_tensor_close_mag(&format!("{op:?} {sa:?} {sb:?}"), dtype, &y, &want, &mag);
             }
         }
     }
@@ -374,13 +350,7 @@ fn sum_dims_matches_loops() {
                     })
                     .collect();
                 assert_eq!(y.shape(), &expect[..]);
-                assert_close_mag(
-                    &format!("sum {shape:?} {dims:?}"),
-                    dtype,
-                    &y.to_vec_f64().unwrap(),
-                    &want,
-                    &mag,
-                );
+                assert_tensor_close_mag(&format!("sum {shape:?} {dims:?}"), dtype, &y, &want, &mag);
             }
             // The same sum over a transposed view.
             if shape.len() == 2 {
@@ -439,13 +409,7 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
                     let (want, mag) = matmul_ref(&av, &bv, 1, m, k, n, true);
                     let y = dispatch::matmul(&a, &b).unwrap();
                     assert_eq!(y.shape(), &[m, n]);
-                    assert_close_mag(
-                        &format!("matmul {m}x{k}x{n}"),
-                        dtype,
-                        &y.to_vec_f64().unwrap(),
-                        &want,
-                        &mag,
-                    );
+                    assert_tensor_close_mag(&format!("matmul {m}x{k}x{n}"), dtype, &y, &want, &mag);
                     // Transposed operands: (b^T)^T, as backward passes them.
                     let at = tensor(&transpose(&av, m, k), &[k, m], dtype)
                         .transpose(0, 1)
@@ -454,10 +418,10 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
                         .transpose(0, 1)
                         .unwrap();
                     let y = dispatch::matmul(&at, &bt).unwrap();
-                    assert_close_mag(
+                    assert_tensor_close_mag(
                         &format!("matmul^T {m}x{k}x{n}"),
                         dtype,
-                        &y.to_vec_f64().unwrap(),
+                        &y,
                         &want,
                         &mag,
                     );
@@ -469,31 +433,19 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
         let (w, wv) = random(&[300, 200], 12, -1.0, 1.0, dtype);
         let (want, mag) = matmul_ref(&xv, &transpose(&wv, 300, 200), 1, 16, 200, 300, true);
         let y = dispatch::matmul(&x, &w.transpose(0, 1).unwrap()).unwrap();
-        assert_close_mag("x @ W^T", dtype, &y.to_vec_f64().unwrap(), &want, &mag);
+        assert_tensor_close_mag("x @ W^T", dtype, &y, &want, &mag);
         let (a, av) = random(&[3, 33, 7], 1, -1.0, 1.0, dtype);
         let (b, bv) = random(&[3, 7, 65], 2, -1.0, 1.0, dtype);
         let (want, mag) = matmul_ref(&av, &bv, 3, 33, 7, 65, false);
         let y = dispatch::matmul(&a, &b).unwrap();
         assert_eq!(y.shape(), &[3, 33, 65]);
-        assert_close_mag(
-            "batched matmul",
-            dtype,
-            &y.to_vec_f64().unwrap(),
-            &want,
-            &mag,
-        );
+        assert_tensor_close_mag("batched matmul", dtype, &y, &want, &mag);
         let (a, av) = random(&[2, 3, 33, 65], 3, -1.0, 1.0, dtype);
         let (b, bv) = random(&[65, 7], 4, -1.0, 1.0, dtype);
         let (want, mag) = matmul_ref(&av, &bv, 6, 33, 65, 7, true);
         let y = dispatch::matmul(&a, &b).unwrap();
         assert_eq!(y.shape(), &[2, 3, 33, 7]);
-        assert_close_mag(
-            "shared-b matmul",
-            dtype,
-            &y.to_vec_f64().unwrap(),
-            &want,
-            &mag,
-        );
+        assert_tensor_close_mag("shared-b matmul", dtype, &y, &want, &mag);
         // A batched a whose batches do not fold into rows (transposed inner dims).
         let at = tensor(&av, &[2, 3, 33, 65], dtype);
         let a_t = at.transpose(2, 3).unwrap();
@@ -504,13 +456,7 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
             at_v.extend(transpose(&av[p * 33 * 65..(p + 1) * 33 * 65], 33, 65));
         }
         let (want, mag) = matmul_ref(&at_v, &b2v, 6, 65, 33, 5, true);
-        assert_close_mag(
-            "batched transposed a",
-            dtype,
-            &y.to_vec_f64().unwrap(),
-            &want,
-            &mag,
-        );
+        assert_tensor_close_mag("batched transposed a", dtype, &y, &want, &mag);
     }
 }
 
@@ -695,7 +641,7 @@ fn cross_entropy_forward_and_backward_match_loops() {
                     if reduction == Reduction::None {
                         assert_eq!(l.shape(), &[n]);
                         let mag: Vec<f64> = rows.iter().map(|v| v.abs().max(5.0)).collect();
-                        assert_close_mag(&what, dtype, &l.to_vec_f64().unwrap(), &rows, &mag);
+                        assert_tensor_close_mag(&what, dtype, &l, &rows, &mag);
                     } else {
                         assert_eq!(l.shape(), &[] as &[usize]);
                         assert_close_mag(
@@ -707,22 +653,10 @@ fn cross_entropy_forward_and_backward_match_loops() {
                         );
                     }
                     let lse_dtype = dispatch::stats_dtype(dtype);
-                    assert_close_mag(
-                        &what,
-                        lse_dtype,
-                        &lse.to_vec_f64().unwrap(),
-                        &lses,
-                        &vec![5.0; n],
-                    );
+                    assert_tensor_close_mag(&what, lse_dtype, &lse, &lses, &vec![5.0; n]);
                     let dx = dispatch::cross_entropy_backward(&x, &t, &lse, &g, &opts).unwrap();
                     let mag: Vec<f64> = grad.iter().map(|v| v.abs().max(0.1)).collect();
-                    assert_close_mag(
-                        &format!("{what} backward"),
-                        dtype,
-                        &dx.to_vec_f64().unwrap(),
-                        &grad,
-                        &mag,
-                    );
+                    assert_tensor_close_mag(&format!("{what} backward"), dtype, &dx, &grad, &mag);
                 }
             }
         }
@@ -800,31 +734,13 @@ fn layer_norm_forward_and_backward_match_loops() {
                 assert_close_mag(&what, dtype, &yv, &wy, &mag);
                 let (dx, dw, db) = dispatch::layer_norm_backward(&g, &x, &mean, &rstd, wo).unwrap();
                 let mag: Vec<f64> = wdx.iter().map(|v| v.abs().max(1.0)).collect();
-                assert_close_mag(
-                    &format!("{what} dx"),
-                    dtype,
-                    &dx.to_vec_f64().unwrap(),
-                    &wdx,
-                    &mag,
-                );
+                assert_tensor_close_mag(&format!("{what} dx"), dtype, &dx, &wdx, &mag);
                 assert_eq!(dw.is_some(), affine);
                 assert_eq!(db.is_some(), affine);
                 if let (Some(dw), Some(db)) = (dw, db) {
                     let mag = vec![rows as f64 * 2.0; d];
-                    assert_close_mag(
-                        &format!("{what} dw"),
-                        dtype,
-                        &dw.to_vec_f64().unwrap(),
-                        &wdw,
-                        &mag,
-                    );
-                    assert_close_mag(
-                        &format!("{what} db"),
-                        dtype,
-                        &db.to_vec_f64().unwrap(),
-                        &wdb,
-                        &mag,
-                    );
+                    assert_tensor_close_mag(&format!("{what} dw"), dtype, &dw, &wdw, &mag);
+                    assert_tensor_close_mag(&format!("{what} db"), dtype, &db, &wdb, &mag);
                 }
             }
         }
@@ -854,13 +770,7 @@ fn embedding_gathers_rows_and_scatters_gradients() {
                 want[i as usize * d + j] += gv[p * d + j];
             }
         }
-        assert_close_mag(
-            "embedding backward",
-            dtype,
-            &dw.to_vec_f64().unwrap(),
-            &want,
-            &vec![3.0; v * d],
-        );
+        assert_tensor_close_mag("embedding backward", dtype, &dw, &want, &vec![3.0; v * d]);
         let bad = Tensor::from_vec(vec![0i64, 11], &[2], Device::Cpu).unwrap();
         let err = dispatch::embedding(&w, &bad).unwrap_err().to_string();
         assert!(err.contains("11"), "{err}");
@@ -980,7 +890,7 @@ fn in_place_ops_write_their_tensor() {
             .map(|k| dv[k] - 0.5 * sv[(k % 7) * 33 + k / 7])
             .collect();
         let mag: Vec<f64> = want.iter().map(|w| w.abs().max(1.0)).collect();
-        assert_close_mag("add_", dtype, &d.to_vec_f64().unwrap(), &want, &mag);
+        assert_tensor_close_mag("add_", dtype, &d, &want, &mag);
         dispatch::copy_(&d, &st).unwrap();
         assert_eq!(d.to_vec_f64().unwrap(), transpose(&sv, 7, 33));
         dispatch::fill_(&d, 0.25).unwrap();

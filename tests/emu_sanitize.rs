@@ -28,6 +28,28 @@ fn is_child(name: &str) -> bool {
     std::env::var(CHILD_ENV).is_ok_and(|v| v == name)
 }
 
+/// Runs the `child_*` test `name`, asserts that the child aborted, and returns its stderr.
+fn aborted_child_stderr(name: &str) -> (Output, String) {
+    let out = run_child(name);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "the child must abort; stderr: {stderr}"
+    );
+    (out, stderr)
+}
+
+/// Launches the host test kernel `name` in index order.
+fn launch_test_kernel(
+    name: &str,
+    cfg: &LaunchConfig,
+    args: &mut KernelArgs,
+) -> gradstep::Result<()> {
+    // SAFETY: every caller passes the kernel's parameters; an out-of-bounds access is what
+    // is under test.
+    unsafe { emu::launch_host_test_kernel(name, cfg, args, Schedule::RoundRobin) }
+}
+
 /// Launches `emu_test_write_past_end` over a buffer of `len` floats, writing `n + 1` of them.
 fn write_floats(len: usize, n: u64) -> gradstep::Result<()> {
     assert!(emu::sanitize_enabled());
@@ -36,15 +58,7 @@ fn write_floats(len: usize, n: u64) -> gradstep::Result<()> {
     let mut args = KernelArgs::new();
     args.push(buf.ptr()).push(n);
     let cfg = LaunchConfig::linear(4, 256);
-    // SAFETY: the kernel's parameters; the out-of-bounds access is what is under test.
-    unsafe {
-        emu::launch_host_test_kernel(
-            "emu_test_write_past_end",
-            &cfg,
-            &mut args,
-            Schedule::RoundRobin,
-        )
-    }
+    launch_test_kernel("emu_test_write_past_end", &cfg, &mut args)
 }
 
 #[test]
@@ -58,12 +72,7 @@ fn child_write_past_end() {
 
 #[test]
 fn a_write_past_the_end_names_the_kernel() {
-    let out = run_child("child_write_past_end");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the child must abort; stderr: {stderr}"
-    );
+    let (out, stderr) = aborted_child_stderr("child_write_past_end");
     assert!(
         stderr.contains("invalid memory access") && stderr.contains("emu_test_write_past_end"),
         "stderr: {stderr}"
@@ -79,27 +88,15 @@ fn child_shared_past_end() {
         let mut args = KernelArgs::new();
         args.push(buf.ptr());
         let cfg = LaunchConfig::linear(1, 256).with_shared(256 * 4);
-        // SAFETY: the kernel's parameters; it writes one float past its dynamic shared memory.
-        let r = unsafe {
-            emu::launch_host_test_kernel(
-                "emu_test_shared_past_end",
-                &cfg,
-                &mut args,
-                Schedule::RoundRobin,
-            )
-        };
+        // Writes one float past its dynamic shared memory.
+        let r = launch_test_kernel("emu_test_shared_past_end", &cfg, &mut args);
         println!("returned: {r:?}");
     }
 }
 
 #[test]
 fn a_write_past_dynamic_shared_memory_names_the_kernel() {
-    let out = run_child("child_shared_past_end");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the child must abort; stderr: {stderr}"
-    );
+    let (_, stderr) = aborted_child_stderr("child_shared_past_end");
     assert!(
         stderr.contains("emu_test_shared_past_end"),
         "stderr: {stderr}"

@@ -65,6 +65,20 @@ fn launch(
     unsafe { emu::launch_host_test_kernel(name, &cfg, args, s) }
 }
 
+/// Launches `name` over `blocks` blocks of `threads` threads (1-D, no dynamic shared
+/// memory) and expects it to run.
+fn launch_1d(name: &str, blocks: usize, threads: usize, args: &mut KernelArgs, s: Schedule) {
+    launch(
+        name,
+        (blocks as u32, 1, 1),
+        (threads as u32, 1, 1),
+        0,
+        args,
+        s,
+    )
+    .unwrap();
+}
+
 /// Small pseudo-random integers in [0, 1000).
 fn ints(n: usize, seed: u64) -> Vec<i32> {
     let mut x = seed;
@@ -157,15 +171,7 @@ fn warp_shuffles_and_votes_over_full_warps() {
             .push(dsum.ptr())
             .push(ballot.ptr())
             .push(any_all.ptr());
-        launch(
-            "emu_test_shuffles",
-            (blocks as u32, 1, 1),
-            (threads as u32, 1, 1),
-            0,
-            &mut args,
-            s,
-        )
-        .unwrap();
+        launch_1d("emu_test_shuffles", blocks, threads, &mut args, s);
         assert_eq!(download::<i32>(&out, 4 * total), exp, "{s}");
         assert_eq!(download::<f64>(&dsum, total), exp_sum, "{s}");
         assert_eq!(download::<u32>(&ballot, total), exp_ballot, "{s}");
@@ -175,7 +181,7 @@ fn warp_shuffles_and_votes_over_full_warps() {
 
 #[test]
 fn atomics_accumulate_across_parallel_blocks() {
-    let (blocks, threads) = (64u32, 256u32);
+    let (blocks, threads) = (64usize, 256usize);
     let total = (blocks * threads) as u64;
     let (f, d, i, u, mx) = (
         zeros::<f32>(1),
@@ -190,15 +196,13 @@ fn atomics_accumulate_across_parallel_blocks() {
         .push(i.ptr())
         .push(u.ptr())
         .push(mx.ptr());
-    launch(
+    launch_1d(
         "emu_test_atomics",
-        (blocks, 1, 1),
-        (threads, 1, 1),
-        0,
+        blocks,
+        threads,
         &mut args,
         Schedule::Random(3),
-    )
-    .unwrap();
+    );
     assert_eq!(download::<f32>(&f, 1)[0], total as f32);
     assert_eq!(download::<f64>(&d, 1)[0], total as f64 * 0.5);
     assert_eq!(download::<i32>(&i, 1)[0], 2 * total as i32);
@@ -220,15 +224,13 @@ fn static_shared_memory_is_per_block_with_blocks_in_parallel() {
     let (inb, out) = (upload(&input), zeros::<f32>(input.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr());
-    launch(
+    launch_1d(
         "emu_test_reverse_static",
-        (blocks as u32, 1, 1),
-        (threads as u32, 1, 1),
-        0,
+        blocks,
+        threads,
         &mut args,
         Schedule::Random(9),
-    )
-    .unwrap();
+    );
     assert_eq!(
         download::<f32>(&out, input.len()),
         reversed_blocks(&input, threads)
@@ -268,15 +270,13 @@ fn half_to_float_is_exact_for_all_65536_bit_patterns() {
     let (inb, out) = (upload(&bits), zeros::<f32>(bits.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr()).push(bits.len() as u64);
-    launch(
+    launch_1d(
         "emu_test_half_to_float",
-        (256, 1, 1),
-        (256, 1, 1),
-        0,
+        256,
+        256,
         &mut args,
         Schedule::RoundRobin,
-    )
-    .unwrap();
+    );
     let got = download::<f32>(&out, bits.len());
     for (&b, &g) in bits.iter().zip(&got) {
         let want = half::f16::from_bits(b).to_f32();
@@ -323,15 +323,14 @@ fn float_to_half_rounds_to_nearest_even() {
     let (inb, out) = (upload(&xs), zeros::<u16>(xs.len()));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr()).push(xs.len() as u64);
-    launch(
+    let blocks = xs.len().div_ceil(256);
+    launch_1d(
         "emu_test_float_to_half",
-        ((xs.len() as u32).div_ceil(256), 1, 1),
-        (256, 1, 1),
-        0,
+        blocks,
+        256,
         &mut args,
         Schedule::RoundRobin,
-    )
-    .unwrap();
+    );
     let got = download::<u16>(&out, xs.len());
     for (&x, &g) in xs.iter().zip(&got) {
         let want = half::f16::from_f32(x);
@@ -355,15 +354,13 @@ fn half2_pack_and_unpack() {
         .push(packed.ptr())
         .push(back.ptr())
         .push(pairs as u64);
-    launch(
+    launch_1d(
         "emu_test_half2_roundtrip",
-        (4, 1, 1),
-        (256, 1, 1),
-        0,
+        4,
+        256,
         &mut args,
         Schedule::RoundRobin,
-    )
-    .unwrap();
+    );
     let (packed, back) = (
         download::<u32>(&packed, pairs),
         download::<f32>(&back, xs.len()),
@@ -397,15 +394,7 @@ fn wrong_block_sums(kernel: &str, s: Schedule) -> usize {
     let (inb, out) = (upload(&input), zeros::<f32>(blocks));
     let mut args = KernelArgs::new();
     args.push(inb.ptr()).push(out.ptr());
-    launch(
-        kernel,
-        (blocks as u32, 1, 1),
-        (threads as u32, 1, 1),
-        0,
-        &mut args,
-        s,
-    )
-    .unwrap();
+    launch_1d(kernel, blocks, threads, &mut args, s);
     let got = download::<f32>(&out, blocks);
     input
         .chunks(threads)
@@ -542,7 +531,7 @@ fn tensor_full_on_the_emulator() {
 #[test]
 #[ignore]
 fn measure_costs() {
-    let time = |name: &str, grid: u32, block: u32, rounds: i32, reps: u32| {
+    let time = |name: &str, grid: usize, block: usize, rounds: i32, reps: u32| {
         let mut args = KernelArgs::new();
         if rounds >= 0 {
             args.push(rounds);
@@ -552,26 +541,11 @@ fn measure_costs() {
         } else {
             "emu_test_empty"
         };
-        launch(
-            kernel,
-            (grid, 1, 1),
-            (block, 1, 1),
-            0,
-            &mut args,
-            Schedule::RoundRobin,
-        )
-        .unwrap();
+        let mut run = || launch_1d(kernel, grid, block, &mut args, Schedule::RoundRobin);
+        run();
         let t0 = std::time::Instant::now();
         for _ in 0..reps {
-            launch(
-                kernel,
-                (grid, 1, 1),
-                (block, 1, 1),
-                0,
-                &mut args,
-                Schedule::RoundRobin,
-            )
-            .unwrap();
+            run();
         }
         let per = t0.elapsed().as_secs_f64() / reps as f64;
         println!("{name}: {:.3} us per launch", per * 1e6);

@@ -7,6 +7,9 @@ use gradstep::ops::{self, CrossEntropyOpts, GeluApproximate, Reduction};
 use gradstep::tensor::Rng;
 use gradstep::{DType, Device, Result, Tensor};
 
+mod common;
+use common::assert_close;
+
 /// One input of a checked function.
 #[derive(Clone)]
 enum Input {
@@ -86,16 +89,6 @@ fn numeric(h: &dyn Fn(&[Input]) -> Result<f64>, inputs: &[Input], i: usize) -> R
     Ok(out)
 }
 
-fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "{what}[{k}]: analytic {g} vs numeric {w}"
-        );
-    }
-}
-
 /// First-order check: backward of `sum(f * w)` against finite differences.
 fn gradcheck(name: &str, inputs: Vec<Input>, f: impl Fn(&[Tensor]) -> Result<Tensor>) {
     let xs = build(&inputs).unwrap();
@@ -114,7 +107,13 @@ fn gradcheck(name: &str, inputs: Vec<Input>, f: impl Fn(&[Tensor]) -> Result<Ten
             }
             None => vec![0.0; want.len()],
         };
-        assert_close(&format!("{name}: d/d input {i}"), &got, &want, 1e-6, 1e-5);
+        assert_close(
+            &format!("{name}: d/d input {i}, analytic vs numeric"),
+            &got,
+            &want,
+            1e-5,
+            1e-6,
+        );
     }
 }
 
@@ -156,7 +155,13 @@ fn gradgradcheck(name: &str, inputs: Vec<Input>, f: impl Fn(&[Tensor]) -> Result
             Some(g) => g.to_vec_f64().unwrap(),
             None => vec![0.0; want.len()],
         };
-        assert_close(&format!("{name}: d2/d input {i}"), &got, &want, 1e-5, 1e-4);
+        assert_close(
+            &format!("{name}: d2/d input {i}, analytic vs numeric"),
+            &got,
+            &want,
+            1e-4,
+            1e-5,
+        );
     }
 }
 
@@ -392,24 +397,11 @@ fn cast_keeps_the_graph() {
 
 mod oracle {
     use super::*;
+    use crate::common::{assert_no_failures, case_file, floats, isizes, mismatch, usizes};
     use serde_json::Value;
 
-    fn floats(v: &Value) -> Vec<f64> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default()
-    }
-
     fn shape(v: &Value) -> Vec<usize> {
-        v["shape"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x as usize)
-                    .collect()
-            })
-            .unwrap_or_default()
+        usizes(&v["shape"])
     }
 
     fn input(v: &Value, dtype: DType) -> Result<Tensor> {
@@ -428,17 +420,6 @@ mod oracle {
             Some("none") => Reduction::None,
             _ => Reduction::Mean,
         }
-    }
-
-    fn isizes(v: &Value) -> Vec<isize> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_i64)
-                    .map(|x| x as isize)
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Runs one op of the file through the public API.
@@ -515,17 +496,10 @@ mod oracle {
                 shape(want)
             ));
         }
-        let g = match got.to_vec_f64() {
-            Ok(g) => g,
-            Err(e) => return Some(format!("{what}: {e}")),
-        };
-        for (k, (g, w)) in g.iter().zip(floats(&want["data"])).enumerate() {
-            let within = (g - w).abs() <= atol + rtol * w.abs(); // false for NaN
-            if !within {
-                return Some(format!("{what}[{k}]: got {g} want {w}"));
-            }
+        match got.to_vec_f64() {
+            Ok(g) => mismatch(what, &g, &floats(&want["data"]), rtol, atol),
+            Err(e) => Some(format!("{what}: {e}")),
         }
-        None
     }
 
     fn replay(case: &Value) -> Result<Option<String>> {
@@ -582,10 +556,7 @@ mod oracle {
 
     #[test]
     fn pytorch_op_cases_replay_on_cpu() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ops.json");
-        let text = std::fs::read_to_string(path).expect("tests/data/ops.json");
-        let file: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(file["format"], "ops-ref/1");
+        let file = case_file("ops.json", "ops-ref/1");
         let mut failures = Vec::new();
         let mut passed = 0;
         for case in file["cases"].as_array().unwrap() {
@@ -596,13 +567,7 @@ mod oracle {
                 Err(e) => failures.push(format!("{id}: error {e}")),
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} passed, {} failed:\n{}",
-            passed,
-            failures.len(),
-            failures.join("\n")
-        );
+        assert_no_failures(passed, &failures);
         assert_eq!(passed, 321, "every case of every dtype (float16 included)");
     }
 }

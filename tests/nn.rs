@@ -12,6 +12,9 @@ use gradstep::tensor::Rng;
 use gradstep::{DType, Device, Result, Tensor};
 use serde_json::Value;
 
+mod common;
+use common::{assert_close, case_file, floats, usizes};
+
 /// PyTorch's quickstart `NeuralNetwork`: `flatten`, then `linear_relu_stack`.
 fn quickstart(sizes: [usize; 4], seed: u64, dtype: DType, device: Device) -> Result<Sequential> {
     let mut rng = Rng::new(seed);
@@ -98,16 +101,6 @@ fn quickstart_step(device: Device) -> Result<(f64, Vec<f64>, Vec<Vec<f64>>)> {
     Ok((loss.item()?, logits.to_vec_f64()?, grads))
 }
 
-fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "{what}[{k}]: got {g} want {w}"
-        );
-    }
-}
-
 #[test]
 fn quickstart_gradients_agree_on_cpu_and_emulated_gpu() {
     let (loss_c, logits_c, grads_c) = quickstart_step(Device::Cpu).unwrap();
@@ -122,23 +115,6 @@ fn quickstart_gradients_agree_on_cpu_and_emulated_gpu() {
 
 // ---- PyTorch training cases (tests/data/train.json, train-ref/1) --------------------
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
-}
-
-fn shape(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|x| x as usize)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Replays a plain-SGD case: forward, loss and backward against torch's logits, losses
 /// and gradients (accumulated over `every` batches), then `p -= lr * grad`.
 fn replay_sgd(case: &Value) -> Result<()> {
@@ -150,10 +126,20 @@ fn replay_sgd(case: &Value) -> Result<()> {
     );
     let lr = case["hyperparams"]["lr"].as_f64().unwrap();
     let set_to_none = case["zero_grad"]["set_to_none"].as_bool().unwrap();
+    // Asserts a tensor's values against a list of the case within its tolerance.
+    let close = |what: &str, got: &Tensor, want: &Value| -> Result<()> {
+        assert_close(what, &got.to_vec_f64()?, &floats(want), rtol, atol);
+        Ok(())
+    };
     let mut model = quickstart([20, 16, 16, 5], 0, dtype, Device::Cpu)?;
     let mut state = StateDict::new();
     for p in case["params"].as_array().unwrap() {
-        let t = Tensor::from_f64s(&floats(&p["init"]), &shape(&p["shape"]), dtype, Device::Cpu)?;
+        let t = Tensor::from_f64s(
+            &floats(&p["init"]),
+            &usizes(&p["shape"]),
+            dtype,
+            Device::Cpu,
+        )?;
         state.insert(p["name"].as_str().unwrap().to_string(), t);
     }
     model.load_state_dict(&state, true)?;
@@ -165,7 +151,7 @@ fn replay_sgd(case: &Value) -> Result<()> {
             let b = &batches[b.as_u64().unwrap() as usize];
             let x = Tensor::from_f64s(
                 &floats(&b["x"]["data"]),
-                &shape(&b["x"]["shape"]),
+                &usizes(&b["x"]["shape"]),
                 dtype,
                 Device::Cpu,
             )?;
@@ -179,13 +165,7 @@ fn replay_sgd(case: &Value) -> Result<()> {
             let logits = model.forward(&x)?;
             let loss = loss_fn.forward(&logits, &y)?;
             let what = format!("{id} step {s} batch {j}");
-            assert_close(
-                &format!("{what} logits"),
-                &logits.to_vec_f64()?,
-                &floats(&step["logits"][j]),
-                rtol,
-                atol,
-            );
+            close(&format!("{what} logits"), &logits, &step["logits"][j])?;
             assert_close(
                 &format!("{what} loss"),
                 &[loss.item()?],
@@ -206,21 +186,9 @@ fn replay_sgd(case: &Value) -> Result<()> {
         let _g = no_grad();
         for (k, p) in params.iter().enumerate() {
             let g = p.grad().expect("grad");
-            assert_close(
-                &format!("{id} step {s} grads[{k}]"),
-                &g.to_vec_f64()?,
-                &floats(&step["grads"][k]),
-                rtol,
-                atol,
-            );
+            close(&format!("{id} step {s} grads[{k}]"), &g, &step["grads"][k])?;
             dispatch::add_(p, &g, -lr)?;
-            assert_close(
-                &format!("{id} step {s} params[{k}]"),
-                &p.to_vec_f64()?,
-                &floats(&step["params"][k]),
-                rtol,
-                atol,
-            );
+            close(&format!("{id} step {s} params[{k}]"), p, &step["params"][k])?;
         }
     }
     Ok(())
@@ -228,10 +196,7 @@ fn replay_sgd(case: &Value) -> Result<()> {
 
 #[test]
 fn pytorch_training_cases_with_plain_sgd() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/train.json");
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("train.json")).unwrap();
-    assert_eq!(file["format"], "train-ref/1");
+    let file = case_file("train.json", "train-ref/1");
     let mut n = 0;
     for case in file["cases"].as_array().unwrap() {
         if case["id"].as_str().unwrap().starts_with("sgd_quickstart/") {

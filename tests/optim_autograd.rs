@@ -6,6 +6,9 @@ use gradstep::ops::{mse_loss, Reduction};
 use gradstep::optim::{Optimizer, SgdConfig, SGD};
 use gradstep::{DType, Device, Tensor};
 
+mod common;
+use common::assert_close;
+
 /// A Linear 3 -> 2 with fixed weights.
 fn model() -> Linear {
     let w = Tensor::from_vec(
@@ -34,16 +37,6 @@ fn values(ts: &[Tensor]) -> Vec<f64> {
     ts.iter().flat_map(|t| t.to_vec_f64().unwrap()).collect()
 }
 
-fn assert_close(a: &[f64], b: &[f64], tol: f64) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * (1.0 + y.abs()),
-            "element {i}: {x} vs {y}"
-        );
-    }
-}
-
 #[test]
 fn zero_grad_every_two_half_batches_equals_full_batch_steps() {
     let (acc, full) = (model(), model());
@@ -63,14 +56,12 @@ fn zero_grad_every_two_half_batches_equals_full_batch_steps() {
         let grads = |m: &Linear| -> Vec<Tensor> {
             m.parameters().iter().map(|p| p.grad().unwrap()).collect()
         };
-        assert_close(&values(&grads(&acc)), &values(&grads(&full)), 1e-5);
+        let (got, want) = (values(&grads(&acc)), values(&grads(&full)));
+        assert_close(&format!("grads at {it}"), &got, &want, 1e-5, 1e-5);
         opt_acc.step().unwrap();
         opt_full.step().unwrap();
-        assert_close(
-            &values(&acc.parameters()),
-            &values(&full.parameters()),
-            1e-5,
-        );
+        let (got, want) = (values(&acc.parameters()), values(&full.parameters()));
+        assert_close(&format!("params after step {it}"), &got, &want, 1e-5, 1e-5);
     }
     // The steps moved the weights (the comparison is not vacuous).
     let start = values(&model().parameters());

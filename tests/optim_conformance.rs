@@ -9,8 +9,11 @@ use gradstep::optim::{Adam, AdamConfig, AdamW, Impl, Optimizer, SgdConfig, SGD};
 use gradstep::{DType, Device, Tensor};
 use serde_json::Value;
 
+mod common;
+
 const IMPLS: [Impl; 3] = [Impl::ForLoop, Impl::Foreach, Impl::Fused];
 
+/// The parsed case file, read once per process.
 fn load(name: &str) -> &'static Value {
     static STD: OnceLock<Value> = OnceLock::new();
     static STRESS: OnceLock<Value> = OnceLock::new();
@@ -19,20 +22,7 @@ fn load(name: &str) -> &'static Value {
     } else {
         &STD
     };
-    cell.get_or_init(|| {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data")
-            .join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (copy the oracle's case files into tests/data)",
-                path.display()
-            )
-        });
-        let v: Value = serde_json::from_str(&text).expect("valid JSON");
-        assert_eq!(v["format"], "optim-ref/1");
-        v
-    })
+    cell.get_or_init(|| common::case_file(name, "optim-ref/1"))
 }
 
 fn f(v: &Value) -> f64 {
@@ -45,7 +35,7 @@ fn b(v: &Value) -> bool {
 
 /// A per-element list expanded to `numel` values (the `tile` rule).
 fn expand(list: &Value, numel: usize, tile: Option<usize>) -> Vec<f64> {
-    let vals: Vec<f64> = list.as_array().expect("a list").iter().map(f).collect();
+    let vals = common::floats(list);
     match tile {
         Some(p) => (0..numel).map(|i| vals[i % p]).collect(),
         None => {
@@ -83,22 +73,13 @@ fn optimizer(case: &Value, params: Vec<Tensor>) -> gradstep::Result<Box<dyn Opti
     })
 }
 
-/// The worst element of `got` against `want`, as an error message.
+/// The first element of `got` outside the tolerance of `want`, as an error message.
 fn compare(what: &str, got: &Tensor, want: &[f64], tol: (f64, f64)) -> Result<(), String> {
     let got = got.to_vec_f64().map_err(|e| format!("{what}: {e}"))?;
-    if got.len() != want.len() {
-        return Err(format!("{what}: {} values, want {}", got.len(), want.len()));
+    match common::mismatch(what, &got, want, tol.0, tol.1) {
+        Some(m) => Err(m),
+        None => Ok(()),
     }
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = g.is_finite() && (g - w).abs() <= tol.1 + tol.0 * w.abs();
-        if !ok {
-            return Err(format!(
-                "{what} [{i}]: got {g} want {w} (rtol {}, atol {})",
-                tol.0, tol.1
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn scalar(v: &Value, device: Device) -> Option<Tensor> {
@@ -113,12 +94,7 @@ fn replay(case: &Value, device: Device, imp: Impl) -> Result<(), String> {
     let mut params = Vec::new();
     let mut layout = Vec::new();
     for p in case["params"].as_array().expect("params") {
-        let shape: Vec<usize> = p["shape"]
-            .as_array()
-            .expect("shape")
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = common::usizes(&p["shape"]);
         let numel = shape.iter().product();
         let tile = p.get("tile").and_then(|t| t.as_u64()).map(|t| t as usize);
         let t = Tensor::from_f64s(&expand(&p["init"], numel, tile), &shape, dtype, device)
@@ -241,32 +217,13 @@ fn run_file(name: &str, device: Device) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} passed, {} failed:\n{}",
-        passed,
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_no_failures(passed, &failures);
     assert!(passed > 0);
 }
 
-#[test]
-fn standard_cases_on_cpu() {
-    run_file("optim_standard.json", Device::Cpu);
-}
-
-#[test]
-fn stress_cases_on_cpu() {
-    run_file("optim_stress.json", Device::Cpu);
-}
-
-#[test]
-fn standard_cases_on_emu() {
-    run_file("optim_standard.json", Device::Emu);
-}
-
-#[test]
-fn stress_cases_on_emu() {
-    run_file("optim_stress.json", Device::Emu);
+common::case_file_tests! {run_file:
+    standard_cases_on_cpu => "optim_standard.json" on Cpu,
+    stress_cases_on_cpu => "optim_stress.json" on Cpu,
+    standard_cases_on_emu => "optim_standard.json" on Emu,
+    stress_cases_on_emu => "optim_stress.json" on Emu,
 }

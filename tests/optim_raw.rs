@@ -10,6 +10,9 @@ use gradstep::{DType, Device, Tensor};
 use half::f16;
 use std::sync::Arc;
 
+mod common;
+use common::assert_close;
+
 fn values(n: usize, k: f32) -> Vec<f32> {
     (0..n).map(|i| (i as f32 * k + 0.3).sin()).collect()
 }
@@ -32,16 +35,6 @@ fn reference(hyper: Hyper, init: &[f32], grads: &[Vec<f32>], dtype: DType) -> Ve
         opt.step().unwrap();
     }
     p.to_vec_f64().unwrap()
-}
-
-fn assert_close(a: &[f64], b: &[f64], tol: f64) {
-    assert_eq!(a.len(), b.len());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * (1.0 + y.abs()),
-            "element {i}: {x} vs {y}"
-        );
-    }
 }
 
 fn cases() -> Vec<Hyper> {
@@ -73,7 +66,7 @@ fn host_steps_match_the_optimizers_f32_and_f16() {
             step_host(&hyper, s as u64 + 1, &mut ps).unwrap();
         }
         let got: Vec<f64> = p.iter().map(|&x| f64::from(x)).collect();
-        assert_close(&got, &want, 1e-6);
+        assert_close(&format!("f32 host step {hyper:?}"), &got, &want, 1e-6, 1e-6);
         assert_ne!(got, init.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
 
         let want = reference(hyper, &init, &grads, DType::F16);
@@ -90,7 +83,7 @@ fn host_steps_match_the_optimizers_f32_and_f16() {
             step_host(&hyper, s as u64 + 1, &mut ps).unwrap();
         }
         let got: Vec<f64> = p.iter().map(|x| f64::from(x.to_f32())).collect();
-        assert_close(&got, &want, 1e-3);
+        assert_close(&format!("f16 host step {hyper:?}"), &got, &want, 1e-3, 1e-3);
     }
 }
 
@@ -174,7 +167,8 @@ fn device_steps_and_zero_match_the_optimizers_on_the_emulator() {
         }
         for i in 0..sizes.len() {
             let want = reference(hyper, &inits[i], &grads[i], DType::F32);
-            assert_close(&download(&dev, bufs[i].ptr(), sizes[i]), &want, 1e-5);
+            let got = download(&dev, bufs[i].ptr(), sizes[i]);
+            assert_close(&format!("device param {i}"), &got, &want, 1e-5, 1e-5);
         }
         let ranges: Vec<(u64, u64)> = (0..sizes.len())
             .map(|i| (gbufs[i].ptr(), sizes[i] as u64 * 4))
