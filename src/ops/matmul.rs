@@ -87,6 +87,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let xs = SavedTensor::input(x);
     let ws = SavedTensor::input(weight);
     let (out_f, in_f) = (weight.shape()[0] as isize, weight.shape()[1] as isize);
+    let has_bias = bias.is_some();
     Ok(record("LinearBackward", &inputs, y, move |g, ctx| {
         let g2 = g.reshape(&[-1, out_f])?;
         let gx = if ctx.needs(0) {
@@ -100,11 +101,14 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         } else {
             None
         };
-        let gb = if ctx.needs(2) {
-            Some(g2.sum(Some(&[0]), false)?)
-        } else {
-            None
-        };
-        Ok(vec![gx, gw, gb])
+        let mut grads = vec![gx, gw];
+        if has_bias {
+            grads.push(if ctx.needs(2) {
+                Some(g2.sum(Some(&[0]), false)?)
+            } else {
+                None
+            });
+        }
+        Ok(grads)
     }))
 }
