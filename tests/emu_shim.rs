@@ -65,6 +65,15 @@ fn launch(
     unsafe { emu::launch_host_test_kernel(name, &cfg, args, s) }
 }
 
+/// Kernel arguments: the device pointers of `bufs`, in order.
+fn ptr_args(bufs: &[&DeviceBuffer]) -> KernelArgs {
+    let mut args = KernelArgs::new();
+    for b in bufs {
+        args.push(b.ptr());
+    }
+    args
+}
+
 /// Launches `name` over `blocks` blocks of `threads` threads (1-D, no dynamic shared
 /// memory) and expects it to run.
 fn launch_1d(name: &str, blocks: usize, threads: usize, args: &mut KernelArgs, s: Schedule) {
@@ -165,12 +174,7 @@ fn warp_shuffles_and_votes_over_full_warps() {
             zeros::<u32>(total),
             zeros::<i32>(total),
         );
-        let mut args = KernelArgs::new();
-        args.push(inb.ptr())
-            .push(out.ptr())
-            .push(dsum.ptr())
-            .push(ballot.ptr())
-            .push(any_all.ptr());
+        let mut args = ptr_args(&[&inb, &out, &dsum, &ballot, &any_all]);
         launch_1d("emu_test_shuffles", blocks, threads, &mut args, s);
         assert_eq!(download::<i32>(&out, 4 * total), exp, "{s}");
         assert_eq!(download::<f64>(&dsum, total), exp_sum, "{s}");
@@ -190,12 +194,7 @@ fn atomics_accumulate_across_parallel_blocks() {
         zeros::<u64>(1),
         upload(&[-1i32]),
     );
-    let mut args = KernelArgs::new();
-    args.push(f.ptr())
-        .push(d.ptr())
-        .push(i.ptr())
-        .push(u.ptr())
-        .push(mx.ptr());
+    let mut args = ptr_args(&[&f, &d, &i, &u, &mx]);
     launch_1d(
         "emu_test_atomics",
         blocks,
@@ -222,8 +221,7 @@ fn static_shared_memory_is_per_block_with_blocks_in_parallel() {
     let (blocks, threads) = (96usize, 256usize);
     let input: Vec<f32> = (0..blocks * threads).map(|i| i as f32).collect();
     let (inb, out) = (upload(&input), zeros::<f32>(input.len()));
-    let mut args = KernelArgs::new();
-    args.push(inb.ptr()).push(out.ptr());
+    let mut args = ptr_args(&[&inb, &out]);
     launch_1d(
         "emu_test_reverse_static",
         blocks,
@@ -244,8 +242,7 @@ fn dynamic_shared_memory_is_sized_by_the_launch_and_per_block() {
             .map(|i| (i * 7 % 1013) as f32)
             .collect();
         let (inb, out, misaligned) = (upload(&input), zeros::<f32>(input.len()), zeros::<i32>(1));
-        let mut args = KernelArgs::new();
-        args.push(inb.ptr()).push(out.ptr()).push(misaligned.ptr());
+        let mut args = ptr_args(&[&inb, &out, &misaligned]);
         let shared = (threads * 4) as u32;
         launch(
             "emu_test_reverse_dynamic",
@@ -268,8 +265,8 @@ fn dynamic_shared_memory_is_sized_by_the_launch_and_per_block() {
 fn half_to_float_is_exact_for_all_65536_bit_patterns() {
     let bits: Vec<u16> = (0..=u16::MAX).collect();
     let (inb, out) = (upload(&bits), zeros::<f32>(bits.len()));
-    let mut args = KernelArgs::new();
-    args.push(inb.ptr()).push(out.ptr()).push(bits.len() as u64);
+    let mut args = ptr_args(&[&inb, &out]);
+    args.push(bits.len() as u64);
     launch_1d(
         "emu_test_half_to_float",
         256,
@@ -321,8 +318,8 @@ fn float_to_half_rounds_to_nearest_even() {
         -0.0,
     ]);
     let (inb, out) = (upload(&xs), zeros::<u16>(xs.len()));
-    let mut args = KernelArgs::new();
-    args.push(inb.ptr()).push(out.ptr()).push(xs.len() as u64);
+    let mut args = ptr_args(&[&inb, &out]);
+    args.push(xs.len() as u64);
     let blocks = xs.len().div_ceil(256);
     launch_1d(
         "emu_test_float_to_half",
@@ -349,11 +346,8 @@ fn half2_pack_and_unpack() {
         .collect();
     let pairs = xs.len() / 2;
     let (inb, packed, back) = (upload(&xs), zeros::<u32>(pairs), zeros::<f32>(xs.len()));
-    let mut args = KernelArgs::new();
-    args.push(inb.ptr())
-        .push(packed.ptr())
-        .push(back.ptr())
-        .push(pairs as u64);
+    let mut args = ptr_args(&[&inb, &packed, &back]);
+    args.push(pairs as u64);
     launch_1d(
         "emu_test_half2_roundtrip",
         4,
@@ -392,8 +386,7 @@ fn wrong_block_sums(kernel: &str, s: Schedule) -> usize {
         .map(|&v| (v + 1) as f32)
         .collect();
     let (inb, out) = (upload(&input), zeros::<f32>(blocks));
-    let mut args = KernelArgs::new();
-    args.push(inb.ptr()).push(out.ptr());
+    let mut args = ptr_args(&[&inb, &out]);
     launch_1d(kernel, blocks, threads, &mut args, s);
     let got = download::<f32>(&out, blocks);
     input
