@@ -2,9 +2,11 @@
 //!
 //! - `plan/*`: pure host work on any machine: the zero tables of one `zero_grad` and the
 //!   chunk numbering of a step table (what `optim` rebuilds when the pointers change).
-//! - `issue/*` (on a CUDA GPU only): the CPU time of one fused step or one foreach
-//!   `zero_grad` call, which returns once the launches are queued; the device is
-//!   synchronised between calls, outside the timing.
+//! - `issue/*`: the CPU time of one fused step or one foreach `zero_grad` call, which
+//!   returns once the launches are queued; the device is synchronised between calls,
+//!   outside the timing. On the emulator with kernel execution off
+//!   (`GRADSTEP_EMU_EXECUTE=0`: launches validated and counted, not run) everywhere, and
+//!   on a CUDA GPU when there is one.
 //!
 //! `cargo bench --bench host_overhead`.
 
@@ -74,14 +76,11 @@ fn issue_time(device: Device, iters: u64, f: &mut dyn FnMut() -> gradstep::Resul
     total
 }
 
-fn issue(c: &mut Criterion) {
-    let Device::Cuda(ordinal) = Device::cuda_if_available(0) else {
-        return;
-    };
-    let device = Device::Cuda(ordinal);
+/// The fused steps and the foreach `zero_grad` of the 1000 mixed tensors on `device`.
+fn issue_on(c: &mut Criterion, device: Device, label: &str) {
     let set = ParamSet::Mixed(TENSORS);
     let params = make_params(&set.shapes(), DType::F32, device, 0).expect("parameters");
-    let mut group = c.benchmark_group("issue/cuda/mixed1000/f32");
+    let mut group = c.benchmark_group(format!("issue/{label}/mixed1000/f32"));
     for opt in OptName::ALL {
         let mut case = StepCase::new(&params, opt, Impl::Fused).expect("step case");
         group.bench_function(format!("fused_{}", opt.name()), |b| {
@@ -93,6 +92,17 @@ fn issue(c: &mut Criterion) {
         b.iter_custom(|iters| issue_time(device, iters, &mut || case.run()))
     });
     group.finish();
+}
+
+fn issue(c: &mut Criterion) {
+    // The emulator with kernel execution off: the host work alone (planning, tables,
+    // argument packing, the launch calls), on any machine. Read once, before the
+    // emulator's first launch in this process.
+    std::env::set_var(gradstep::backend::emu::EXECUTE_ENV, "0");
+    issue_on(c, Device::Emu, "emu-no-exec");
+    if let Device::Cuda(ordinal) = Device::cuda_if_available(0) {
+        issue_on(c, Device::Cuda(ordinal), "cuda");
+    }
 }
 
 criterion_group!(benches, plan, issue);

@@ -20,6 +20,8 @@ pub(crate) struct RunOptions {
     pub schedule: Schedule,
     /// Check pointer arguments against the live allocations and guard dynamic shared memory.
     pub sanitize: bool,
+    /// Run the kernel; when false a launch is validated and counted but not executed.
+    pub execute: bool,
 }
 
 /// Runs `desc` over the grid of `cfg`.
@@ -39,7 +41,7 @@ pub(crate) unsafe fn run(
     };
     validate(desc, cfg, params.len()).map_err(fail)?;
     let (gx, gy, gz) = cfg.grid;
-    if gx == 0 || gy == 0 || gz == 0 {
+    if gx == 0 || gy == 0 || gz == 0 || !opts.execute {
         return Ok(());
     }
     if opts.sanitize {
@@ -146,4 +148,44 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::KernelArgs;
+
+    #[test]
+    fn a_launch_without_execution_is_validated_but_writes_nothing() {
+        let desc = ffi::test_kernels()
+            .find(|d| d.name() == "emu_test_barrier_phases")
+            .expect("host test kernel");
+        let n = 64usize;
+        let out = memory::alloc(n * 4, false).unwrap();
+        let poison = i32::from_ne_bytes([0xAB; 4]);
+        // SAFETY: `out` is a live allocation of n * 4 bytes.
+        unsafe { std::ptr::write_bytes(out as *mut u8, 0xAB, n * 4) };
+        // SAFETY: as above.
+        let read = || unsafe { std::slice::from_raw_parts(out as *const i32, n).to_vec() };
+        let mut args = KernelArgs::new();
+        args.push(out);
+        let opts = |execute| RunOptions {
+            schedule: Schedule::RoundRobin,
+            sanitize: false,
+            execute,
+        };
+        let cfg = LaunchConfig::linear(1, n as u32);
+        // SAFETY: the kernel takes one pointer to n ints; `out` holds them.
+        unsafe { run(desc, &cfg, &mut args.as_params(), opts(false)) }.unwrap();
+        assert!(read().iter().all(|&v| v == poison), "nothing ran");
+        let too_big = LaunchConfig::linear(1, 2 * MAX_THREADS_PER_BLOCK);
+        // SAFETY: rejected before anything runs.
+        let err = unsafe { run(desc, &too_big, &mut args.as_params(), opts(false)) };
+        assert!(err.is_err(), "still validated");
+        // SAFETY: as above.
+        unsafe { run(desc, &cfg, &mut args.as_params(), opts(true)) }.unwrap();
+        assert!(read().iter().all(|&v| v != poison), "the kernel ran");
+        // SAFETY: allocated above, no longer used.
+        unsafe { memory::free(out, false) };
+    }
 }

@@ -5,7 +5,7 @@
 //! warp operations are barriers among the block's fibers, blocks run in parallel on the
 //! rayon pool, and device memory is host memory. Execution is synchronous.
 //!
-//! Two environment variables, read once at run time, select the checks:
+//! Environment variables, read once at run time, select the checks:
 //!
 //! - `GRADSTEP_EMU_SCHEDULE=random:SEED` resumes a block's fibers in a seeded random order
 //!   at every barrier (and starts them in random order), which exposes a missing
@@ -16,6 +16,8 @@
 //!   end abuts an inaccessible page: a kernel that reads or writes past the end aborts the
 //!   process with a message naming the kernel, the block and the thread. Allocations are
 //!   then aligned to 16 bytes or to the largest power of two that divides their size.
+//! - `GRADSTEP_EMU_EXECUTE=0` validates and counts every launch without running it: the
+//!   host work of planning and issuing launches, measured alone (`benches/host_overhead`).
 
 mod ffi;
 mod launch;
@@ -35,6 +37,8 @@ pub use memory::live_allocations;
 pub const SCHEDULE_ENV: &str = "GRADSTEP_EMU_SCHEDULE";
 /// Environment variable turning the sanitizer on (`1`).
 pub const SANITIZE_ENV: &str = "GRADSTEP_EMU_SANITIZE";
+/// Environment variable turning kernel execution off (`0`): launches are only counted.
+pub const EXECUTE_ENV: &str = "GRADSTEP_EMU_EXECUTE";
 
 /// The order in which a block's fibers run between barriers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +91,14 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// Whether launches run their kernels in this process: `GRADSTEP_EMU_EXECUTE=0` turns
+/// execution off (read once), so a launch is only validated and counted. For measuring
+/// the host work of planning and issuing launches; every result is then garbage.
+pub fn execute_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(EXECUTE_ENV).map_or(true, |v| v != "0"))
+}
+
 /// Whether the sanitizer is on in this process (`GRADSTEP_EMU_SANITIZE`, read once).
 pub fn sanitize_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
@@ -133,6 +145,7 @@ impl EmuApi {
         launch::RunOptions {
             schedule: self.schedule,
             sanitize: sanitize_enabled(),
+            execute: execute_enabled(),
         }
     }
 }
@@ -226,6 +239,7 @@ pub unsafe fn launch_host_test_kernel(
     let opts = launch::RunOptions {
         schedule,
         sanitize: sanitize_enabled(),
+        execute: true,
     };
     // SAFETY: forwarded contract.
     unsafe { launch::run(desc, cfg, &mut params, opts) }
