@@ -173,10 +173,10 @@ impl Tensor {
 
     /// Device address of the first element of this view (GPU tensors only).
     pub fn device_ptr(&self) -> Result<u64> {
-        match &*self.0.storage.read() {
-            Storage::Gpu(g) => Ok(g.ptr_at(self.0.layout.offset())),
-            Storage::Cpu(_) => Err(Error::invalid("device_ptr", "tensor is on the cpu")),
-        }
+        self.0
+            .storage
+            .device_ptr_at(self.0.layout.offset())
+            .ok_or_else(|| Error::invalid("device_ptr", "tensor is on the cpu"))
     }
 
     // ---- creation ----------------------------------------------------------------

@@ -136,15 +136,28 @@ impl Storage {
 pub struct StorageCell {
     data: RwLock<Storage>,
     version: AtomicU64,
+    /// Device address and element size of a GPU storage, fixed for its lifetime: device
+    /// pointers are read without the lock (the multi-tensor step reads thousands).
+    device: Option<(u64, usize)>,
 }
 
 impl StorageCell {
     /// Wraps storage.
     pub fn new(s: Storage) -> Self {
+        let device = match &s {
+            Storage::Gpu(g) => Some((g.buffer.ptr(), g.dtype.size_in_bytes())),
+            Storage::Cpu(_) => None,
+        };
         StorageCell {
             data: RwLock::new(s),
             version: AtomicU64::new(0),
+            device,
         }
+    }
+
+    /// Device address of element `i` of a GPU storage (None on the host).
+    pub fn device_ptr_at(&self, i: usize) -> Option<u64> {
+        self.device.map(|(base, size)| base + (i * size) as u64)
     }
 
     /// Shared access.
