@@ -15,7 +15,7 @@ pub struct ArenaGroup {
     device: Device,
     dtype: DType,
     buffer: Tensor,
-    /// `(param index, view)`.
+    /// `(param index, view)`, in increasing offset order.
     views: Vec<(usize, Tensor)>,
 }
 
@@ -32,7 +32,12 @@ impl ArenaGroup {
 
     /// Whether `g` is one of this group's views.
     pub fn holds(&self, g: &Tensor) -> bool {
-        g.shares_storage(&self.buffer) && self.views.iter().any(|(_, v)| v.layout() == g.layout())
+        // The views lie in the buffer in increasing offset order.
+        g.shares_storage(&self.buffer)
+            && self
+                .views
+                .binary_search_by_key(&g.layout().offset(), |(_, v)| v.layout().offset())
+                .is_ok_and(|i| self.views[i].1.layout() == g.layout())
     }
 }
 
