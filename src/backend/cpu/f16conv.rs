@@ -4,32 +4,34 @@
 
 use half::f16;
 
+/// Whether the CPU converts with F16C (detected once, then a cached flag).
+#[cfg(target_arch = "x86_64")]
+fn f16c() -> bool {
+    std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx")
+}
+
 /// Widens `src` into `dst` (equal lengths).
 pub(crate) fn widen(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen: length mismatch");
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
-        // SAFETY: the features were just detected; lengths are equal.
-        unsafe { x86::widen(src, dst) };
-        return;
+    if f16c() {
+        // SAFETY: F16C and AVX were detected; lengths are equal.
+        return unsafe { x86::widen(src, dst) };
     }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
 }
 
 /// Rounds `src` into `dst` (equal lengths).
 pub(crate) fn narrow(src: &[f32], dst: &mut [f16]) {
     assert_eq!(src.len(), dst.len(), "narrow: length mismatch");
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+    if f16c() {
         // SAFETY: as in `widen`.
-        unsafe { x86::narrow(src, dst) };
-        return;
+        return unsafe { x86::narrow(src, dst) };
     }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = f16::from_f32(*s);
-    }
+    dst.iter_mut()
+        .zip(src)
+        .for_each(|(d, s)| *d = f16::from_f32(*s));
 }
 
 #[cfg(target_arch = "x86_64")]
