@@ -1,6 +1,8 @@
 //! Matrix products through the `gemm` crate, which takes row and column strides, so
 //! transposed and broadcast views need no copy.
 
+use std::mem::MaybeUninit;
+
 use half::f16;
 use rayon::prelude::*;
 
@@ -31,12 +33,13 @@ struct Plan {
 }
 
 /// `dst [m, n]` (contiguous: row-major, or column-major with `dst_col_major`) = `a @ b`.
+/// Every element of `dst` is written and none is read, so it may be uninitialised.
 ///
 /// # Safety
 /// Every element `offset + i*rs + j*cs` of `a` (`i < m`, `j < k`) and of `b` (`i < k`,
-/// `j < n`) must lie inside its `data`; `dst` must hold `m * n` elements.
+/// `j < n`) must lie inside its `data`; `dst` must be valid for writing `m * n` elements.
 unsafe fn gemm_into<T: 'static + Copy>(
-    dst: &mut [T],
+    dst: *mut T,
     dst_col_major: bool,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
@@ -44,13 +47,12 @@ unsafe fn gemm_into<T: 'static + Copy>(
     one: T,
     par: gemm::Parallelism,
 ) {
-    debug_assert_eq!(dst.len(), p.m * p.n);
     let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
     gemm::gemm(
         p.m,
         p.n,
         p.k,
-        dst.as_mut_ptr(),
+        dst,
         dst_cs as isize,
         dst_rs as isize,
         false,
@@ -163,7 +165,7 @@ fn column_major_product<T: 'static + Copy + Default>(
     };
     let mut tmp = vec![T::default(); p.m * p.n];
     // SAFETY: `a` is either checked storage or the copy just made; `b` as in the caller.
-    unsafe { gemm_into(&mut tmp, true, a, b, p, one, par) };
+    unsafe { gemm_into(tmp.as_mut_ptr(), true, a, b, p, one, par) };
     repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
 }
 
@@ -198,9 +200,9 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
     let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
     let batch_shape = &la.shape()[..ra - 2];
     let batch: usize = batch_shape.iter().product();
-    let mut out = vec![T::default(); batch * m * n];
-    if out.is_empty() || k == 0 {
-        return out;
+    let len = batch * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::default(); len];
     }
     let (ast, bst) = (la.strides(), lb.strides());
     let bmat = |off| Mat {
@@ -235,22 +237,27 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
             let b = repack(sb, lb);
             return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
         }
+        let mut out = uninit(len);
         // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
-        // the folded rows walk exactly a's elements.
-        unsafe { gemm_into(&mut out, false, a, b, p, one, par_of(p)) };
-        return out;
+        // the folded rows walk exactly a's elements; `out` holds m * n elements.
+        unsafe { gemm_into(out.as_mut_ptr().cast(), false, a, b, p, one, par_of(p)) };
+        // SAFETY: the product wrote every element.
+        return unsafe { assume_init(out) };
     }
     let p = Plan { m, k, n };
-    let one_product = |i: usize, dst: &mut [T], par| {
+    let one_product = |i: usize, dst: &mut [MaybeUninit<T>], par| {
         let ao = batch_offset(i, batch_shape, ast, la.offset());
         let bo = if rb == 2 {
             lb.offset()
         } else {
             batch_offset(i, batch_shape, bst, lb.offset())
         };
-        // SAFETY: as above; each batch's matrix lies inside the checked view.
-        unsafe { gemm_into(dst, false, amat(ao, ast[ra - 2]), bmat(bo), p, one, par) };
+        let (a, b) = (amat(ao, ast[ra - 2]), bmat(bo));
+        // SAFETY: as above; each batch's matrix lies inside the checked view, and `dst`
+        // holds m * n elements.
+        unsafe { gemm_into(dst.as_mut_ptr().cast(), false, a, b, p, one, par) };
     };
+    let mut out = uninit(len);
     if batch > 1 && batch * m * n * k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(m * n)
             .enumerate()
@@ -260,7 +267,25 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
             one_product(i, dst, par_of(p));
         }
     }
-    out
+    // SAFETY: every batch's product wrote its m * n elements.
+    unsafe { assume_init(out) }
+}
+
+/// An output buffer of `len` elements for gemm to write (no zeroing pass).
+fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(len);
+    v.resize_with(len, MaybeUninit::uninit);
+    v
+}
+
+/// The buffer as initialised elements.
+///
+/// # Safety
+/// Every element of `v` must have been written.
+unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: MaybeUninit<T> has T's layout; the caller guarantees initialisation.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// The element types gemm multiplies directly, and f16 through f32.
