@@ -141,6 +141,10 @@ fn open_device(device: Device) -> Result<()> {
 
 /// Runs the quickstart: prints `Using {device} device`, then for each epoch the header,
 /// the loss lines and the test report, then `Done!`, exactly as PyTorch's quickstart does.
+///
+/// On the CPU, call it on a rayon worker (`rayon::scope(|_| train(..))`, as `gradstep
+/// train` does): parallel ops then start on the calling thread instead of waking the
+/// pool and waiting, about 20% faster on 2 cores.
 pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     if cfg.dtype != DType::F32 && cfg.dtype != DType::F16 {
         return Err(Error::invalid(
