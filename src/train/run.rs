@@ -214,35 +214,33 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     for t in first_epoch..cfg.epochs {
         writeln!(out, "{}", pyfmt::epoch_header(t + 1)).map_err(w)?;
         let offset = t as u64 * per_epoch;
-        let stats = if cfg.progress {
-            let bar = crate::train::progress::EpochBar::new(t + 1, train_loader.len());
-            let mut tick = |batch: usize, loss: Option<f64>| bar.tick(batch, loss);
-            let s = loops::train_loop(
-                &mut train_loader,
-                &mut model,
-                &loss_fn,
-                optimizer.as_mut(),
-                scaler.as_mut(),
-                &cfg.loop_options,
-                offset,
-                &mut history,
-                Report::Callback(&mut tick),
-            );
-            bar.finish();
-            s?
-        } else {
-            loops::train_loop(
-                &mut train_loader,
-                &mut model,
-                &loss_fn,
-                optimizer.as_mut(),
-                scaler.as_mut(),
-                &cfg.loop_options,
-                offset,
-                &mut history,
-                Report::Lines(out),
-            )?
+        let bar = cfg
+            .progress
+            .then(|| crate::train::progress::EpochBar::new(t + 1, train_loader.len()));
+        let mut tick = |batch: usize, loss: Option<f64>| {
+            if let Some(bar) = &bar {
+                bar.tick(batch, loss)
+            }
         };
+        let lines = match &bar {
+            Some(_) => Report::Callback(&mut tick),
+            None => Report::Lines(&mut *out),
+        };
+        let stats = loops::train_loop(
+            &mut train_loader,
+            &mut model,
+            &loss_fn,
+            optimizer.as_mut(),
+            scaler.as_mut(),
+            &cfg.loop_options,
+            offset,
+            &mut history,
+            lines,
+        );
+        if let Some(bar) = &bar {
+            bar.finish();
+        }
+        let stats = stats?;
         report.batches += stats.batches;
         report.train_seconds += stats.seconds;
         let (correct, test_loss) = loops::test_loop(&mut test_loader, &mut model, &loss_fn, out)?;
