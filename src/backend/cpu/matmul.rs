@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
 
 use super::elem::{output, read, read2, CpuElem, Float};
+use super::f16conv;
 use super::strided::{map1, Dims};
 
 /// Products of at least this many multiply-adds use gemm's own threads.
@@ -311,13 +312,27 @@ direct!(f64);
 
 impl MatmulElem for f16 {
     /// Widens both operands to f32 (so every sum accumulates in f32) and rounds the
-    /// product once.
+    /// product once. The storage range a view spans is widened as it lies (F16C, eight at
+    /// a time), so a transposed weight keeps its strides instead of being gathered.
     fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>> {
-        let widen = |t: &Tensor| read::<f16, _>("matmul", t, |s, l| map1(s, l, f16::to_f32));
-        let (wa, wb) = (widen(a)?, widen(b)?);
-        let (la, lb) = (Layout::contiguous(a.shape()), Layout::contiguous(b.shape()));
+        let widen = |t: &Tensor| {
+            read::<f16, _>("matmul", t, |s, l| {
+                let (start, end) = (l.offset(), l.storage_extent().max(l.offset()));
+                if end - start > 2 * l.numel() {
+                    // A sparse view (a slice of a larger matrix): gather it instead.
+                    return (map1(s, l, f16::to_f32), Layout::contiguous(l.shape()));
+                }
+                let mut w = vec![0f32; end - start];
+                f16conv::widen(&s[start..end], &mut w);
+                let shifted = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
+                (w, shifted)
+            })
+        };
+        let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
         let v = product(&wa, &la, &wb, &lb, 1.0f32);
-        Ok(v.into_iter().map(f16::from_f32).collect())
+        let mut out = vec![f16::ZERO; v.len()];
+        f16conv::narrow(&v, &mut out);
+        Ok(out)
     }
 }
 

@@ -91,3 +91,37 @@ fn a_view_past_its_storage_is_an_error() {
     assert!(dispatch::unary(crate::backend::dispatch::UnaryOp::Exp, &bad).is_err());
     assert!(dispatch::zero_(&bad).is_err());
 }
+
+#[test]
+fn f16_matmul_of_offset_transposed_and_sparse_views_matches_f32() {
+    // Small integers: exact in f16, and every product sum below 2048 stays exact.
+    let storage = |dtype| {
+        let v: Vec<f64> = (0..64).map(|i| (i % 7) as f64 - 3.0).collect();
+        Tensor::from_f64s(&v, &[64], dtype, Device::Cpu).unwrap()
+    };
+    let views = [
+        // a [2, 3] at offset 5, b [3, 2] transposed at offset 20.
+        (
+            Layout::new(vec![2, 3], vec![3, 1], 5),
+            Layout::new(vec![3, 2], vec![1, 3], 20),
+        ),
+        // b a sparse column pair of a wide matrix (stride 16 between rows).
+        (
+            Layout::new(vec![2, 3], vec![3, 1], 0),
+            Layout::new(vec![3, 2], vec![16, 1], 11),
+        ),
+        // an empty a at a non-zero offset.
+        (
+            Layout::new(vec![0, 3], vec![3, 1], 9),
+            Layout::new(vec![3, 2], vec![2, 1], 0),
+        ),
+    ];
+    for (la, lb) in views {
+        let product = |dtype| {
+            let s = storage(dtype);
+            let (a, b) = (s.with_layout(la.clone()), s.with_layout(lb.clone()));
+            dispatch::matmul(&a, &b).unwrap().to_vec_f64().unwrap()
+        };
+        assert_eq!(product(DType::F16), product(DType::F32), "{la:?} @ {lb:?}");
+    }
+}
