@@ -1,6 +1,6 @@
 //! GPU implementations of the dispatch primitives: plan and launch `kernels/*.cu`.
 //!
-//! One file per kernel family; [`plan`] holds what they share (strided layouts as the
+//! One file per kernel family; `plan` holds what they share (strided layouts as the
 //! kernels see them, row views, per-dtype kernel choice, launch shapes). The same code
 //! runs on CUDA and on the host emulator. Arguments were validated by
 //! [`crate::backend::dispatch`]; these functions check only what dispatch leaves open
