@@ -147,6 +147,26 @@ pub unsafe fn zero_device(dev: &Arc<GpuDevice>, ranges: &[(u64, u64)]) -> Result
 /// `first` tells SGD that the momentum buffers are new (they take the gradient as is);
 /// Adam reads and advances each parameter's device step count instead.
 ///
+/// ```
+/// use gradstep::optim::raw::{step_device, DeviceParam};
+/// use gradstep::optim::{Hyper, SgdConfig};
+/// use gradstep::{backend::gpu, DType, Device};
+/// # fn main() -> gradstep::Result<()> {
+/// let dev = gpu::get(Device::Emu)?; // or Device::Cuda(0)
+/// let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+/// let (p, g) = (dev.alloc(8)?, dev.alloc(8)?);
+/// dev.htod(&f32s(&[1.0, 2.0]), p.ptr())?;
+/// dev.htod(&f32s(&[0.5, -0.5]), g.ptr())?;
+/// let param = DeviceParam { param: p.ptr(), grad: g.ptr(), numel: 2, ..Default::default() };
+/// let hyper = Hyper::Sgd(SgdConfig::new(0.1));
+/// // SAFETY: both pointers hold two f32s of `dev`; nothing else uses them.
+/// unsafe { step_device(&dev, DType::F32, &hyper, &[param], true)? };
+/// let mut out = [0u8; 8];
+/// dev.dtoh(p.ptr(), &mut out)?;
+/// assert_eq!(out.to_vec(), f32s(&[0.95, 2.05]));
+/// # Ok(()) }
+/// ```
+///
 /// # Safety
 /// Every pointer must address `numel` elements of `dtype` (the step count one `f32`) in
 /// memory of `dev`, and no two parameters may share a buffer.
