@@ -147,7 +147,8 @@ fn state_beside_master_weights_is_f32_on_cpu_and_emu() {
             .map(|i| (((i + 3 * step) % 13) as f32 - 6.0) * 2e-5)
             .collect()
     };
-    let optimizers: [(&str, fn(Tensor) -> Box<dyn Optimizer>); 3] = [
+    type Make = fn(Tensor) -> Box<dyn Optimizer>;
+    let optimizers: [(&str, Make); 3] = [
         ("sgd-momentum", |p| {
             Box::new(SGD::new(vec![p], SgdConfig::new(0.1).momentum(0.9)).unwrap())
         }),
@@ -158,7 +159,7 @@ fn state_beside_master_weights_is_f32_on_cpu_and_emu() {
             Box::new(AdamW::new(vec![p], AdamConfig::adamw(1e-3)).unwrap())
         }),
     ];
-    let run = |make: fn(Tensor) -> Box<dyn Optimizer>, dtype, device, imp| {
+    let run = |make: Make, dtype, device, imp| {
         let p = Tensor::from_vec(init.clone(), &[N], Device::Cpu)
             .unwrap()
             .to_dtype(dtype)

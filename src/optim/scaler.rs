@@ -92,18 +92,24 @@ impl GradScaler {
         })
     }
 
-    /// Restores a [`Self::state_dict`]; checked like [`Self::with_options`] first, so a
-    /// bad state leaves the scaler unchanged.
-    pub fn load_state_dict(&mut self, s: &ScalerState) -> Result<()> {
-        let fresh = Self::with_options(
-            self.scale.device(),
+    /// A scaler on `device` in a saved [`Self::state_dict`] state (checked like
+    /// [`Self::with_options`]).
+    pub fn from_state(device: Device, s: &ScalerState) -> Result<GradScaler> {
+        let scaler = Self::with_options(
+            device,
             s.scale,
             s.growth_factor,
             s.backoff_factor,
             s.growth_interval,
         )?;
-        crate::backend::dispatch::fill_(&fresh.tracker, f64::from(s.growth_tracker))?;
-        *self = fresh;
+        crate::backend::dispatch::fill_(&scaler.tracker, f64::from(s.growth_tracker))?;
+        Ok(scaler)
+    }
+
+    /// Restores a [`Self::state_dict`]; a bad state is an error that leaves the scaler
+    /// unchanged.
+    pub fn load_state_dict(&mut self, s: &ScalerState) -> Result<()> {
+        *self = Self::from_state(self.scale.device(), s)?;
         Ok(())
     }
 

@@ -253,14 +253,14 @@ impl Checkpoint {
             )));
         }
         self.check_model(model, path)?;
-        let mut restored_scaler = None;
-        if let (Some(s), Some(st)) = (&scaler, &meta.scaler) {
-            // Validated on a copy first, so a bad state changes nothing.
-            let mut copy = GradScaler::new(s.scale_tensor().device())?;
-            copy.load_state_dict(st)
-                .map_err(|e| bad(format!("scaler state: {e}")))?;
-            restored_scaler = Some(copy);
-        }
+        // Built (and checked) before anything changes.
+        let restored_scaler = match (&scaler, &meta.scaler) {
+            (Some(s), Some(st)) => Some(
+                GradScaler::from_state(s.scale_tensor().device(), st)
+                    .map_err(|e| bad(format!("scaler state: {e}")))?,
+            ),
+            _ => None,
+        };
         optimizer
             .load_state_dict(&self.optimizer)
             .map_err(|e| bad(format!("optimizer state: {e}")))?;

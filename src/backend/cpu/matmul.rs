@@ -137,6 +137,16 @@ fn folds(la: &Layout, rb: usize) -> bool {
             == 1
 }
 
+/// The shape of one product of the views `a [.., m, k]` and `b [.., k, n]`.
+fn plan_of(la: &Layout, lb: &Layout) -> Plan {
+    let (ra, rb) = (la.rank(), lb.rank());
+    Plan {
+        m: la.shape()[ra - 2],
+        k: la.shape()[ra - 1],
+        n: lb.shape()[rb - 1],
+    }
+}
+
 /// Whether `b` is column-major with both dims above 1: gemm's slow case.
 fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
     p.k > 1 && p.n > 1 && b.rs == 1 && b.cs != 1
@@ -178,11 +188,14 @@ fn product<T: 'static + Copy + Default + Send + Sync>(
     lb: &Layout,
     one: T,
 ) -> Vec<T> {
-    let (ra, rb) = (la.rank(), lb.rank());
-    let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
-    let (brs, bcs) = (lb.strides()[rb - 2], lb.strides()[rb - 1]);
-    let column_major = k > 1 && n > 1 && brs == 1 && bcs != 1;
-    if column_major && m >= REPACK_MIN_ROWS && !folds(la, rb) {
+    let (p, rb) = (plan_of(la, lb), lb.rank());
+    let b = Mat {
+        data: sb,
+        offset: lb.offset(),
+        rs: lb.strides()[rb - 2],
+        cs: lb.strides()[rb - 1],
+    };
+    if column_major(&b, p) && p.m >= REPACK_MIN_ROWS && !folds(la, rb) {
         let b = repack(sb, lb);
         return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
     }
@@ -198,7 +211,7 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
     one: T,
 ) -> Vec<T> {
     let (ra, rb) = (la.rank(), lb.rank());
-    let (m, k, n) = (la.shape()[ra - 2], la.shape()[ra - 1], lb.shape()[rb - 1]);
+    let Plan { m, k, n } = plan_of(la, lb);
     let batch_shape = &la.shape()[..ra - 2];
     let batch: usize = batch_shape.iter().product();
     let len = batch * m * n;
