@@ -1,67 +1,24 @@
-//! Host overhead of the multi-tensor paths for the 1000 mixed tensors.
-//!
-//! - `plan/*`: pure host work on any machine: the zero tables of one `zero_grad` and the
-//!   chunk numbering of a step table (what `optim` rebuilds when the pointers change).
-//! - `issue/*`: the CPU time of one fused step or one foreach `zero_grad` call, which
-//!   returns once the launches are queued; the device is synchronised between calls,
-//!   outside the timing. On the emulator with kernel execution off
-//!   (`GRADSTEP_EMU_EXECUTE=0`: launches validated and counted, not run) everywhere, and
-//!   on a CUDA GPU when there is one.
+//! The host work of issuing one GPU step for the 1000 mixed tensors: the CPU time of one
+//! fused step or one foreach `zero_grad` call, which returns once the launches are
+//! queued; the device is synchronised between calls, outside the timing. On the
+//! emulator with kernel execution off (`GRADSTEP_EMU_EXECUTE=0`: launches validated and
+//! counted, not run) everywhere, and on a CUDA GPU when there is one.
 //!
 //! `cargo bench --bench host_overhead`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::cases::{OptName, StepCase, ZeroCase, ZeroImpl};
+use common::params::make_params;
+use common::timing::sync;
+use common::ParamSet;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gradstep::bench::{
-    make_params, params::mixed_sizes, sync, OptName, ParamSet, StepCase, ZeroCase, ZeroImpl,
-};
-use gradstep::optim::multi_tensor::{number_chunks, zero_tables, MtTensor};
 use gradstep::optim::Impl;
 use gradstep::{DType, Device};
 
 const TENSORS: usize = 1000;
-
-/// Fake, 256-byte aligned device addresses for the planning benches (never dereferenced).
-fn fake_ptrs(sizes: &[usize], elem: usize) -> Vec<(u64, u64)> {
-    let mut next = 1u64 << 32;
-    sizes
-        .iter()
-        .map(|&n| {
-            let bytes = (n * elem) as u64;
-            let r = (next, bytes);
-            next += bytes.next_multiple_of(256);
-            r
-        })
-        .collect()
-}
-
-fn plan(c: &mut Criterion) {
-    let sizes = mixed_sizes(TENSORS);
-    let ranges = fake_ptrs(&sizes, 4);
-    let mut group = c.benchmark_group("plan/mixed1000");
-    group.bench_function("zero_tables", |b| {
-        b.iter(|| zero_tables(std::hint::black_box(&ranges)))
-    });
-    let table: Vec<MtTensor> = ranges
-        .iter()
-        .map(|&(p, bytes)| MtTensor {
-            p,
-            g: p + (1 << 40),
-            b0: p + (2 << 40),
-            b1: p + (3 << 40),
-            numel: bytes / 4,
-            ..Default::default()
-        })
-        .collect();
-    group.bench_function("step_table", |b| {
-        b.iter(|| {
-            let mut t = table.clone();
-            number_chunks(std::hint::black_box(&mut t))
-        })
-    });
-    group.finish();
-}
 
 /// The CPU time of `iters` calls of `f`, each issued onto an idle device.
 fn issue_time(device: Device, iters: u64, f: &mut dyn FnMut() -> gradstep::Result<()>) -> Duration {
@@ -98,12 +55,12 @@ fn issue(c: &mut Criterion) {
     // The emulator with kernel execution off: the host work alone (planning, tables,
     // argument packing, the launch calls), on any machine. Read once, before the
     // emulator's first launch in this process.
-    std::env::set_var(gradstep::backend::emu::EXECUTE_ENV, "0");
+    std::env::set_var("GRADSTEP_EMU_EXECUTE", "0");
     issue_on(c, Device::Emu, "emu-no-exec");
     if let Device::Cuda(ordinal) = Device::cuda_if_available(0) {
         issue_on(c, Device::Cuda(ordinal), "cuda");
     }
 }
 
-criterion_group!(benches, plan, issue);
+criterion_group!(benches, issue);
 criterion_main!(benches);

@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::cases::{impl_name, OptName, StepCase, IMPLS};
+use common::params::make_params;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gradstep::bench::{impl_name, make_params, OptName, StepCase, IMPLS};
 
 fn optim_step(c: &mut Criterion) {
     for device in common::devices() {

@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::cases::{ZeroCase, ZeroImpl};
+use common::params::make_params;
 use criterion::{criterion_group, criterion_main, Criterion};
-use gradstep::bench::{make_params, ZeroCase, ZeroImpl};
 
 fn zero_grad(c: &mut Criterion) {
     for device in common::devices() {
@@ -24,7 +25,7 @@ fn zero_grad(c: &mut Criterion) {
                 group.bench_function(imp.name(), |b| {
                     b.iter_custom(|iters| {
                         let mut setup = || case.setup();
-                        let setup: gradstep::bench::Setup<'_> = if case.needs_setup() {
+                        let setup: common::Setup<'_> = if case.needs_setup() {
                             Some(&mut setup)
                         } else {
                             None

@@ -69,9 +69,10 @@ pub fn entry_points(src: &str) -> Vec<String> {
     names
 }
 
-/// Writes `kernel_table.rs` into `out`: names, module of each kernel, the PTX of each
-/// module (`ptx[i]` is the path of module i's PTX file), and a constant per kernel.
-pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::Result<()> {
+/// Writes `kernel_table.rs` into `out`: names, module of each kernel, the source of each
+/// module, its PTX when there is some (`ptx[i]` is the path of module i's PTX file), and
+/// a constant per kernel.
+pub fn write_table(out: &Path, modules: &[Module], ptx: Option<&[PathBuf]>) -> std::io::Result<()> {
     let mut s = String::new();
     let all: Vec<(usize, &String)> = modules
         .iter()
@@ -89,6 +90,7 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::
     }
     writeln!(s, "];").unwrap();
     writeln!(s, "/// Index into [`MODULES`] of each kernel.").unwrap();
+    writeln!(s, "#[allow(dead_code)]").unwrap();
     writeln!(s, "pub const KERNEL_MODULE: &[u16] = &[").unwrap();
     for (m, _) in &all {
         writeln!(s, "    {m},").unwrap();
@@ -96,21 +98,30 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: &[PathBuf]) -> std::io::
     writeln!(s, "];").unwrap();
     writeln!(
         s,
-        "/// `(file stem, PTX, CUDA source)` of every `kernels/*.cu` file."
+        "/// `(file stem, CUDA source)` of every `kernels/*.cu` file."
     )
     .unwrap();
-    writeln!(s, "pub const MODULES: &[(&str, &str, &str)] = &[").unwrap();
-    for (md, p) in modules.iter().zip(ptx) {
+    writeln!(s, "#[allow(dead_code)]").unwrap();
+    writeln!(s, "pub const MODULES: &[(&str, &str)] = &[").unwrap();
+    for md in modules {
         writeln!(
             s,
-            "    ({:?}, include_str!({:?}), include_str!({:?})),",
+            "    ({:?}, include_str!({:?})),",
             md.name,
-            p.display().to_string(),
             md.path.display().to_string()
         )
         .unwrap();
     }
     writeln!(s, "];").unwrap();
+    if let Some(ptx) = ptx {
+        writeln!(s, "/// The PTX of every module, in [`MODULES`] order.").unwrap();
+        writeln!(s, "#[allow(dead_code)]").unwrap();
+        writeln!(s, "pub const PTX: &[&str] = &[").unwrap();
+        for p in ptx {
+            writeln!(s, "    include_str!({:?}),", p.display().to_string()).unwrap();
+        }
+        writeln!(s, "];").unwrap();
+    }
     writeln!(
         s,
         "/// One constant per kernel, named after it in upper case."

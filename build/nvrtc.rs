@@ -7,8 +7,12 @@
 //! `kernels/ptx/` holds the PTX of every module, a manifest with the SHA-256 of what
 //! determines each PTX file (source, included headers, arch, NVRTC version, options), and
 //! the ptxas report (registers and spills per kernel for sm_90). Modes:
-//! - NVRTC present: when the manifest is stale, compile everything and refresh
-//!   `kernels/ptx/` (a cargo warning says so); otherwise use the committed files.
+//! - The committed files are current: use them (NVRTC or not).
+//! - They are stale and NVRTC is present: compile everything into `OUT_DIR` and say so in
+//!   a cargo warning; the source tree is not touched.
+//! - `GRADSTEP_UPDATE_PTX=1` (what `scripts/update-ptx` sets): NVRTC must be present;
+//!   compile everything and refresh `kernels/ptx/` when it differs. The only mode that
+//!   writes into the source tree.
 //! - `GRADSTEP_REQUIRE_NVRTC=1` (CI): NVRTC must be present; compile everything and fail
 //!   when `kernels/ptx/` differs from the result, or when a kernel spills.
 //! - No NVRTC: use the committed PTX when its manifest entry matches, else fail naming
@@ -39,9 +43,10 @@ const REPORT_ARCHS: &[&str] = &["sm_90"];
 const HASH_SCHEME: &str = "gradstep-ptx-v1";
 
 const ENV_REQUIRE: &str = "GRADSTEP_REQUIRE_NVRTC";
+const ENV_UPDATE: &str = "GRADSTEP_UPDATE_PTX";
 const ENV_ARCH: &str = "GRADSTEP_CUDA_ARCH";
 const FIX_HINT: &str =
-    "install NVRTC 13.0 with scripts/install-nvrtc, then run cargo build to refresh kernels/ptx";
+    "install NVRTC 13.0 with scripts/install-nvrtc, then run scripts/update-ptx to refresh kernels/ptx";
 
 /// Returns the path of one PTX file per module (in `out`), compiling with NVRTC or
 /// taking the committed PTX as described in the module docs.
@@ -50,10 +55,11 @@ pub fn ptx_for_modules(
     out: &Path,
     modules: &[Module],
 ) -> Result<Vec<PathBuf>, String> {
-    for var in [ENV_REQUIRE, ENV_ARCH, "CUDA_PATH", "CUDA_HOME"] {
+    for var in [ENV_REQUIRE, ENV_UPDATE, ENV_ARCH, "CUDA_PATH", "CUDA_HOME"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     let require = std::env::var(ENV_REQUIRE).is_ok_and(|v| v == "1");
+    let update = std::env::var(ENV_UPDATE).is_ok_and(|v| v == "1");
     let arch = arch_from_env()?;
     println!(
         "cargo::rustc-env=GRADSTEP_PTX_TARGET={}",
@@ -72,17 +78,27 @@ pub fn ptx_for_modules(
         let c = compile_all(&nv, &kernels_dir, modules, &arch)?;
         report_spills(&c.report, require)?;
         c.ptx
-    } else if require {
-        let nv =
-            nvrtc.map_err(|why| format!("{ENV_REQUIRE}=1 but NVRTC 13.0 is missing: {why}"))?;
+    } else if require || update {
+        let why = if update { ENV_UPDATE } else { ENV_REQUIRE };
+        let nv = nvrtc.map_err(|e| format!("{why}=1 but NVRTC 13.0 is missing: {e}"))?;
         let c = compile_all(&nv, &kernels_dir, modules, &arch)?;
         report_spills(&c.report, true)?;
         let want = Committed::render(modules, &hashes, &c);
         let stale = committed.differences(&want);
-        if !stale.is_empty() {
+        if update {
+            committed.write(&want)?;
+            if !stale.is_empty() {
+                println!(
+                    "cargo::warning=refreshed kernels/ptx ({}) with NVRTC {}.{}; commit it",
+                    stale.join(", "),
+                    nv.version.0,
+                    nv.version.1
+                );
+            }
+        } else if !stale.is_empty() {
             return Err(format!(
-                "kernels/ptx is not current ({}): run cargo build with NVRTC installed to \
-                 refresh kernels/ptx, and commit it",
+                "kernels/ptx is not current ({}): run scripts/update-ptx to refresh \
+                 kernels/ptx, and commit it",
                 stale.join(", ")
             ));
         }
@@ -98,16 +114,13 @@ pub fn ptx_for_modules(
                 let c = compile_all(&nv, &kernels_dir, modules, &arch)?;
                 report_spills(&c.report, false)?;
                 let want = Committed::render(modules, &hashes, &c);
-                let changed = committed.differences(&want);
-                committed.write(&want)?;
-                if !changed.is_empty() {
-                    println!(
-                        "cargo::warning=refreshed kernels/ptx ({}) with NVRTC {}.{}; commit it",
-                        changed.join(", "),
-                        nv.version.0,
-                        nv.version.1
-                    );
-                }
+                println!(
+                    "cargo::warning=kernels/ptx is stale ({}): built with PTX from NVRTC {}.{} \
+                     in OUT_DIR; run scripts/update-ptx to refresh it",
+                    committed.differences(&want).join(", "),
+                    nv.version.0,
+                    nv.version.1
+                );
                 c.ptx
             }
             Err(why) => return Err(committed.stale_error(modules, &hashes, &why)),

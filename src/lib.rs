@@ -5,23 +5,45 @@
 //! GPU, or on the host emulation of the CUDA backend (`Device::Emu`), which runs the
 //! unchanged `kernels/*.cu` on the host so that every kernel is tested without a GPU.
 //!
-//! Layers, from the bottom: [`tensor`] (storage, layout, dtype, device), [`backend`]
-//! (CPU, CUDA, emulation, and the dispatch between them), [`ops`] and [`autograd`]
-//! (differentiable operations and the backward engine), [`nn`] and [`optim`], and
-//! [`data`].
+//! Layers, from the bottom (each imports only the ones below it):
+//!
+//! 1. `base`: [`DType`], [`Device`], [`Layout`](tensor::Layout), storage and [`Error`];
+//! 2. [`backend`]: every primitive declared once and implemented by the CPU and by the
+//!    GPU launch path shared by CUDA and the emulator; they take storage and layout;
+//! 3. [`tensor`]: [`Tensor`], the checked primitives on tensors, and the backward graph
+//!    that ops record;
+//! 4. [`ops`]: differentiable operations; [`autograd`]: the backward engine;
+//! 5. [`nn`] and [`optim`];
+//! 6. [`data`], [`io`] (safetensors files) and [`train`] (the quickstart, checkpoints);
+//! 7. `cli`: the command line (feature `cli`).
+//!
+//! Cargo features: `cuda` (default; CUDA GPUs through cudarc, the committed PTX and
+//! cuBLAS), `emu` (the host emulator: compiles the kernels with a C++ compiler; what the
+//! project's own tests use), `cli` (the `gradstep` binary and its plots). With
+//! `default-features = false` gradstep is a CPU-only library with no C++ and no CUDA.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod base;
+#[cfg(test)]
+mod tests;
 
 pub mod autograd;
 pub mod backend;
-pub mod bench;
-pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod data;
-pub mod error;
+pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
-pub mod selftest;
 pub mod tensor;
 pub mod train;
 
-pub use error::{Error, Result};
-pub use tensor::{DType, Device, Tensor};
+pub use base::{DType, Device, Element, Error, Result};
+pub use tensor::Tensor;
+
+/// The error type and its result alias.
+pub mod error {
+    pub use crate::base::{Error, Result};
+}

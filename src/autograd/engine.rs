@@ -4,10 +4,10 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use crate::autograd::grad_mode::set_grad_enabled;
-use crate::autograd::node::{Edge, Node};
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::grad_mode::set_grad_enabled;
+use crate::tensor::graph::{Edge, Node};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Identity of a graph vertex: a node or a leaf tensor.
@@ -61,7 +61,7 @@ fn exclusively_owned(t: &Tensor) -> bool {
 /// Adds `new` to a pending sum, in place when the sum is a private buffer.
 fn add_into(acc: &mut Tensor, new: Tensor, create_graph: bool) -> Result<()> {
     if !create_graph && exclusively_owned(acc) && acc.is_contiguous() {
-        dispatch::add_(acc, &new, 1.0)
+        prim::add_(acc, &new, 1.0)
     } else {
         *acc = acc.add(&new)?;
         Ok(())
@@ -98,9 +98,9 @@ pub(crate) fn accumulate_grad(leaf: &Tensor, new: Tensor, create_graph: bool) ->
             drop(m);
             new
         }
-        None => dispatch::contiguous(&new)?,
+        None => prim::contiguous(&new)?,
         Some(g) if !create_graph => {
-            dispatch::add_(&g, &new, 1.0)?;
+            prim::add_(&g, &new, 1.0)?;
             return Ok(());
         }
         Some(g) => g.add(&new)?,

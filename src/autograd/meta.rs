@@ -1,24 +1,11 @@
-//! Per-tensor autograd metadata and its accessors.
+//! The autograd methods of [`Tensor`]: `requires_grad_`, `grad`, `set_grad`, `backward`,
+//! `retain_grad`, `detach`, ...
 
 use std::sync::Arc;
 
 use crate::autograd::engine;
-use crate::autograd::node::Node;
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
-
-/// What autograd knows about one tensor.
-#[derive(Default)]
-pub struct AutogradMeta {
-    /// Whether gradients flow to this tensor.
-    pub requires_grad: bool,
-    /// The accumulated gradient (`.grad`).
-    pub grad: Option<Tensor>,
-    /// The node that produced this tensor, for non-leaves.
-    pub grad_fn: Option<Arc<Node>>,
-    /// Whether a non-leaf keeps its gradient (`retain_grad`).
-    pub retains_grad: bool,
-}
+use crate::base::{Error, Result};
+use crate::tensor::{Node, Tensor};
 
 impl Tensor {
     /// Whether gradients flow to this tensor.
@@ -100,7 +87,7 @@ impl Tensor {
 
     /// A new tensor sharing this one's data, with no history and no requires_grad.
     pub fn detach(&self) -> Tensor {
-        self.with_layout(self.layout().clone())
+        self.alias()
     }
 
     /// Backward from a one-element tensor: fills `.grad` of every leaf it depends on

@@ -1,6 +1,6 @@
 //! The `Dataset` trait and the batches it collates.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::tensor::{CpuStorage, Device, Tensor};
 
 /// One batch collated on the host: inputs and targets as flat storage plus their shapes.

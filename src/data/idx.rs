@@ -4,10 +4,9 @@
 //! one big-endian `u32` per dimension, then the elements in row-major order. Only unsigned
 //! bytes (type code `0x08`), the type of every MNIST-style file, are read here.
 
-use std::io::Read;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// The gzip magic bytes.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -29,15 +28,32 @@ pub struct IdxArray {
 pub fn read_idx(path: &Path, rank: Option<usize>) -> Result<IdxArray> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| format_error(path, format!("corrupt gzip stream: {e}")))?;
-        out
+        gunzip(&raw).map_err(|msg| format_error(path, msg))?
     } else {
         raw
     };
     parse_idx(&bytes, rank).map_err(|msg| format_error(path, msg))
+}
+
+/// The decompressed bytes of a gzip file.
+#[cfg(feature = "gzip")]
+fn gunzip(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    flate2::read::GzDecoder::new(raw)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt gzip stream: {e}"))?;
+    Ok(out)
+}
+
+/// Without the `gzip` feature a compressed file is an error saying so.
+#[cfg(not(feature = "gzip"))]
+fn gunzip(_: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    Err(
+        "a gzip-compressed file: gradstep was built without its `gzip` feature \
+         (decompress the file, or enable the feature)"
+            .into(),
+    )
 }
 
 /// Parses the bytes of an (uncompressed) IDX file; the error is a message without the path.

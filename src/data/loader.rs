@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::base::{Error, Result};
 use crate::data::{Batch, Dataset, HostBatch};
-use crate::error::{Error, Result};
 use crate::tensor::{Device, Rng};
 
 /// How long a rayon worker waiting for a batch blocks before it looks for pool jobs again.

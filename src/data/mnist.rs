@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::base::{Error, Result};
 use crate::data::idx::read_idx;
 use crate::data::{check_indices, Dataset, HostBatch};
-use crate::error::{Error, Result};
 use crate::tensor::CpuStorage;
 
 /// The ten Fashion-MNIST classes, by label.

@@ -1,6 +1,6 @@
 //! Activation layers.
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::nn::module::Module;
 use crate::ops::GeluApproximate;
 use crate::tensor::Tensor;

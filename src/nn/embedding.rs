@@ -1,6 +1,6 @@
 //! `Embedding`.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::nn::module::{as_parameter, Module};
 use crate::tensor::{DType, Device, Rng, Tensor};
 

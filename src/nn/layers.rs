@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::nn::module::Module;
 use crate::tensor::Tensor;
 

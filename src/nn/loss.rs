@@ -1,7 +1,7 @@
 //! Loss modules.
 
-use crate::backend::dispatch::{CrossEntropyOpts, Reduction};
-use crate::error::Result;
+use crate::backend::{CrossEntropyOpts, Reduction};
+use crate::base::Result;
 use crate::tensor::Tensor;
 
 /// `nn.CrossEntropyLoss` with class indices: `forward(logits [N, C], target [N] i64)`.

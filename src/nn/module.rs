@@ -3,8 +3,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::autograd::no_grad;
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::prim;
 use crate::tensor::{DType, Device, Tensor};
 
 /// Tensors by parameter name, as PyTorch's `state_dict`.
@@ -152,7 +152,7 @@ pub trait Module: Send + Sync {
                 ));
             }
             let v = v.to_device(p.device())?.to_dtype(p.dtype())?;
-            dispatch::copy_(p, &v)
+            prim::copy_(p, &v)
         })?;
         if strict {
             let unexpected: Vec<_> = state

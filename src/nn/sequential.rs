@@ -1,6 +1,6 @@
 //! `Sequential`: modules applied in order, named `0`, `1`, ... or by a given name.
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::nn::module::Module;
 use crate::tensor::Tensor;
 

@@ -1,8 +1,9 @@
 //! Elementwise functions of two tensors with PyTorch's broadcasting.
 
-use crate::autograd::{needs_grad, record, SavedTensor};
-use crate::backend::dispatch::{self, BinaryOp};
-use crate::error::Result;
+use crate::backend::BinaryOp;
+use crate::base::Result;
+use crate::tensor::graph::{needs_grad, record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Saves `t` only when `wanted` (a gradient formula needs it).
@@ -11,7 +12,7 @@ fn save_if(wanted: bool, t: &Tensor) -> Option<SavedTensor> {
 }
 
 /// Unpacks a tensor saved by [`save_if`].
-fn unpack(ctx: &crate::autograd::BackwardCtx, s: &Option<SavedTensor>) -> Result<Tensor> {
+fn unpack(ctx: &crate::tensor::graph::BackwardCtx, s: &Option<SavedTensor>) -> Result<Tensor> {
     match s {
         Some(s) => ctx.unpack(s),
         None => Err(crate::Error::Autograd(
@@ -23,7 +24,7 @@ fn unpack(ctx: &crate::autograd::BackwardCtx, s: &Option<SavedTensor>) -> Result
 impl Tensor {
     /// `a + b` with broadcasting.
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
-        let y = dispatch::binary(BinaryOp::Add, self, other)?;
+        let y = prim::binary(BinaryOp::Add, self, other)?;
         let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
         Ok(record("AddBackward", &[self, other], y, move |g, ctx| {
             Ok(vec![
@@ -35,7 +36,7 @@ impl Tensor {
 
     /// `a - b` with broadcasting.
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
-        let y = dispatch::binary(BinaryOp::Sub, self, other)?;
+        let y = prim::binary(BinaryOp::Sub, self, other)?;
         let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
         Ok(record("SubBackward", &[self, other], y, move |g, ctx| {
             Ok(vec![
@@ -49,7 +50,7 @@ impl Tensor {
 
     /// `a * b` with broadcasting.
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
-        let y = dispatch::binary(BinaryOp::Mul, self, other)?;
+        let y = prim::binary(BinaryOp::Mul, self, other)?;
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
@@ -69,7 +70,7 @@ impl Tensor {
 
     /// `a / b` with broadcasting.
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
-        let y = dispatch::binary(BinaryOp::Div, self, other)?;
+        let y = prim::binary(BinaryOp::Div, self, other)?;
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }

@@ -1,15 +1,16 @@
 //! Losses: cross-entropy with class indices, mean squared error.
 
-use crate::autograd::{non_differentiable, record, SavedTensor};
-use crate::backend::dispatch::{self, CrossEntropyOpts, Reduction};
-use crate::error::Result;
+use crate::backend::{CrossEntropyOpts, Reduction};
+use crate::base::Result;
+use crate::tensor::graph::{non_differentiable, record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Cross-entropy of `logits [N, C]` against class indices `target [N]` (i64), as
 /// `torch.nn.functional.cross_entropy`: `ignore_index`, `label_smoothing` and
 /// `reduction` from `opts`. The loss has shape `[]`, or `[N]` with `Reduction::None`.
 pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Result<Tensor> {
-    let (loss, lse) = dispatch::cross_entropy(logits, target, opts)?;
+    let (loss, lse) = prim::cross_entropy(logits, target, opts)?;
     let (x, t, opts) = (
         SavedTensor::input(logits),
         SavedTensor::input(target),
@@ -17,7 +18,7 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) 
     );
     Ok(record("NllLossBackward", &[logits], loss, move |g, ctx| {
         let (x, t) = (ctx.unpack(&x)?, ctx.unpack(&t)?);
-        let dx = dispatch::cross_entropy_backward(&x, &t, &lse, g, &opts)?;
+        let dx = prim::cross_entropy_backward(&x, &t, &lse, g, &opts)?;
         Ok(vec![Some(non_differentiable(
             "cross_entropy",
             &[&x, g],

@@ -1,15 +1,15 @@
 //! Matrix products and the linear layer's function.
 
-use crate::autograd::{needs_grad, record, SavedTensor};
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::graph::{needs_grad, record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 impl Tensor {
     /// Matrix product `a [.., m, k] @ b [.., k, n]`: 2-D, batched with equal batch dims,
     /// or batched `a` with a 2-D `b` shared by every batch.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
-        let y = dispatch::matmul(self, other)?;
+        let y = prim::matmul(self, other)?;
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
@@ -72,10 +72,10 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         ));
     }
     let y = {
-        let _plain = crate::autograd::no_grad();
-        let y = dispatch::matmul(x, &weight.t()?)?;
+        let _plain = crate::tensor::grad_mode::no_grad();
+        let y = prim::matmul(x, &weight.t()?)?;
         if let Some(b) = bias {
-            dispatch::add_(&y, &b.expand(y.shape())?, 1.0)?;
+            prim::add_(&y, &b.expand(y.shape())?, 1.0)?;
         }
         y
     };

@@ -1,6 +1,6 @@
 //! Differentiable operations: `impl Tensor` blocks built on the primitives of
-//! [`crate::backend::dispatch`], each recording its backward with
-//! [`crate::autograd::record`], plus functional forms in the style of
+//! the checked primitives (`tensor::prim`), each recording its backward with
+//! [`crate::tensor::graph::record`], plus functional forms in the style of
 //! `torch.nn.functional` for the layer-like ops.
 //!
 //! Every op runs on any device whose backend implements the primitives (CPU, CUDA, the
@@ -10,6 +10,7 @@
 //! embedding, GELU) refuse double backward with an error.
 
 mod binary;
+mod inplace;
 mod loss;
 mod matmul;
 mod nn_ops;
@@ -18,7 +19,7 @@ mod shape;
 mod softmax;
 mod unary;
 
-pub use crate::backend::dispatch::{CrossEntropyOpts, Reduction};
+pub use crate::backend::{CrossEntropyOpts, Reduction};
 pub use loss::{cross_entropy, mse_loss};
 pub use matmul::{linear, matmul};
 pub use nn_ops::{dropout, embedding, layer_norm};

@@ -1,8 +1,8 @@
 //! The functions behind the layers: layer norm, embedding, dropout.
 
-use crate::autograd::{non_differentiable, record, SavedTensor};
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::graph::{non_differentiable, record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 use super::shape::raw_reshape;
@@ -40,7 +40,7 @@ pub fn layer_norm(
     let x2 = raw_reshape(x, &[rows, d])?;
     let w2 = weight.map(|w| raw_reshape(w, &[d])).transpose()?;
     let b2 = bias.map(|b| raw_reshape(b, &[d])).transpose()?;
-    let (y2, mean, rstd) = dispatch::layer_norm(&x2, w2.as_ref(), b2.as_ref(), eps)?;
+    let (y2, mean, rstd) = prim::layer_norm(&x2, w2.as_ref(), b2.as_ref(), eps)?;
     let y = raw_reshape(&y2, x.shape())?;
 
     let mut inputs = vec![x];
@@ -59,9 +59,9 @@ pub fn layer_norm(
             let x2 = ctx.unpack(&xs)?;
             let w2 = ws.as_ref().map(|w| ctx.unpack(w)).transpose()?;
             let dy = raw_reshape(g, &[rows, d])?;
-            let (dx, dw, db) = dispatch::layer_norm_backward(&dy, &x2, &mean, &rstd, w2.as_ref())?;
+            let (dx, dw, db) = prim::layer_norm_backward(&dy, &x2, &mean, &rstd, w2.as_ref())?;
             let db = match (has_b, db) {
-                (true, None) => Some(dispatch::sum_dims(&dy, &[0], false)?),
+                (true, None) => Some(prim::sum_dims(&dy, &[0], false)?),
                 (_, db) => db,
             };
             let mark = |t: Tensor, shape: &[usize]| -> Result<Tensor> {
@@ -87,18 +87,18 @@ pub fn layer_norm(
 /// `indices.shape + [D]` (`torch.nn.functional.embedding`). Repeated indices accumulate
 /// into the weight's gradient.
 pub fn embedding(indices: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    let y = dispatch::embedding(weight, indices)?;
+    let y = prim::embedding(weight, indices)?;
     let idx = SavedTensor::input(indices);
     let v = weight.shape()[0];
     Ok(record("EmbeddingBackward", &[weight], y, move |g, ctx| {
         let idx = ctx.unpack(&idx)?;
-        let dw = dispatch::embedding_backward(g, &idx, v)?;
+        let dw = prim::embedding_backward(g, &idx, v)?;
         Ok(vec![Some(non_differentiable("embedding", &[g], dw))])
     }))
 }
 
 /// Dropout: in training, zeroes each element with probability `p` and scales the rest
-/// by `1/(1-p)`, with the counter-based mask of [`dispatch::dropout_mask`] keyed by
+/// by `1/(1-p)`, with a counter-based mask keyed by
 /// `seed` (the same on every device); the identity when `!train` or `p == 0`.
 pub fn dropout(x: &Tensor, p: f64, train: bool, seed: u64) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&p) {
@@ -110,6 +110,6 @@ pub fn dropout(x: &Tensor, p: f64, train: bool, seed: u64) -> Result<Tensor> {
     if p == 1.0 {
         return x.mul_scalar(0.0);
     }
-    let mask = dispatch::dropout_mask(x.shape(), p, seed, x.dtype(), x.device())?;
+    let mask = prim::dropout_mask(x.shape(), p, seed, x.dtype(), x.device())?;
     x.mul(&mask)
 }

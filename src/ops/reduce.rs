@@ -1,8 +1,8 @@
 //! Sums and means over dims.
 
-use crate::autograd::record;
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::graph::record;
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Sorted, unique dims to reduce; `None` (or an empty list, as in PyTorch) means all.
@@ -45,9 +45,9 @@ impl Tensor {
     pub fn sum(&self, dims: Option<&[isize]>, keepdim: bool) -> Result<Tensor> {
         let dims = reduce_dims("sum", dims, self.rank())?;
         let y = if dims.is_empty() {
-            dispatch::contiguous(self)?
+            prim::contiguous(self)?
         } else {
-            dispatch::sum_dims(self, &dims, keepdim)?
+            prim::sum_dims(self, &dims, keepdim)?
         };
         let in_shape = self.shape().to_vec();
         let kept = reduced_shape(&in_shape, &dims, true);

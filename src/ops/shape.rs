@@ -1,13 +1,13 @@
 //! Views and copies: transpose, reshape, flatten, expand, contiguous, clone, cast.
 
-use crate::autograd::record;
-use crate::backend::dispatch;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::tensor::graph::record;
+use crate::tensor::prim;
 use crate::tensor::{contiguous_strides, DType, Layout, Tensor};
 
 /// A reshape without autograd: a view when `t` is contiguous, else a contiguous copy.
 pub(crate) fn raw_reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    if shape.iter().product::<usize>() != t.numel() {
+    if crate::base::checked_numel("reshape", shape)? != t.numel() {
         return Err(Error::ShapeMismatch {
             op: "reshape",
             lhs: t.shape().to_vec(),
@@ -17,14 +17,14 @@ pub(crate) fn raw_reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let base = if t.is_contiguous() {
         t.clone()
     } else {
-        dispatch::contiguous(t)?
+        prim::contiguous(t)?
     };
     let layout = Layout::new(
         shape.to_vec(),
         contiguous_strides(shape),
         base.layout().offset(),
     );
-    Ok(base.with_layout(layout))
+    base.with_layout(layout)
 }
 
 /// Resolves a shape with at most one `-1` against `numel` elements.
@@ -40,7 +40,7 @@ fn infer_shape(shape: &[isize], numel: usize, from: &[usize]) -> Result<Vec<usiz
     for (i, &s) in shape.iter().enumerate() {
         match s {
             -1 if infer.is_none() => infer = Some(i),
-            s if s >= 0 => known *= s as usize,
+            s if s >= 0 => known = known.checked_mul(s as usize).ok_or_else(bad)?,
             _ => return Err(bad()),
         }
     }
@@ -51,7 +51,7 @@ fn infer_shape(shape: &[isize], numel: usize, from: &[usize]) -> Result<Vec<usiz
         }
         out[i] = numel / known;
     }
-    if out.iter().product::<usize>() != numel {
+    if crate::base::checked_numel("reshape", &out)? != numel {
         return Err(bad());
     }
     Ok(out)
@@ -65,7 +65,7 @@ impl Tensor {
         if self.rank() == 0 {
             return Ok(self.clone());
         }
-        let y = self.with_layout(self.layout().transpose(d0, d1));
+        let y = self.with_layout(self.layout().transpose(d0, d1))?;
         Ok(record("TransposeBackward", &[self], y, move |g, _| {
             Ok(vec![Some(g.transpose(d0 as isize, d1 as isize)?)])
         }))
@@ -126,7 +126,8 @@ impl Tensor {
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        let y = self.with_layout(self.layout().broadcast_to(shape)?);
+        crate::base::checked_numel("expand", shape)?;
+        let y = self.with_layout(self.layout().broadcast_to(shape)?)?;
         let in_shape = self.shape().to_vec();
         Ok(record("ExpandBackward", &[self], y, move |g, _| {
             Ok(vec![Some(g.sum_to_shape(&in_shape)?)])
@@ -143,7 +144,7 @@ impl Tensor {
 
     /// A contiguous copy with its own storage (PyTorch's `clone`), differentiable.
     pub fn deep_clone(&self) -> Result<Tensor> {
-        let y = dispatch::contiguous(self)?;
+        let y = prim::contiguous(self)?;
         Ok(record("CloneBackward", &[self], y, |g, _| {
             Ok(vec![Some(g.clone())])
         }))
@@ -155,7 +156,7 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let y = dispatch::cast(self, dtype)?;
+        let y = prim::cast(self, dtype)?;
         let from = self.dtype();
         Ok(record("ToCopyBackward", &[self], y, move |g, _| {
             Ok(vec![Some(g.cast(from)?)])

@@ -1,13 +1,13 @@
 //! Softmax and log-softmax over any dim.
 
-use crate::autograd::{record, SavedTensor};
-use crate::backend::dispatch;
-use crate::error::Result;
+use crate::base::Result;
+use crate::tensor::graph::{record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Softmax (or log-softmax) over the last dim, differentiable.
 fn softmax_last(x: &Tensor, log: bool) -> Result<Tensor> {
-    let y = dispatch::softmax(x, log)?;
+    let y = prim::softmax(x, log)?;
     let saved = SavedTensor::output(&y);
     let name = if log {
         "LogSoftmaxBackward"
@@ -17,7 +17,7 @@ fn softmax_last(x: &Tensor, log: bool) -> Result<Tensor> {
     Ok(record(name, &[x], y, move |g, ctx| {
         let y = ctx.unpack(&saved)?;
         let dx = if !ctx.create_graph() {
-            dispatch::softmax_backward(&y, g, log)?
+            prim::softmax_backward(&y, g, log)?
         } else if log {
             // g - exp(y) * sum(g)
             g.sub(&y.exp()?.mul(&g.sum(Some(&[-1]), true)?)?)?

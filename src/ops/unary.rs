@@ -1,8 +1,9 @@
 //! Elementwise functions of one tensor and the scalar affine map.
 
-use crate::autograd::{needs_grad, non_differentiable, record, SavedTensor};
-use crate::backend::dispatch::{self, UnaryOp};
-use crate::error::Result;
+use crate::backend::UnaryOp;
+use crate::base::Result;
+use crate::tensor::graph::{needs_grad, non_differentiable, record, SavedTensor};
+use crate::tensor::prim;
 use crate::tensor::Tensor;
 
 /// Which GELU: exact (`x * Phi(x)`) or the tanh approximation (PyTorch's `approximate`).
@@ -38,7 +39,7 @@ fn unary_op<F>(name: &'static str, op: UnaryOp, x: &Tensor, keep: Keep, f: F) ->
 where
     F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
 {
-    let y = dispatch::unary(op, x)?;
+    let y = prim::unary(op, x)?;
     if !needs_grad(&[x]) {
         return Ok(y);
     }
@@ -54,7 +55,7 @@ where
 impl Tensor {
     /// `-x`.
     pub fn neg(&self) -> Result<Tensor> {
-        let y = dispatch::unary(UnaryOp::Neg, self)?;
+        let y = prim::unary(UnaryOp::Neg, self)?;
         Ok(record("NegBackward", &[self], y, |g, _| {
             Ok(vec![Some(g.neg()?)])
         }))
@@ -110,7 +111,7 @@ impl Tensor {
     pub fn relu(&self) -> Result<Tensor> {
         unary_op("ReluBackward", UnaryOp::Relu, self, Keep::Output, |g, y| {
             // The step mask is a constant: relu's second derivative is zero.
-            g.mul(&dispatch::unary(UnaryOp::Step, y)?)
+            g.mul(&prim::unary(UnaryOp::Step, y)?)
         })
     }
 
@@ -126,14 +127,14 @@ impl Tensor {
             GeluApproximate::Tanh => (UnaryOp::GeluTanh, UnaryOp::GeluTanhGrad),
         };
         unary_op("GeluBackward", op, self, Keep::Input, move |g, x| {
-            let d = non_differentiable("gelu", &[x], dispatch::unary(grad_op, x)?);
+            let d = non_differentiable("gelu", &[x], prim::unary(grad_op, x)?);
             g.mul(&d)
         })
     }
 
     /// `x * mul + add` with scalars (computed in f32, or f64 for f64 tensors).
     pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
-        let y = dispatch::affine(self, mul, add)?;
+        let y = prim::affine(self, mul, add)?;
         Ok(record("AffineBackward", &[self], y, move |g, _| {
             Ok(vec![Some(g.mul_scalar(mul)?)])
         }))

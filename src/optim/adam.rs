@@ -1,6 +1,6 @@
 //! Adam and AdamW.
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::optim::config::{AdamConfig, Hyper};
 use crate::optim::{OptimCore, Optimizer};
 use crate::tensor::Tensor;

@@ -3,7 +3,7 @@
 //! place. `zero_grad(false)` is then one memset per group, and the group's grad pointers
 //! never change, so the fused step reuses its device-side table.
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::tensor::{contiguous_strides, DType, Device, Layout, Tensor};
 
 /// Each view starts on a 256-byte boundary (16-byte vector loads for every dtype).
@@ -73,9 +73,9 @@ impl GradArena {
             for (i, off) in offsets {
                 let p = &params[i];
                 let layout = Layout::new(p.shape().to_vec(), contiguous_strides(p.shape()), off);
-                let view = buffer.with_layout(layout);
+                let view = buffer.with_layout(layout)?;
                 if let Some(g) = p.grad() {
-                    crate::backend::dispatch::copy_(&view, &g)?;
+                    crate::tensor::prim::copy_(&view, &g)?;
                 }
                 p.set_grad(Some(view.clone()))?;
                 views.push((i, view));

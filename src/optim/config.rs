@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// SGD hyperparameters (PyTorch's `torch.optim.SGD`).
 #[derive(Clone, Copy, Debug, PartialEq)]

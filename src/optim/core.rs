@@ -3,12 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::optim::arena::GradArena;
 use crate::optim::config::Hyper;
-use crate::optim::cpu::{self, AdamScalars, Elem, Job, Lanes, Real, SgdScalars, Update};
-use crate::optim::{gpu, zero, Impl, ZeroMode};
-use crate::tensor::{DType, Device, Storage, Tensor};
+#[cfg(gpu)]
+use crate::optim::launch;
+use crate::optim::loops::{
+    self, AdamScalars, Elem, GradLane, Job, Lanes, Real, SgdScalars, Update,
+};
+use crate::optim::{zero, Impl, ZeroMode};
+use crate::tensor::{CpuStorage, DType, Device, Tensor};
 
 /// One parameter group: its parameters and their hyperparameters.
 #[derive(Clone, Debug)]
@@ -43,7 +47,9 @@ pub struct OptimCore {
     pub(crate) imp: Impl,
     pub(crate) zero_mode: ZeroMode,
     pub(crate) arena: Option<GradArena>,
-    pub(crate) gpu_cache: gpu::PlanCache,
+    /// Device tables of the GPU step, kept while the parameter set is unchanged.
+    #[cfg(gpu)]
+    pub(crate) gpu_cache: launch::PlanCache,
 }
 
 impl std::fmt::Debug for OptimCore {
@@ -78,7 +84,8 @@ impl OptimCore {
             imp: Impl::default(),
             zero_mode: ZeroMode::default(),
             arena: None,
-            gpu_cache: gpu::PlanCache::default(),
+            #[cfg(gpu)]
+            gpu_cache: launch::PlanCache::default(),
         };
         if groups.is_empty() {
             return Err(Error::Optim("optimizer got an empty parameter list".into()));
@@ -133,8 +140,14 @@ impl OptimCore {
             indices,
             hyper,
         });
-        self.gpu_cache.invalidate();
+        self.invalidate_plans();
         Ok(())
+    }
+
+    /// Forgets the cached GPU launch tables (the parameters or their state changed).
+    pub(crate) fn invalidate_plans(&mut self) {
+        #[cfg(gpu)]
+        self.gpu_cache.invalidate();
     }
 
     /// The groups.
@@ -185,14 +198,14 @@ impl OptimCore {
         if !on {
             self.masters.iter_mut().for_each(|m| *m = None);
         }
-        self.gpu_cache.invalidate();
+        self.invalidate_plans();
     }
 
     /// Places the grads of every (device, dtype) group in one contiguous buffer (see
     /// [`GradArena`]); existing grads are copied in.
     pub fn enable_grad_arena(&mut self) -> Result<()> {
         self.arena = Some(GradArena::new(&self.params)?);
-        self.gpu_cache.invalidate();
+        self.invalidate_plans();
         Ok(())
     }
 
@@ -281,8 +294,14 @@ impl OptimCore {
                     .push((gi, pi, grad));
             }
         }
+        #[cfg(gpu)]
         for ((device, dtype), items) in gpu_items {
-            gpu::step_group(self, device, dtype, &items, scale, found_inf)?;
+            launch::step_group(self, device, dtype, &items, scale, found_inf)?;
+        }
+        // Without a GPU backend no tensor can be on a GPU device.
+        #[cfg(not(gpu))]
+        if let Some(&(device, _)) = gpu_items.keys().next() {
+            return Err(crate::backend::not_built(device));
         }
         Ok(())
     }
@@ -378,8 +397,8 @@ pub(crate) fn read_step(step: &Tensor) -> Result<f32> {
 
 fn write_step(step: &Tensor, v: f32) -> Result<()> {
     let mut g = step.storage().write();
-    match &mut *g {
-        Storage::Cpu(crate::tensor::CpuStorage::F32(x)) if !x.is_empty() => {
+    match g.as_deref_mut() {
+        Some(CpuStorage::F32(x)) if !x.is_empty() => {
             x[step.layout().offset()] = v;
             Ok(())
         }
@@ -437,30 +456,42 @@ fn cpu_update<E: Elem, S: Elem<R = E::R>>(
     master: Option<&Tensor>,
 ) -> Result<()> {
     let n = p.numel();
-    let mut pg = p.storage().write();
-    let mut gg = grad.storage().write();
-    let mut bg: Vec<_> = bufs.iter().map(|b| b.storage().write()).collect();
-    let mut mg = master.map(|m| m.storage().write());
+    // Every storage locked at once, in the global lock order.
+    let scaled = job.grad_scale.is_some();
+    let mut req: Vec<(&crate::base::StorageCell, bool)> =
+        vec![(p.storage(), true), (grad.storage(), scaled)];
+    req.extend(bufs.iter().map(|b| (&**b.storage(), true)));
+    req.extend(master.map(|m| (&**m.storage(), true)));
+    let mut guards = crate::base::lock_host(&req)?;
     fn view<'a, T: Elem>(
-        s: &'a mut Storage,
+        g: &'a mut crate::base::HostGuard<'_>,
         off: usize,
         n: usize,
         what: &str,
     ) -> Result<&'a mut [T]> {
-        match s {
-            Storage::Cpu(c) => T::vec_mut(c)
-                .and_then(|v| v.get_mut(off..off + n))
-                .ok_or_else(|| Error::Optim(format!("{what}: wrong dtype or size"))),
-            Storage::Gpu(_) => Err(Error::Optim(format!("{what} is not on the cpu"))),
-        }
+        g.get_mut()
+            .and_then(|c| T::vec_mut(c))
+            .and_then(|v| v.get_mut(off..off + n))
+            .ok_or_else(|| Error::Optim(format!("{what}: wrong dtype or size")))
     }
-    let pl = view::<E>(&mut pg, p.layout().offset(), n, "param")?;
-    let gl = view::<E>(&mut gg, grad.layout().offset(), n, "grad")?;
+    let (pg, rest) = guards.split_at_mut(1);
+    let (gg, rest) = rest.split_at_mut(1);
+    let (bg, mg) = rest.split_at_mut(bufs.len());
+    let pl = view::<E>(&mut pg[0], p.layout().offset(), n, "param")?;
+    let (goff, bad_grad) = (grad.layout().offset(), || {
+        Error::Optim("grad: wrong dtype or size".into())
+    });
+    let gl = if scaled {
+        GradLane::Write(view::<E>(&mut gg[0], goff, n, "grad")?)
+    } else {
+        let v = E::vec_ref(&gg[0]).and_then(|v| v.get(goff..goff + n));
+        GradLane::Read(v.ok_or_else(bad_grad)?)
+    };
     let mut bl: Vec<&mut [S]> = Vec::new();
     for (g, b) in bg.iter_mut().zip(bufs) {
         bl.push(view::<S>(g, b.layout().offset(), n, "state buffer")?);
     }
-    let ml: &mut [E::R] = match (&mut mg, master) {
+    let ml: &mut [E::R] = match (mg.first_mut(), master) {
         (Some(g), Some(m)) => view::<E::R>(g, m.layout().offset(), n, "master weights")?,
         _ => &mut [],
     };
@@ -474,11 +505,11 @@ fn cpu_update<E: Elem, S: Elem<R = E::R>>(
         master: ml,
     };
     match imp {
-        Impl::ForLoop => cpu::run_seq(job, lanes),
-        Impl::Foreach => cpu::run_foreach(job, lanes),
-        Impl::Fused => cpu::run_fused(job, lanes),
+        Impl::ForLoop => loops::run_seq(job, lanes),
+        Impl::Foreach => loops::run_foreach(job, lanes),
+        Impl::Fused => loops::run_fused(job, lanes),
     }
-    drop((pg, gg, bg, mg));
+    drop(guards);
     p.storage().bump_version();
     if job.grad_scale.is_some() {
         grad.storage().bump_version();

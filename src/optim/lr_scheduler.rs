@@ -17,7 +17,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::optim::Optimizer;
 
 /// A schedule of learning rates over epochs (or steps).

@@ -24,10 +24,12 @@ mod adam;
 mod arena;
 mod config;
 mod core;
-pub mod cpu;
-mod gpu;
+#[cfg(gpu)]
+mod launch;
+mod loops;
 pub mod lr_scheduler;
-pub mod multi_tensor;
+#[cfg(gpu)]
+pub(crate) mod multi_tensor;
 pub mod raw;
 mod scaler;
 mod sgd;
@@ -46,7 +48,7 @@ pub use state::{
 };
 pub use zero::zero_grad_params;
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::tensor::Tensor;
 
 /// How `step` is computed. All three give the same values within rounding.

@@ -6,10 +6,8 @@
 //! once and reused while the set of pointers is unchanged, so one launch covers any
 //! number of tensors.
 
-use std::sync::Arc;
-
 use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId, LaunchConfig};
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::tensor::DType;
 
 /// Elements per chunk (`MT_CHUNK`).
@@ -17,7 +15,7 @@ pub const CHUNK: u64 = 65536;
 /// Threads per block (`MT_THREADS`).
 pub const THREADS: u32 = 512;
 /// Tensors one zero launch holds (`MT_ZERO_MAX`).
-pub const ZERO_MAX: usize = 200;
+pub const ZERO_MAX: usize = crate::optim::raw::ZERO_TENSORS_PER_LAUNCH;
 /// Bytes per chunk of the zero kernel.
 const ZERO_CHUNK_BYTES: u64 = CHUNK * 4;
 /// Most blocks of one launch (grid-stride beyond).
@@ -203,13 +201,13 @@ pub fn step_kernel(dtype: DType) -> Result<KernelId> {
 pub struct DeviceTable {
     /// The host copy (chunks numbered).
     pub host: Vec<MtTensor>,
-    tab: crate::backend::gpu::DeviceBuffer,
-    done: crate::backend::gpu::DeviceBuffer,
+    tab: crate::base::DeviceBuffer,
+    done: crate::base::DeviceBuffer,
 }
 
 impl DeviceTable {
     /// Uploads `host` (numbering its chunks) and a zeroed counter per entry.
-    pub fn upload(dev: &Arc<GpuDevice>, mut host: Vec<MtTensor>) -> Result<DeviceTable> {
+    pub fn upload(dev: &GpuDevice, mut host: Vec<MtTensor>) -> Result<DeviceTable> {
         number_chunks(&mut host);
         let bytes = std::mem::size_of_val(host.as_slice());
         let tab = dev.alloc(bytes.max(1))?;

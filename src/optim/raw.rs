@@ -1,15 +1,19 @@
-//! The lower-level API: multi-tensor zero and fused optimizer steps over raw buffers,
-//! for crates that keep their own parameter storage.
+//! The lower-level API: multi-tensor zero and fused optimizer steps over buffers that
+//! another crate owns (plain host slices, cudarc `CudaSlice`s, the device pointer of a
+//! candle or burn tensor).
 //!
-//! Two back ends, both reusing the optimizers' own code (the CPU loops of
-//! [`crate::optim::cpu`] and the kernels of `kernels/optim.cu` / `kernels/foreach.cu`
-//! through the multi-tensor tables of [`crate::optim::multi_tensor`]):
+//! Both sides reuse the optimizers' own code: the CPU loops of the fused CPU step, and
+//! the kernels of `kernels/optim.cu` / `kernels/foreach.cu` through the multi-tensor
+//! tables of the GPU step.
 //!
-//! - host slices: [`zero_host`] and [`step_host`] over `&mut [E]` parameters and state,
-//!   `&[E]` gradients, `E` one of `f32`, `f64`, `half::f16` (f16 computes in f32);
-//! - device buffers: [`zero_device`] and [`step_device`] over device pointers and element
-//!   counts on a [`GpuDevice`] (CUDA or the emulator). A cudarc `CudaSlice` is covered by
-//!   passing its device pointer and length with the [`GpuDevice`] of its CUDA device.
+//! - Host slices: [`zero_host`] and [`step_host`] over `&mut [E]` parameters and state
+//!   and `&[E]` gradients (read in place, never copied), `E` one of `f32`, `f64`,
+//!   `half::f16` (f16 computes in f32).
+//! - Device buffers: [`zero_device`] and [`step_device`] over device addresses and
+//!   element counts on a [`Device`] (CUDA, or the emulator with the `emu` feature). The
+//!   caller's stream is joined both ways with events: gradstep's work starts after the
+//!   work already queued on the caller's stream and the caller's later work starts after
+//!   gradstep's, with no host synchronisation and no copy of any buffer.
 //!
 //! The update is chosen with a [`Hyper`]: `Hyper::Sgd(SgdConfig)` or
 //! `Hyper::Adam { cfg, decoupled }` (AdamW when `decoupled`). State buffers come in
@@ -29,23 +33,29 @@
 //! assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 0.9).abs() < 1e-6);
 //! # Ok(()) }
 //! ```
+//!
+//! The device functions write through raw addresses, so they are `unsafe`:
+//!
+//! ```compile_fail
+//! use gradstep::optim::raw::{step_device, DeviceParam, RawStream};
+//! use gradstep::optim::{Hyper, SgdConfig};
+//! use gradstep::{DType, Device};
+//! let p = DeviceParam { param: 0x1000, grad: 0x2000, numel: 4, ..Default::default() };
+//! let hyper = Hyper::Sgd(SgdConfig::new(0.1));
+//! // error[E0133]: call to unsafe function requires an unsafe block
+//! step_device(Device::Emu, RawStream::OWN, DType::F32, &hyper, &[p], true);
+//! ```
 
-use std::sync::Arc;
-
-use crate::backend::gpu::GpuDevice;
-use crate::error::{Error, Result};
+use crate::base::{DType, Device, Error, Result};
 use crate::optim::config::Hyper;
 use crate::optim::core::scalars;
-use crate::optim::cpu::{self, Elem, Lanes, Real};
-use crate::optim::gpu::opt_args;
-use crate::optim::multi_tensor::{launch_zero, DeviceTable, MtTensor, Phase, FLAG_FIRST};
-use crate::tensor::DType;
+use crate::optim::loops::{self, Elem, GradLane, Lanes, Real};
 
 /// One parameter on the host: its values, gradient and state buffers.
 pub struct HostParam<'a, E: Elem> {
     /// The parameter, updated in place.
     pub param: &'a mut [E],
-    /// Its gradient, of the same length.
+    /// Its gradient, of the same length (read, not copied).
     pub grad: &'a [E],
     /// The state buffers in [`Hyper::buffer_names`] order, each of the same length.
     pub state: Vec<&'a mut [E]>,
@@ -96,23 +106,41 @@ pub fn step_host<E: Elem>(hyper: &Hyper, step: u64, params: &mut [HostParam<'_, 
     }
     let job = scalars::<E::R>(hyper, step as f64, step == 1, None);
     for p in params.iter_mut() {
-        // The loops write the gradient only when unscaling; they take it mutable.
-        let mut g = p.grad.to_vec();
         let mut st = p.state.iter_mut();
         let lanes = Lanes {
             p: &mut *p.param,
-            g: &mut g,
+            g: GradLane::Read(p.grad),
             b0: st.next().map_or(&mut [][..], |s| &mut **s),
             b1: st.next().map_or(&mut [][..], |s| &mut **s),
             b2: st.next().map_or(&mut [][..], |s| &mut **s),
             master: &mut [],
         };
-        cpu::run_fused(&job, lanes);
+        loops::run_fused(&job, lanes);
     }
     Ok(())
 }
 
-/// One parameter on a device: pointers to buffers of `numel` elements of the step's
+/// The stream a raw device call is ordered with: the device's own stream, or a stream
+/// that another library created in the device's primary context (a `CUstream`, such as
+/// cudarc's `CudaStream::cu_stream()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawStream(u64);
+
+impl RawStream {
+    /// gradstep's own stream of the device (the only stream of the emulator).
+    pub const OWN: RawStream = RawStream(0);
+
+    /// A caller's CUDA stream; null is [`Self::OWN`].
+    ///
+    /// # Safety
+    /// `stream` is a `CUstream` of the primary context of the device it is used with, and
+    /// lives until the calls given it return.
+    pub unsafe fn from_cu_stream(stream: *mut std::ffi::c_void) -> RawStream {
+        RawStream(stream as u64)
+    }
+}
+
+/// One parameter on a device: addresses of buffers of `numel` elements of the step's
 /// dtype.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceParam {
@@ -122,98 +150,245 @@ pub struct DeviceParam {
     pub grad: u64,
     /// State buffers in [`Hyper::buffer_names`] order; unused slots are 0.
     pub state: [u64; 3],
-    /// Adam/AdamW: a device `f32` holding the number of updates so far (starts at 0, the
-    /// kernel advances it); 0 for SGD.
+    /// Adam/AdamW: a device `f32` of this parameter alone holding the number of updates
+    /// so far (starts at 0, the kernel advances it); 0 for SGD.
     pub step: u64,
     /// Elements.
     pub numel: u64,
 }
 
-/// Zeroes device ranges `(pointer, bytes)` with one `foreach_zero` launch per
-/// [`crate::optim::multi_tensor::ZERO_MAX`] ranges.
+/// Checks that no two of the byte ranges `(start, len)` overlap (`what` names them).
+fn disjoint(mut ranges: Vec<(u64, u64, String)>) -> Result<()> {
+    ranges.retain(|r| r.1 > 0);
+    ranges.sort_by_key(|r| r.0);
+    for w in ranges.windows(2) {
+        if w[0].0.checked_add(w[0].1).is_none_or(|end| end > w[1].0) {
+            return Err(Error::Optim(format!(
+                "raw step: {} and {} overlap (each tensor needs its own buffers, and Adam a \
+                 step counter of its own)",
+                w[0].2, w[1].2
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Zeroes device ranges `(address, bytes)` with one multi-tensor launch per
+/// [`ZERO_TENSORS_PER_LAUNCH`] ranges, ordered with `stream` (see the module docs).
 ///
 /// # Safety
-/// Each range must be memory of `dev` that is valid for writes.
-pub unsafe fn zero_device(dev: &Arc<GpuDevice>, ranges: &[(u64, u64)]) -> Result<()> {
+/// Each range is memory of `device` valid for writes, not used by other work meanwhile;
+/// `stream` is a stream of `device`.
+pub unsafe fn zero_device(device: Device, stream: RawStream, ranges: &[(u64, u64)]) -> Result<()> {
     if ranges.iter().any(|r| r.0 == 0 && r.1 > 0) {
         return Err(Error::Optim("raw zero: a null device pointer".into()));
     }
-    launch_zero(dev, ranges)
+    #[cfg(gpu)]
+    // SAFETY: forwarded contract.
+    return unsafe { device_side::zero(device, stream, ranges) };
+    #[cfg(not(gpu))]
+    {
+        let _ = stream;
+        Err(crate::backend::not_built(device))
+    }
 }
 
-/// One fused update of every device parameter: one launch of `optim_step_{dtype}` for
-/// all of them (the table is uploaded once per call; no host synchronisation).
+/// Ranges one zero launch holds.
+pub const ZERO_TENSORS_PER_LAUNCH: usize = 200;
+
+/// One fused update of every device parameter: one launch of `optim_step_{dtype}` for all
+/// of them, ordered with `stream` (see the module docs). The table of pointers is
+/// uploaded once per call; no host synchronisation.
 ///
 /// `first` tells SGD that the momentum buffers are new (they take the gradient as is);
-/// Adam reads and advances each parameter's device step count instead.
+/// Adam reads and advances each parameter's own device step count instead. Before
+/// anything is queued, every buffer of every parameter is checked not to overlap any
+/// other (and, on the emulator, to lie inside an allocation).
 ///
 /// ```
-/// use gradstep::optim::raw::{step_device, DeviceParam};
+/// use gradstep::optim::raw::{step_device, DeviceParam, RawStream};
 /// use gradstep::optim::{Hyper, SgdConfig};
-/// use gradstep::{backend::gpu, DType, Device};
+/// use gradstep::{DType, Device, Tensor};
 /// # fn main() -> gradstep::Result<()> {
-/// let dev = gpu::get(Device::Emu)?; // or Device::Cuda(0)
-/// let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
-/// let (p, g) = (dev.alloc(8)?, dev.alloc(8)?);
-/// dev.htod(&f32s(&[1.0, 2.0]), p.ptr())?;
-/// dev.htod(&f32s(&[0.5, -0.5]), g.ptr())?;
-/// let param = DeviceParam { param: p.ptr(), grad: g.ptr(), numel: 2, ..Default::default() };
+/// let device = Device::Emu; // or a Device::Cuda(n) with buffers of its own
+/// let p = Tensor::from_vec(vec![1.0f32, 2.0], &[2], device)?;
+/// let g = Tensor::from_vec(vec![0.5f32, -0.5], &[2], device)?;
+/// let param = DeviceParam {
+///     param: p.device_ptr()?,
+///     grad: g.device_ptr()?,
+///     numel: 2,
+///     ..Default::default()
+/// };
 /// let hyper = Hyper::Sgd(SgdConfig::new(0.1));
-/// // SAFETY: both pointers hold two f32s of `dev`; nothing else uses them.
-/// unsafe { step_device(&dev, DType::F32, &hyper, &[param], true)? };
-/// let mut out = [0u8; 8];
-/// dev.dtoh(p.ptr(), &mut out)?;
-/// assert_eq!(out.to_vec(), f32s(&[0.95, 2.05]));
+/// // SAFETY: both addresses hold two f32s of `device`; nothing else uses them meanwhile.
+/// unsafe { step_device(device, RawStream::OWN, DType::F32, &hyper, &[param], true)? };
+/// assert_eq!(p.to_vec::<f32>()?, vec![0.95, 2.05]);
 /// # Ok(()) }
 /// ```
 ///
 /// # Safety
-/// Every pointer must address `numel` elements of `dtype` (the step count one `f32`) in
-/// memory of `dev`, and no two parameters may share a buffer.
+/// Every address holds `numel` elements of `dtype` (the step count one `f32`) in memory
+/// of `device` that no other work uses meanwhile; `stream` is a stream of `device`.
 pub unsafe fn step_device(
-    dev: &Arc<GpuDevice>,
+    device: Device,
+    stream: RawStream,
     dtype: DType,
     hyper: &Hyper,
     params: &[DeviceParam],
     first: bool,
 ) -> Result<()> {
     hyper.validate()?;
-    crate::optim::multi_tensor::step_kernel(dtype)?;
+    if !dtype.is_float() {
+        return Err(Error::Optim(format!(
+            "raw step: can't optimize {dtype} buffers"
+        )));
+    }
     let want = hyper.buffer_names().len();
-    let mut host = Vec::with_capacity(params.len());
+    let size = dtype.size_in_bytes() as u64;
+    let mut ranges = Vec::new();
     for (i, p) in params.iter().enumerate() {
-        let have = p.state.iter().take_while(|&&s| s != 0).count();
-        check_state_count(hyper, i, have)?;
+        if p.numel > 0 {
+            let have = p.state.iter().take_while(|&&s| s != 0).count();
+            check_state_count(hyper, i, have)?;
+        }
         if p.state[want..].iter().any(|&s| s != 0) {
             return Err(Error::Optim(format!(
                 "raw step: param {i} has state pointers beyond the {want} {hyper:?} uses"
             )));
         }
-        if p.param == 0 || p.grad == 0 || (hyper.has_step() && p.step == 0) {
+        let null = p.param == 0 || p.grad == 0 || p.state[..want].contains(&0);
+        if (null && p.numel > 0) || (hyper.has_step() && p.step == 0) {
             return Err(Error::Optim(format!(
-                "raw step: param {i} has a null param, grad or (Adam) step pointer"
+                "raw step: param {i} has a null param, grad, state or (Adam) step pointer"
             )));
         }
-        host.push(MtTensor {
-            p: p.param,
-            g: p.grad,
-            b0: p.state[0],
-            b1: p.state[1],
-            b2: p.state[2],
-            step: if hyper.has_step() { p.step } else { 0 },
-            numel: p.numel,
-            flags: if first && matches!(hyper, Hyper::Sgd(_)) {
-                FLAG_FIRST
-            } else {
-                0
-            },
-            ..Default::default()
-        });
+        let bytes = p.numel.checked_mul(size).ok_or_else(|| {
+            Error::Optim(format!("raw step: param {i}: numel {} overflows", p.numel))
+        })?;
+        ranges.push((p.param, bytes, format!("param {i}")));
+        ranges.push((p.grad, bytes, format!("the grad of param {i}")));
+        for (k, &s) in p.state[..want].iter().enumerate() {
+            ranges.push((s, bytes, format!("state buffer {k} of param {i}")));
+        }
+        if hyper.has_step() {
+            ranges.push((p.step, 4, format!("the step count of param {i}")));
+        }
     }
-    if host.is_empty() {
+    #[cfg(gpu)]
+    device_side::check_emulated(device, &ranges)?;
+    disjoint(ranges)?;
+    if params.is_empty() {
         return Ok(());
     }
-    let n = host.len();
-    let table = DeviceTable::upload(dev, host)?;
-    table.launch(dev, dtype, 0, n, opt_args(hyper, Phase::All), 0, 0)
+    #[cfg(gpu)]
+    // SAFETY: forwarded contract; the buffers were checked not to overlap.
+    return unsafe { device_side::step(device, stream, dtype, hyper, params, first) };
+    #[cfg(not(gpu))]
+    {
+        let _ = (stream, first);
+        Err(crate::backend::not_built(device))
+    }
+}
+
+/// The device half of the raw API: tables, launches and the stream handshake.
+#[cfg(gpu)]
+mod device_side {
+    use super::{DeviceParam, RawStream};
+    use crate::backend::gpu::{self, Stream};
+    use crate::base::{DType, Device, Result};
+    use crate::optim::config::Hyper;
+    use crate::optim::launch::opt_args;
+    use crate::optim::multi_tensor::{launch_zero, DeviceTable, MtTensor, Phase, FLAG_FIRST};
+
+    /// Runs `work` on the device's own stream between the two halves of the handshake
+    /// with `stream`.
+    ///
+    /// # Safety
+    /// `stream` is a stream of `device`.
+    unsafe fn joined(
+        device: Device,
+        stream: RawStream,
+        work: impl FnOnce(&gpu::GpuDevice) -> Result<()>,
+    ) -> Result<()> {
+        let dev = gpu::get(device)?;
+        let theirs = match stream.0 {
+            0 => Stream::Own,
+            s => Stream::Foreign(s),
+        };
+        // SAFETY: the caller's contract for a foreign stream.
+        unsafe { dev.stream_wait(Stream::Own, theirs)? };
+        work(&dev)?;
+        // SAFETY: as above.
+        unsafe { dev.stream_wait(theirs, Stream::Own) }
+    }
+
+    /// Checks, on the emulator, that every range lies inside an allocation.
+    pub(super) fn check_emulated(device: Device, ranges: &[(u64, u64, String)]) -> Result<()> {
+        #[cfg(feature = "emu")]
+        if device == Device::Emu {
+            for (ptr, bytes, what) in ranges {
+                if *bytes > 0 && !crate::backend::emu::holds(*ptr, *bytes as usize) {
+                    return Err(crate::Error::Optim(format!(
+                        "raw step: {what} ({bytes} bytes at {ptr:#x}) is not inside one \
+                         emulated allocation"
+                    )));
+                }
+            }
+        }
+        let _ = (device, ranges);
+        Ok(())
+    }
+
+    /// See [`super::zero_device`].
+    pub(super) unsafe fn zero(
+        device: Device,
+        stream: RawStream,
+        ranges: &[(u64, u64)],
+    ) -> Result<()> {
+        let named: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.0, r.1, format!("range {i}")))
+            .collect();
+        check_emulated(device, &named)?;
+        // SAFETY: forwarded contract.
+        unsafe { joined(device, stream, |dev| launch_zero(dev, ranges)) }
+    }
+
+    /// See [`super::step_device`].
+    pub(super) unsafe fn step(
+        device: Device,
+        stream: RawStream,
+        dtype: DType,
+        hyper: &Hyper,
+        params: &[DeviceParam],
+        first: bool,
+    ) -> Result<()> {
+        let host: Vec<MtTensor> = params
+            .iter()
+            .map(|p| MtTensor {
+                p: p.param,
+                g: p.grad,
+                b0: p.state[0],
+                b1: p.state[1],
+                b2: p.state[2],
+                step: if hyper.has_step() { p.step } else { 0 },
+                numel: p.numel,
+                flags: if first && matches!(hyper, Hyper::Sgd(_)) {
+                    FLAG_FIRST
+                } else {
+                    0
+                },
+                ..Default::default()
+            })
+            .collect();
+        let n = host.len();
+        // SAFETY: forwarded contract.
+        unsafe {
+            joined(device, stream, |dev| {
+                let table = DeviceTable::upload(dev, host)?;
+                table.launch(dev, dtype, 0, n, opt_args(hyper, Phase::All), 0, 0)
+            })
+        }
+    }
 }

@@ -5,10 +5,9 @@
 //! and found_inf to the optimizer's fused step, which unscales in the same kernel as the
 //! update and does nothing when found_inf is set. No host synchronisation.
 
-use crate::backend::gpu::{self, kernels::k, KernelArgs, LaunchConfig};
-use crate::error::Result;
-use crate::optim::{cpu, Optimizer};
-use crate::tensor::{DType, Device, Storage, Tensor};
+use crate::base::{Error, Result};
+use crate::optim::{loops, Optimizer};
+use crate::tensor::{CpuStorage, DType, Device, Tensor};
 
 /// A [`GradScaler`]'s state, with the field names of PyTorch's `scaler.state_dict()`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,7 +101,7 @@ impl GradScaler {
             s.backoff_factor,
             s.growth_interval,
         )?;
-        crate::backend::dispatch::fill_(&scaler.tracker, f64::from(s.growth_tracker))?;
+        crate::tensor::prim::fill_(&scaler.tracker, f64::from(s.growth_tracker))?;
         Ok(scaler)
     }
 
@@ -136,10 +135,13 @@ impl GradScaler {
                     Ok(acc || any_non_finite(&g)?)
                 })?;
             if bad {
-                crate::backend::dispatch::fill_(&self.found_inf, 1.0)?;
+                crate::tensor::prim::fill_(&self.found_inf, 1.0)?;
             }
         } else {
-            crate::optim::gpu::check_finite(&params, &self.found_inf)?;
+            #[cfg(gpu)]
+            crate::optim::launch::check_finite(&params, &self.found_inf)?;
+            #[cfg(not(gpu))]
+            return Err(crate::backend::not_built(device));
         }
         opt.step_scaled(Some(&self.scale), Some(&self.found_inf))
     }
@@ -159,28 +161,39 @@ impl GradScaler {
                     t = 0.0;
                 }
             }
-            crate::backend::dispatch::fill_(&self.scale, f64::from(s))?;
-            return crate::backend::dispatch::fill_(&self.tracker, f64::from(t));
+            crate::tensor::prim::fill_(&self.scale, f64::from(s))?;
+            return crate::tensor::prim::fill_(&self.tracker, f64::from(t));
         }
-        let dev = gpu::get(self.scale.device())?;
-        let mut a = KernelArgs::new();
-        a.push(self.scale.device_ptr()?)
-            .push(self.tracker.device_ptr()?)
-            .push(self.found_inf.device_ptr()?)
-            .push(self.growth)
-            .push(self.backoff)
-            .push(self.interval as f32);
-        dev.launch(k::AMP_UPDATE_SCALE, LaunchConfig::linear(1, 32), &mut a)
+        #[cfg(gpu)]
+        return crate::optim::launch::update_scale(
+            [&self.scale, &self.tracker, &self.found_inf],
+            self.growth,
+            self.backoff,
+            self.interval,
+        );
+        #[cfg(not(gpu))]
+        Err(crate::backend::not_built(self.scale.device()))
     }
 }
 
+/// Whether a CPU gradient holds an infinity or a NaN (any view: a strided grad is read
+/// through its layout, never past what it owns).
 fn any_non_finite(g: &Tensor) -> Result<bool> {
-    let guard = g.storage().read();
+    let g = if g.is_contiguous() {
+        g.clone()
+    } else {
+        crate::tensor::prim::contiguous(g)?
+    };
+    let Some(guard) = g.storage().read() else {
+        return Err(Error::Optim(
+            "unscale: a CPU grad without host storage".into(),
+        ));
+    };
     let (o, n) = (g.layout().offset(), g.numel());
     Ok(match &*guard {
-        Storage::Cpu(crate::tensor::CpuStorage::F16(v)) => cpu::any_non_finite(&v[o..o + n]),
-        Storage::Cpu(crate::tensor::CpuStorage::F32(v)) => cpu::any_non_finite(&v[o..o + n]),
-        Storage::Cpu(crate::tensor::CpuStorage::F64(v)) => cpu::any_non_finite(&v[o..o + n]),
-        _ => false,
+        CpuStorage::F16(v) => loops::any_non_finite(&v[o..o + n]),
+        CpuStorage::F32(v) => loops::any_non_finite(&v[o..o + n]),
+        CpuStorage::F64(v) => loops::any_non_finite(&v[o..o + n]),
+        CpuStorage::I64(_) => false,
     })
 }

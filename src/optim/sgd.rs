@@ -1,6 +1,6 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and weight decay.
 
-use crate::error::Result;
+use crate::base::Result;
 use crate::optim::config::{Hyper, SgdConfig};
 use crate::optim::{OptimCore, Optimizer};
 use crate::tensor::Tensor;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::optim::core::{read_step, OptimCore, ParamState};
 use crate::tensor::{DType, Tensor};
 
@@ -213,7 +213,7 @@ impl OptimCore {
         if let Some(m) = masters {
             self.masters = m;
         }
-        self.gpu_cache.invalidate();
+        self.invalidate_plans();
         Ok(())
     }
 }

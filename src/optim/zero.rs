@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::optim::arena::GradArena;
-use crate::optim::{gpu, ZeroMode};
-use crate::tensor::{CpuStorage, DType, Device, Storage, Tensor};
+#[cfg(gpu)]
+use crate::optim::launch;
+use crate::optim::ZeroMode;
+use crate::tensor::{CpuStorage, DType, Device, Tensor};
 
 /// Clears the grads of `params`: with `set_to_none` each `.grad` becomes None; otherwise
 /// each grad is detached when it has a grad_fn (else loses requires_grad) and is zeroed.
@@ -57,15 +59,20 @@ pub(crate) fn zero_tensors(device: Device, ts: &[Tensor], mode: ZeroMode) -> Res
     if device == Device::Cpu {
         ts.iter().try_for_each(zero_cpu)?;
     } else {
-        gpu::zero_group(device, ts, mode)?;
+        #[cfg(gpu)]
+        launch::zero_group(device, ts, mode)?;
+        #[cfg(not(gpu))]
+        {
+            let _ = mode;
+            return Err(crate::backend::not_built(device));
+        }
     }
     ts.iter().for_each(|t| t.storage().bump_version());
     Ok(())
 }
 
 fn zero_cpu(t: &Tensor) -> Result<()> {
-    let mut g = t.storage().write();
-    let Storage::Cpu(c) = &mut *g else {
+    let Some(mut c) = t.storage().write() else {
         return Err(Error::Optim(
             "zero_grad: a CPU tensor without host storage".into(),
         ));
@@ -80,7 +87,7 @@ fn zero_cpu(t: &Tensor) -> Result<()> {
             }
         }
     }
-    match c {
+    match &mut *c {
         CpuStorage::F16(v) => fill(v, t, half::f16::ZERO),
         CpuStorage::F32(v) => fill(v, t, 0.0),
         CpuStorage::F64(v) => fill(v, t, 0.0),

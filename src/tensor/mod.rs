@@ -1,37 +1,44 @@
-//! Tensors: shared storage plus a layout, with autograd metadata.
+//! Tensors: shared storage and a layout, with autograd metadata.
 //!
-//! This module holds the data structure, creation and movement between devices and
-//! dtypes. The differentiable operations are `impl Tensor` blocks in [`crate::ops`].
+//! This layer holds the [`Tensor`] type, its creation and movement between devices and
+//! dtypes, the checked primitives (which validate arguments and call the device's
+//! backend), and the backward graph that ops record ([`Node`]). The
+//! differentiable operations are `impl Tensor` blocks in [`crate::ops`]; the engine that
+//! runs backward is [`crate::autograd`].
+//!
+//! A tensor's storage is not reachable from outside the crate, so its memory can only be
+//! changed through the checked operations, and a device buffer is never swapped under a
+//! pointer that a kernel uses:
+//!
+//! ```compile_fail
+//! use gradstep::{DType, Device, Tensor};
+//! let t = Tensor::zeros(&[2], DType::F32, Device::Cpu).unwrap();
+//! let _ = t.storage(); // error[E0624]: method `storage` is private
+//! ```
 
-mod device;
-mod dtype;
-mod layout;
-mod rng;
-mod storage;
+pub(crate) mod grad_mode;
+pub(crate) mod graph;
+pub(crate) mod prim;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use half::f16;
 
-pub use device::Device;
-pub use dtype::{DType, Element};
-pub use layout::{broadcast_shapes, contiguous_strides, normalize_dim, Layout, StridedIndex};
-pub use rng::Rng;
-pub use storage::{CpuStorage, GpuStorage, Storage, StorageCell};
+pub use crate::base::{
+    broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, CpuStorage, DType, Device,
+    Element, Layout, Rng, StridedIndex,
+};
+pub use graph::{AutogradMeta, BackwardCtx, Node, SavedTensor};
 
-use crate::autograd::AutogradMeta;
-use crate::backend::{dispatch, gpu};
-use crate::error::{Error, Result};
+use crate::backend::backend;
+use crate::base::{Error, RawTensor, Result, StorageCell};
 
 /// An n-dimensional array on a device, cheap to clone (clones share data and identity).
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<TensorImpl>);
 
 pub(crate) struct TensorImpl {
-    pub(crate) storage: Arc<StorageCell>,
-    pub(crate) layout: Layout,
-    pub(crate) dtype: DType,
-    pub(crate) device: Device,
+    pub(crate) raw: RawTensor,
     pub(crate) autograd: Mutex<AutogradMeta>,
 }
 
@@ -48,68 +55,55 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// Wraps host data as a `CpuStorage` of its element type.
+fn storage_of<T: Element>(data: Vec<T>) -> CpuStorage {
+    let any: Box<dyn std::any::Any> = Box::new(data);
+    match T::DTYPE {
+        DType::F16 => CpuStorage::F16(*any.downcast::<Vec<f16>>().expect("dtype")),
+        DType::F32 => CpuStorage::F32(*any.downcast::<Vec<f32>>().expect("dtype")),
+        DType::F64 => CpuStorage::F64(*any.downcast::<Vec<f64>>().expect("dtype")),
+        DType::I64 => CpuStorage::I64(*any.downcast::<Vec<i64>>().expect("dtype")),
+    }
+}
+
 impl Tensor {
     // ---- construction from parts -------------------------------------------------
 
-    /// A tensor over existing storage (no autograd history).
-    pub(crate) fn from_storage(
-        storage: Arc<StorageCell>,
-        layout: Layout,
-        dtype: DType,
-        device: Device,
-    ) -> Tensor {
+    /// A tensor over a raw tensor (no autograd history).
+    pub(crate) fn from_raw(raw: RawTensor) -> Tensor {
         Tensor(Arc::new(TensorImpl {
-            storage,
-            layout,
-            dtype,
-            device,
+            raw,
             autograd: Mutex::new(AutogradMeta::default()),
         }))
     }
 
-    /// A contiguous tensor owning new storage.
-    pub(crate) fn from_new_storage(s: Storage, shape: &[usize], device: Device) -> Tensor {
-        let dtype = match &s {
-            Storage::Cpu(c) => c.dtype(),
-            Storage::Gpu(g) => g.dtype,
-        };
-        Tensor::from_storage(
-            Arc::new(StorageCell::new(s)),
-            Layout::contiguous(shape),
-            dtype,
-            device,
-        )
+    /// A view of the same storage with another layout (no autograd history); an error
+    /// when the layout reaches outside the storage.
+    pub(crate) fn with_layout(&self, layout: Layout) -> Result<Tensor> {
+        Ok(Tensor::from_raw(self.0.raw.with_layout(layout)?))
     }
 
-    /// A view of the same storage with another layout (no autograd history).
-    pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
-        Tensor::from_storage(self.0.storage.clone(), layout, self.dtype(), self.device())
+    /// A new handle on the same view (no autograd history).
+    pub(crate) fn alias(&self) -> Tensor {
+        Tensor::from_raw(self.0.raw.clone())
     }
 
-    /// Uninitialised-or-zeroed contiguous storage of `shape` on `device` (zeroed on CPU,
-    /// uninitialised on a GPU: every caller overwrites it).
+    /// A contiguous tensor of `shape` on `device`: zeroed on the CPU, uninitialised on a
+    /// GPU (every caller overwrites it).
     pub(crate) fn empty(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let s = match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::zeros(dtype, n)),
-            _ => {
-                check_gpu_dtype("empty", dtype, device)?;
-                let dev = gpu::get(device)?;
-                Storage::Gpu(GpuStorage {
-                    buffer: dev.alloc(n * dtype.size_in_bytes())?,
-                    dtype,
-                    len: n,
-                })
-            }
-        };
-        Ok(Tensor::from_new_storage(s, shape, device))
+        Ok(Tensor::from_raw(backend(device)?.empty(shape, dtype)?))
     }
 
     // ---- accessors ---------------------------------------------------------------
 
+    /// The storage and layout, without autograd.
+    pub(crate) fn raw(&self) -> &RawTensor {
+        &self.0.raw
+    }
+
     /// Sizes of each dim.
     pub fn shape(&self) -> &[usize] {
-        self.0.layout.shape()
+        self.0.raw.shape()
     }
 
     /// Alias of [`Self::shape`].
@@ -119,37 +113,43 @@ impl Tensor {
 
     /// Number of dims.
     pub fn rank(&self) -> usize {
-        self.0.layout.rank()
+        self.0.raw.rank()
     }
 
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        self.0.layout.numel()
+        self.0.raw.numel()
     }
 
     /// Element type.
     pub fn dtype(&self) -> DType {
-        self.0.dtype
+        self.0.raw.dtype()
     }
 
     /// Where the data lives.
     pub fn device(&self) -> Device {
-        self.0.device
+        self.0.raw.device()
     }
 
     /// The view's layout.
     pub fn layout(&self) -> &Layout {
-        &self.0.layout
+        self.0.raw.layout()
     }
 
     /// Whether the view is row-major without gaps.
     pub fn is_contiguous(&self) -> bool {
-        self.0.layout.is_contiguous()
+        self.0.raw.is_contiguous()
     }
 
-    /// The shared storage.
-    pub fn storage(&self) -> &Arc<StorageCell> {
-        &self.0.storage
+    /// The shared storage (crate-private: its memory is written only through the
+    /// primitives, so a device pointer taken from it stays valid).
+    pub(crate) fn storage(&self) -> &Arc<StorageCell> {
+        self.0.raw.storage()
+    }
+
+    /// How many in-place modifications the storage has had (PyTorch's `_version`).
+    pub fn version(&self) -> u64 {
+        self.storage().version()
     }
 
     /// Whether two handles are the same tensor (not just equal values).
@@ -164,26 +164,24 @@ impl Tensor {
 
     /// Whether two tensors view the same storage.
     pub fn shares_storage(&self, other: &Tensor) -> bool {
-        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+        self.0.raw.shares_storage(&other.0.raw)
     }
 
     pub(crate) fn meta(&self) -> MutexGuard<'_, AutogradMeta> {
         self.0.autograd.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Device address of the first element of this view (GPU tensors only).
+    /// Device address of the first element of this view (GPU tensors only). Reading the
+    /// address is safe; writing through it is the caller's `unsafe` business.
     pub fn device_ptr(&self) -> Result<u64> {
-        self.0
-            .storage
-            .device_ptr_at(self.0.layout.offset())
-            .ok_or_else(|| Error::invalid("device_ptr", "tensor is on the cpu"))
+        self.0.raw.device_ptr()
     }
 
     // ---- creation ----------------------------------------------------------------
 
     /// A tensor from a vector of elements and a shape.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: Device) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = checked_numel("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",
@@ -193,15 +191,7 @@ impl Tensor {
                 ),
             ));
         }
-        // SAFETY-free dispatch through Any: the element type decides the storage variant.
-        let any: Box<dyn std::any::Any> = Box::new(data);
-        let cpu = match T::DTYPE {
-            DType::F16 => CpuStorage::F16(*any.downcast::<Vec<f16>>().expect("dtype")),
-            DType::F32 => CpuStorage::F32(*any.downcast::<Vec<f32>>().expect("dtype")),
-            DType::F64 => CpuStorage::F64(*any.downcast::<Vec<f64>>().expect("dtype")),
-            DType::I64 => CpuStorage::I64(*any.downcast::<Vec<i64>>().expect("dtype")),
-        };
-        Tensor::from_cpu_storage(cpu, shape, device)
+        Tensor::from_cpu_storage(storage_of(data), shape, device)
     }
 
     /// A tensor copied from a slice.
@@ -216,50 +206,34 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
+        let n = checked_numel("from_f64s", shape)?;
+        if data.len() != n {
+            return Err(Error::invalid(
+                "from_f64s",
+                format!("{} elements do not fill shape {shape:?}", data.len()),
+            ));
+        }
         let cpu = match dtype {
             DType::F16 => CpuStorage::F16(data.iter().map(|&v| f16::from_f64(v)).collect()),
             DType::F32 => CpuStorage::F32(data.iter().map(|&v| v as f32).collect()),
             DType::F64 => CpuStorage::F64(data.to_vec()),
             DType::I64 => CpuStorage::I64(data.iter().map(|&v| v as i64).collect()),
         };
-        if cpu.len() != shape.iter().product::<usize>() {
-            return Err(Error::invalid(
-                "from_f64s",
-                format!("{} elements do not fill shape {shape:?}", data.len()),
-            ));
-        }
         Tensor::from_cpu_storage(cpu, shape, device)
     }
 
-    /// Moves host storage to `device`.
+    /// Moves host storage to `device` as a tensor of `shape`.
     pub fn from_cpu_storage(cpu: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(Tensor::from_new_storage(Storage::Cpu(cpu), shape, device)),
-            _ => {
-                check_gpu_dtype("to_device", cpu.dtype(), device)?;
-                let dev = gpu::get(device)?;
-                let buffer = dev.alloc(cpu.as_bytes().len())?;
-                dev.htod(cpu.as_bytes(), buffer.ptr())?;
-                let s = GpuStorage {
-                    buffer,
-                    dtype: cpu.dtype(),
-                    len: cpu.len(),
-                };
-                Ok(Tensor::from_new_storage(Storage::Gpu(s), shape, device))
-            }
-        }
+        Ok(Tensor::from_raw(backend(device)?.upload(cpu, shape)?))
     }
 
     /// Zeros.
     pub fn zeros(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Tensor::empty(shape, dtype, device),
-            _ => {
-                let t = Tensor::empty(shape, dtype, device)?;
-                dispatch::zero_(&t)?;
-                Ok(t)
-            }
+        let t = Tensor::empty(shape, dtype, device)?;
+        if device != Device::Cpu {
+            prim::zero_(&t)?;
         }
+        Ok(t)
     }
 
     /// Ones.
@@ -270,7 +244,7 @@ impl Tensor {
     /// Every element equal to `value` (converted to `dtype`).
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
         let t = Tensor::empty(shape, dtype, device)?;
-        dispatch::fill_(&t, value)?;
+        prim::fill_(&t, value)?;
         Ok(t)
     }
 
@@ -288,7 +262,7 @@ impl Tensor {
     /// Standard normal, drawn on the host from `seed`.
     pub fn randn(shape: &[usize], seed: u64, dtype: DType, device: Device) -> Result<Tensor> {
         let mut rng = Rng::new(seed);
-        let n: usize = shape.iter().product();
+        let n = checked_numel("randn", shape)?;
         let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
         Tensor::from_f64s(&v, shape, dtype, device)
     }
@@ -302,37 +276,17 @@ impl Tensor {
         dtype: DType,
         device: Device,
     ) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = checked_numel("rand", shape)?;
         let v: Vec<f64> = (0..n).map(|_| rng.uniform_range(lo, hi)).collect();
         Tensor::from_f64s(&v, shape, dtype, device)
     }
 
     // ---- movement ----------------------------------------------------------------
 
-    /// The elements in row-major order as host storage of the tensor's dtype.
+    /// The elements in row-major order as host storage of the tensor's dtype (waits for
+    /// the device, and reports a deferred device-side error).
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
-        let t = if self.is_contiguous() {
-            self.clone()
-        } else {
-            dispatch::contiguous(self)?
-        };
-        let n = t.numel();
-        let off = t.layout().offset();
-        let guard = t.0.storage.read();
-        let r = match &*guard {
-            Storage::Cpu(c) => Ok(match c {
-                CpuStorage::F16(v) => CpuStorage::F16(v[off..off + n].to_vec()),
-                CpuStorage::F32(v) => CpuStorage::F32(v[off..off + n].to_vec()),
-                CpuStorage::F64(v) => CpuStorage::F64(v[off..off + n].to_vec()),
-                CpuStorage::I64(v) => CpuStorage::I64(v[off..off + n].to_vec()),
-            }),
-            Storage::Gpu(g) => {
-                let mut out = CpuStorage::zeros(t.dtype(), n);
-                g.buffer.device().dtoh(g.ptr_at(off), out.as_bytes_mut())?;
-                Ok(out)
-            }
-        };
-        r
+        backend(self.device())?.download(self.raw())
     }
 
     /// The elements in row-major order; `T` must be the tensor's dtype.
@@ -394,14 +348,6 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        dispatch::cast(self, dtype)
+        prim::cast(self, dtype)
     }
-}
-
-/// Errors for dtypes the GPU backends do not hold. They hold every dtype: the ops kernels
-/// cover f16, f32 and f64 (f64 at full precision, for gradient checks and references on
-/// the emulator), and i64 for indices, copies, casts and fills; an op without a kernel for
-/// a dtype reports `Unsupported` itself.
-pub(crate) fn check_gpu_dtype(_op: &'static str, _dtype: DType, _device: Device) -> Result<()> {
-    Ok(())
 }

@@ -11,11 +11,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
+use crate::io::{self, TensorFile};
 use crate::nn::Module;
 use crate::optim::{GradScaler, Optimizer, ScalerState, StateDict, StateDictMeta};
 use crate::tensor::Tensor;
-use crate::train::safetensors_io::{self, TensorFile};
 
 /// The `__metadata__` key of the JSON description.
 pub const META_KEY: &str = "gradstep";
@@ -39,7 +39,7 @@ pub struct History {
 /// The JSON part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
-    /// Always [`FORMAT`].
+    /// Always `gradstep-checkpoint/1`.
     pub format: String,
     /// Completed epochs.
     pub epoch: usize,
@@ -96,7 +96,7 @@ impl Checkpoint {
         })
     }
 
-    /// Writes the checkpoint atomically (see [`safetensors_io::save`]).
+    /// Writes the checkpoint atomically (see [`io::save`]).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = self
             .model
@@ -112,12 +112,12 @@ impl Checkpoint {
                 .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
             metadata.insert(META_KEY.to_string(), json);
         }
-        safetensors_io::save(path, &TensorFile { tensors, metadata })
+        io::save(path, &TensorFile { tensors, metadata })
     }
 
     /// Reads a checkpoint, or a bare state dict of model tensors (no metadata).
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let file = safetensors_io::load(path)?;
+        let file = io::load(path)?;
         let meta = match file.metadata.get(META_KEY) {
             None => None,
             Some(json) => {

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::time::Instant;
 
 use crate::autograd::no_grad;
-use crate::backend::dispatch;
+use crate::base::{Error, Result};
 use crate::data::DataLoader;
-use crate::error::{Error, Result};
 use crate::nn::{CrossEntropyLoss, Module};
 use crate::optim::{GradScaler, Optimizer};
+use crate::tensor::prim;
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::History;
 use crate::train::pyfmt;
@@ -194,7 +194,7 @@ pub fn evaluate(
         let b = b?;
         let pred = loss_logits(&forward_in_param_dtype(model, &b.inputs)?)?;
         test_loss += loss_fn.forward(&pred, &b.targets)?.item()?;
-        let predicted = dispatch::argmax(&pred)?.to_vec::<i64>()?;
+        let predicted = prim::argmax(&pred)?.to_vec::<i64>()?;
         let targets = b.targets.to_vec::<i64>()?;
         correct += predicted
             .iter()

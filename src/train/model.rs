@@ -1,6 +1,6 @@
 //! The quickstart model and optimizer choices.
 
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 use crate::nn::{Flatten, Linear, ReLU, Sequential};
 use crate::optim::{Adam, AdamConfig, AdamW, Impl, Optimizer, SgdConfig, SGD};
 use crate::tensor::{DType, Device, Rng, Tensor};

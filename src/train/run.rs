@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::base::{Error, Result};
 use crate::data::{DataLoader, Dataset, MnistDataset, Split};
-use crate::error::{Error, Result};
 use crate::nn::{CrossEntropyLoss, Module, Sequential};
 use crate::optim::{GradScaler, Impl};
 use crate::tensor::{DType, Device, Rng, Tensor};
@@ -42,8 +42,6 @@ pub struct TrainConfig {
     pub save: Option<PathBuf>,
     /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
-    /// Write a PNG of the training loss and test accuracy here at the end.
-    pub plot: Option<PathBuf>,
     /// A progress bar instead of the loss lines.
     pub progress: bool,
     /// Directory of the MNIST-style IDX files.
@@ -69,7 +67,6 @@ impl Default for TrainConfig {
             loop_options: LoopOptions::default(),
             save: None,
             resume: None,
-            plot: None,
             progress: false,
             data_dir: crate::data::default_data_dir(),
             train_samples: None,
@@ -134,7 +131,7 @@ fn check_input_size(data: &dyn Dataset, dir: &Path) -> Result<()> {
 /// Checks the device is usable before any work (a missing driver or GPU is an error).
 fn open_device(device: Device) -> Result<()> {
     if device.is_gpu() {
-        crate::backend::gpu::get(device)?;
+        device.synchronize()?;
     }
     Ok(())
 }
@@ -261,9 +258,6 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         }
     }
     writeln!(out, "Done!").map_err(w)?;
-    if let Some(path) = &cfg.plot {
-        crate::train::plot::plot_history(&history, path)?;
-    }
     report.history = history;
     report.parameters = model.named_parameters();
     Ok(report)

@@ -1,22 +1,14 @@
-//! Copies, casts and the in-place ops (`add_`, `copy_`, `fill_`, `zero_`).
+//! Memory of the CPU backend: new tensors, host transfers, copies, casts, `add_` and
+//! the fills.
 
-use std::sync::Arc;
+use crate::backend::Memory;
+use crate::base::{
+    checked_numel, CpuStorage, DType, Element, Error, RawTensor, Result, StorageCell,
+};
 
-use crate::error::Result;
-use crate::tensor::{DType, Element, Layout, Tensor};
-
-use super::elem::{output, read, with_any, with_float, write, Acc, CpuElem, Float};
+use super::elem::{output, read, with_any, write, write_from, CpuElem};
 use super::strided::{contiguous_cow, map1, zip1};
-
-fn contiguous_t<T: CpuElem>(x: &Tensor) -> Result<Tensor> {
-    let v = read::<T, _>("contiguous", x, |s, l| contiguous_cow(s, l).into_owned())?;
-    Ok(output(v, x.shape()))
-}
-
-/// See [`crate::backend::dispatch::contiguous`].
-pub(crate) fn contiguous(x: &Tensor) -> Result<Tensor> {
-    with_any!(x.dtype(), |T| contiguous_t::<T>(x))
-}
+use super::CpuBackend;
 
 /// One element converted between dtypes: round to nearest between floats, truncation
 /// toward zero (saturating, NaN to 0) from float to i64.
@@ -25,68 +17,64 @@ fn convert<I: Element, O: Element>(x: I) -> O {
     O::from_f64(x.to_f64())
 }
 
-fn cast_t<I: CpuElem, O: CpuElem>(x: &Tensor) -> Result<Tensor> {
+fn cast_t<I: CpuElem, O: CpuElem>(x: &RawTensor) -> Result<RawTensor> {
     let v = read::<I, _>("cast", x, |s, l| map1(s, l, convert::<I, O>))?;
     Ok(output(v, x.shape()))
 }
 
-/// See [`crate::backend::dispatch::cast`].
-pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
-    if dtype == x.dtype() {
-        return contiguous(x);
+fn contiguous_t<T: CpuElem>(x: &RawTensor) -> Result<RawTensor> {
+    let v = read::<T, _>("contiguous", x, |s, l| contiguous_cow(s, l).into_owned())?;
+    Ok(output(v, x.shape()))
+}
+
+impl Memory for CpuBackend {
+    fn empty(&self, shape: &[usize], dtype: DType) -> Result<RawTensor> {
+        let n = checked_numel("empty", shape)?;
+        Ok(RawTensor::dense(
+            StorageCell::host(CpuStorage::zeros(dtype, n)?),
+            shape,
+        ))
     }
-    with_any!(x.dtype(), |I| with_any!(dtype, |O| cast_t::<I, O>(x)))
-}
 
-/// Calls `f(dst_elements, src_storage, src_layout)` with `dst` locked for writing. A
-/// source sharing `dst`'s storage is first copied out, so overlapping views read the
-/// old values.
-fn with_dst_src<T: CpuElem>(
-    op: &'static str,
-    dst: &Tensor,
-    src: &Tensor,
-    f: impl FnOnce(&mut [T], &[T], &Layout),
-) -> Result<()> {
-    if Arc::ptr_eq(dst.storage(), src.storage()) {
-        let copy = read::<T, _>(op, src, |s, l| contiguous_cow(s, l).into_owned())?;
-        let layout = Layout::contiguous(src.shape());
-        return write::<T, _>(op, dst, |d| f(d, &copy, &layout));
+    fn upload(&self, host: CpuStorage, shape: &[usize]) -> Result<RawTensor> {
+        if checked_numel("from_host", shape)? != host.len() {
+            return Err(Error::invalid(
+                "from_host",
+                format!("{} elements do not fill shape {shape:?}", host.len()),
+            ));
+        }
+        Ok(RawTensor::dense(StorageCell::host(host), shape))
     }
-    read::<T, _>(op, src, |s, l| write::<T, _>(op, dst, |d| f(d, s, l)))?
-}
 
-/// See [`crate::backend::dispatch::copy_`].
-pub(crate) fn copy_(dst: &Tensor, src: &Tensor) -> Result<()> {
-    with_any!(dst.dtype(), |T| with_dst_src::<T>(
-        "copy_",
-        dst,
-        src,
-        |d, s, l| { zip1(d, s, l, |o, x| *o = x) }
-    ))
-}
+    fn download(&self, x: &RawTensor) -> Result<CpuStorage> {
+        with_any!(x.dtype(), |T| read::<T, _>("to_cpu", x, |s, l| {
+            T::wrap(contiguous_cow(s, l).into_owned())
+        }))
+    }
 
-fn add_t<T: Float>(dst: &Tensor, src: &Tensor, alpha: f64) -> Result<()> {
-    let alpha = T::A::of_f64(alpha);
-    with_dst_src::<T>("add_", dst, src, |d, s, l| {
-        zip1(d, s, l, |o: &mut T, x: T| {
-            *o = T::store(o.load() + alpha * x.load())
-        })
-    })
-}
+    fn cast(&self, x: &RawTensor, dtype: DType) -> Result<RawTensor> {
+        if dtype == x.dtype() {
+            return with_any!(x.dtype(), |T| contiguous_t::<T>(x));
+        }
+        with_any!(x.dtype(), |I| with_any!(dtype, |O| cast_t::<I, O>(x)))
+    }
 
-/// See [`crate::backend::dispatch::add_`].
-pub(crate) fn add_(dst: &Tensor, src: &Tensor, alpha: f64) -> Result<()> {
-    with_float!(dst.dtype(), "add_", |T| add_t::<T>(dst, src, alpha))
-}
+    fn copy_(&self, dst: &RawTensor, src: &RawTensor) -> Result<()> {
+        with_any!(dst.dtype(), |T| write_from::<T>(
+            "copy_",
+            dst,
+            src,
+            |d, s, l| { zip1(d, s, l, |o, x| *o = x) }
+        ))
+    }
 
-/// See [`crate::backend::dispatch::fill_`].
-pub(crate) fn fill_(t: &Tensor, value: f64) -> Result<()> {
-    with_any!(t.dtype(), |T| write::<T, _>("fill_", t, |d| d
-        .fill(T::from_f64(value))))
-}
+    fn fill_(&self, t: &RawTensor, value: f64) -> Result<()> {
+        with_any!(t.dtype(), |T| write::<T, _>("fill_", t, |d| d
+            .fill(T::from_f64(value))))
+    }
 
-/// See [`crate::backend::dispatch::zero_`].
-pub(crate) fn zero_(t: &Tensor) -> Result<()> {
-    with_any!(t.dtype(), |T| write::<T, _>("zero_", t, |d| d
-        .fill(T::default())))
+    fn zero_(&self, t: &RawTensor) -> Result<()> {
+        with_any!(t.dtype(), |T| write::<T, _>("zero_", t, |d| d
+            .fill(T::default())))
+    }
 }

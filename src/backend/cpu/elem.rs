@@ -2,12 +2,13 @@
 //! type each float dtype computes in (f32 for f16 and f32, f64 for f64).
 
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
-use std::sync::Arc;
 
 use half::f16;
 
-use crate::error::{Error, Result};
-use crate::tensor::{CpuStorage, DType, Device, Element, Layout, Storage, Tensor};
+use crate::base::{lock_host, CpuStorage, DType, Device, Element, Layout, RawTensor, StorageCell};
+use crate::base::{Error, Result};
+
+use super::strided::contiguous_cow;
 
 /// An element type the CPU backend stores: typed access to [`CpuStorage`].
 pub(crate) trait CpuElem: Element + Default {
@@ -177,22 +178,22 @@ float_self!(f64);
 macro_rules! with_float {
     ($dtype:expr, $op:expr, |$T:ident| $body:expr) => {
         match $dtype {
-            crate::tensor::DType::F16 => {
+            crate::base::DType::F16 => {
                 type $T = half::f16;
                 $body
             }
-            crate::tensor::DType::F32 => {
+            crate::base::DType::F32 => {
                 type $T = f32;
                 $body
             }
-            crate::tensor::DType::F64 => {
+            crate::base::DType::F64 => {
                 type $T = f64;
                 $body
             }
-            dtype @ crate::tensor::DType::I64 => Err(crate::error::Error::Unsupported {
+            dtype @ crate::base::DType::I64 => Err(crate::base::Error::Unsupported {
                 op: $op,
                 dtype,
-                device: crate::tensor::Device::Cpu,
+                device: crate::base::Device::Cpu,
             }),
         }
     };
@@ -202,19 +203,19 @@ macro_rules! with_float {
 macro_rules! with_any {
     ($dtype:expr, |$T:ident| $body:expr) => {
         match $dtype {
-            crate::tensor::DType::F16 => {
+            crate::base::DType::F16 => {
                 type $T = half::f16;
                 $body
             }
-            crate::tensor::DType::F32 => {
+            crate::base::DType::F32 => {
                 type $T = f32;
                 $body
             }
-            crate::tensor::DType::F64 => {
+            crate::base::DType::F64 => {
                 type $T = f64;
                 $body
             }
-            crate::tensor::DType::I64 => {
+            crate::base::DType::I64 => {
                 type $T = i64;
                 $body
             }
@@ -224,34 +225,19 @@ macro_rules! with_any {
 
 pub(crate) use {with_any, with_float};
 
-fn typed<'a, T: CpuElem>(op: &'static str, s: &'a Storage) -> Result<&'a [T]> {
-    match s {
-        Storage::Cpu(c) => T::slice(c).ok_or_else(|| {
-            Error::invalid(
-                op,
-                format!("expected {} storage, found {}", T::DTYPE, c.dtype()),
-            )
-        }),
-        Storage::Gpu(_) => Err(Error::invalid(
+fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
+    T::slice(s).ok_or_else(|| {
+        Error::invalid(
             op,
-            "expected host storage, found device storage",
-        )),
-    }
+            format!("expected {} storage, found {}", T::DTYPE, s.dtype()),
+        )
+    })
 }
 
-fn typed_mut<'a, T: CpuElem>(op: &'static str, s: &'a mut Storage) -> Result<&'a mut [T]> {
-    match s {
-        Storage::Cpu(c) => {
-            let found = c.dtype();
-            T::slice_mut(c).ok_or_else(|| {
-                Error::invalid(op, format!("expected {} storage, found {found}", T::DTYPE))
-            })
-        }
-        Storage::Gpu(_) => Err(Error::invalid(
-            op,
-            "expected host storage, found device storage",
-        )),
-    }
+fn typed_mut<'a, T: CpuElem>(op: &'static str, s: &'a mut CpuStorage) -> Result<&'a mut [T]> {
+    let found = s.dtype();
+    T::slice_mut(s)
+        .ok_or_else(|| Error::invalid(op, format!("expected {} storage, found {found}", T::DTYPE)))
 }
 
 /// Checks that a view lies inside its storage (a broken layout is an error, not a panic).
@@ -268,66 +254,100 @@ fn check_extent(op: &'static str, layout: &Layout, len: usize) -> Result<()> {
     Ok(())
 }
 
+fn host_error(op: &'static str) -> Error {
+    Error::invalid(op, "expected host storage, found device storage")
+}
+
 /// Calls `f` with the whole storage slice of `t` (read lock held) and its layout.
 pub(crate) fn read<T: CpuElem, R>(
     op: &'static str,
-    t: &Tensor,
+    t: &RawTensor,
     f: impl FnOnce(&[T], &Layout) -> R,
 ) -> Result<R> {
-    let guard = t.storage().read();
+    let guard = t.storage().read().ok_or_else(|| host_error(op))?;
     let s = typed::<T>(op, &guard)?;
     check_extent(op, t.layout(), s.len())?;
     Ok(f(s, t.layout()))
 }
 
 /// Like [`read`] for two tensors of one element type; a storage shared by both is
-/// locked once.
+/// locked once, distinct ones in the global lock order.
 pub(crate) fn read2<T: CpuElem, R>(
     op: &'static str,
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
     f: impl FnOnce(&[T], &Layout, &[T], &Layout) -> R,
 ) -> Result<R> {
-    if Arc::ptr_eq(a.storage(), b.storage()) {
+    if a.shares_storage(b) {
         return read(op, a, |s, la| {
             check_extent(op, b.layout(), s.len())?;
             Ok(f(s, la, s, b.layout()))
         })?;
     }
-    let ga = a.storage().read();
-    let gb = b.storage().read();
-    let (sa, sb) = (typed::<T>(op, &ga)?, typed::<T>(op, &gb)?);
+    let guards = lock_host(&[(a.storage(), false), (b.storage(), false)])?;
+    let (sa, sb) = (typed::<T>(op, &guards[0])?, typed::<T>(op, &guards[1])?);
     check_extent(op, a.layout(), sa.len())?;
     check_extent(op, b.layout(), sb.len())?;
     Ok(f(sa, a.layout(), sb, b.layout()))
+}
+
+/// The elements of the contiguous view `dst` within its storage slice `s`.
+fn dst_region<'a, T: CpuElem>(
+    op: &'static str,
+    dst: &RawTensor,
+    s: &'a mut CpuStorage,
+) -> Result<&'a mut [T]> {
+    let layout = dst.layout();
+    if !layout.is_contiguous() {
+        return Err(Error::invalid(op, "the destination must be contiguous"));
+    }
+    let s = typed_mut::<T>(op, s)?;
+    check_extent(op, layout, s.len())?;
+    let start = layout.offset();
+    Ok(&mut s[start..start + layout.numel()])
 }
 
 /// Calls `f` with the elements of the contiguous view `t` (write lock held): only the
 /// view's own region of a possibly larger storage.
 pub(crate) fn write<T: CpuElem, R>(
     op: &'static str,
-    t: &Tensor,
+    t: &RawTensor,
     f: impl FnOnce(&mut [T]) -> R,
 ) -> Result<R> {
-    let layout = t.layout();
-    if !layout.is_contiguous() {
-        return Err(Error::invalid(op, "the destination must be contiguous"));
+    let mut guard = t.storage().write().ok_or_else(|| host_error(op))?;
+    Ok(f(dst_region::<T>(op, t, &mut guard)?))
+}
+
+/// Calls `f(dst elements, src storage, src layout)` with `dst` locked for writing and
+/// `src` for reading, in the global lock order. A source sharing `dst`'s storage is first
+/// copied out, so overlapping views read the old values.
+pub(crate) fn write_from<T: CpuElem>(
+    op: &'static str,
+    dst: &RawTensor,
+    src: &RawTensor,
+    f: impl FnOnce(&mut [T], &[T], &Layout),
+) -> Result<()> {
+    if dst.shares_storage(src) {
+        let copy = read::<T, _>(op, src, |s, l| contiguous_cow(s, l).into_owned())?;
+        let layout = Layout::contiguous(src.shape());
+        return write::<T, _>(op, dst, |d| f(d, &copy, &layout));
     }
-    let mut guard = t.storage().write();
-    let s = typed_mut::<T>(op, &mut guard)?;
-    check_extent(op, layout, s.len())?;
-    let start = layout.offset();
-    Ok(f(&mut s[start..start + layout.numel()]))
+    let mut guards = lock_host(&[(dst.storage(), true), (src.storage(), false)])?;
+    let (gd, gs) = guards.split_at_mut(1);
+    let s = typed::<T>(op, &gs[0])?;
+    check_extent(op, src.layout(), s.len())?;
+    let d = dst_region::<T>(op, dst, gd[0].get_mut().ok_or_else(|| host_error(op))?)?;
+    f(d, s, src.layout());
+    Ok(())
 }
 
 /// A new contiguous CPU tensor owning `v`.
-pub(crate) fn output<T: CpuElem>(v: Vec<T>, shape: &[usize]) -> Tensor {
-    debug_assert_eq!(v.len(), shape.iter().product::<usize>());
-    Tensor::from_new_storage(Storage::Cpu(T::wrap(v)), shape, Device::Cpu)
+pub(crate) fn output<T: CpuElem>(v: Vec<T>, shape: &[usize]) -> RawTensor {
+    RawTensor::dense(StorageCell::host(T::wrap(v)), shape)
 }
 
 /// The values of a small auxiliary tensor (statistics, a loss gradient) as f64.
-pub(crate) fn small_f64(op: &'static str, t: &Tensor, len: usize) -> Result<Vec<f64>> {
+pub(crate) fn small_f64(op: &'static str, t: &RawTensor, len: usize) -> Result<Vec<f64>> {
     if t.device() != Device::Cpu || !t.dtype().is_float() || t.numel() != len {
         return Err(Error::invalid(
             op,
@@ -339,11 +359,13 @@ pub(crate) fn small_f64(op: &'static str, t: &Tensor, len: usize) -> Result<Vec<
             ),
         ));
     }
-    t.to_vec_f64()
+    with_float!(t.dtype(), op, |T| read::<T, _>(op, t, |s, l| {
+        l.indices().map(|i| s[i].to_f64()).collect()
+    }))
 }
 
 /// The values of an index tensor (i64) in row-major order.
-pub(crate) fn indices(op: &'static str, t: &Tensor) -> Result<Vec<i64>> {
+pub(crate) fn indices(op: &'static str, t: &RawTensor) -> Result<Vec<i64>> {
     if t.dtype() != DType::I64 || t.device() != Device::Cpu {
         return Err(Error::invalid(
             op,
@@ -354,5 +376,5 @@ pub(crate) fn indices(op: &'static str, t: &Tensor) -> Result<Vec<i64>> {
             ),
         ));
     }
-    t.to_vec::<i64>()
+    read::<i64, _>(op, t, |s, l| contiguous_cow(s, l).into_owned())
 }

@@ -1,11 +1,11 @@
 //! Elementwise ops: unary functions, broadcast binary arithmetic, affine.
 
-use crate::backend::dispatch::{BinaryOp, UnaryOp};
-use crate::error::Result;
-use crate::tensor::{broadcast_shapes, Tensor};
+use crate::backend::{BinaryOp, Elementwise, UnaryOp};
+use crate::base::{RawTensor, Result};
 
-use super::elem::{output, read, read2, with_float, Acc, Float};
-use super::strided::{map1, zip2};
+use super::elem::{output, read, read2, with_float, write_from, Acc, Float};
+use super::strided::{map1, zip1, zip2};
+use super::CpuBackend;
 
 /// `sqrt(2 / pi)`
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
@@ -54,12 +54,12 @@ fn gelu_tanh_grad<A: Acc>(x: A) -> A {
 }
 
 /// Elementwise `f` over a float tensor, computed in `T::A`.
-fn map_float<T: Float>(x: &Tensor, f: impl Fn(T::A) -> T::A + Sync + Send) -> Result<Tensor> {
+fn map_float<T: Float>(x: &RawTensor, f: impl Fn(T::A) -> T::A + Sync + Send) -> Result<RawTensor> {
     let v = read::<T, _>("unary", x, |s, l| map1(s, l, |v: T| T::store(f(v.load()))))?;
     Ok(output(v, x.shape()))
 }
 
-fn unary_t<T: Float>(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+fn unary_t<T: Float>(op: UnaryOp, x: &RawTensor) -> Result<RawTensor> {
     let zero = <T::A as Acc>::ZERO;
     let one = <T::A as Acc>::ONE;
     match op {
@@ -82,27 +82,14 @@ fn unary_t<T: Float>(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// See [`crate::backend::dispatch::unary`].
-pub(crate) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    with_float!(x.dtype(), "unary", |T| unary_t::<T>(op, x))
-}
-
-/// `x * mul + add`, scalars in `T::A`.
-pub(crate) fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
-    with_float!(x.dtype(), "affine", |T| {
-        let (m, c) = (<T as Float>::A::of_f64(mul), <T as Float>::A::of_f64(add));
-        map_float::<T>(x, |v| v * m + c)
-    })
-}
-
 fn zip_float<T: Float>(
-    a: &Tensor,
-    b: &Tensor,
+    a: &RawTensor,
+    b: &RawTensor,
+    shape: &[usize],
     f: impl Fn(T::A, T::A) -> T::A + Sync + Send,
-) -> Result<Tensor> {
-    let shape = broadcast_shapes("binary", a.shape(), b.shape())?;
-    let la = a.layout().broadcast_to(&shape)?;
-    let lb = b.layout().broadcast_to(&shape)?;
+) -> Result<RawTensor> {
+    let la = a.layout().broadcast_to(shape)?;
+    let lb = b.layout().broadcast_to(shape)?;
     let n: usize = shape.iter().product();
     let v = read2::<T, _>("binary", a, b, |sa, _, sb, _| {
         let mut out = vec![T::default(); n];
@@ -111,21 +98,57 @@ fn zip_float<T: Float>(
         });
         out
     })?;
-    Ok(output(v, &shape))
+    Ok(output(v, shape))
 }
 
-fn binary_t<T: Float>(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn binary_t<T: Float>(
+    op: BinaryOp,
+    a: &RawTensor,
+    b: &RawTensor,
+    s: &[usize],
+) -> Result<RawTensor> {
     match op {
-        BinaryOp::Add => zip_float::<T>(a, b, |x, y| x + y),
-        BinaryOp::Sub => zip_float::<T>(a, b, |x, y| x - y),
-        BinaryOp::Mul => zip_float::<T>(a, b, |x, y| x * y),
-        BinaryOp::Div => zip_float::<T>(a, b, |x, y| x / y),
+        BinaryOp::Add => zip_float::<T>(a, b, s, |x, y| x + y),
+        BinaryOp::Sub => zip_float::<T>(a, b, s, |x, y| x - y),
+        BinaryOp::Mul => zip_float::<T>(a, b, s, |x, y| x * y),
+        BinaryOp::Div => zip_float::<T>(a, b, s, |x, y| x / y),
     }
 }
 
-/// See [`crate::backend::dispatch::binary`].
-pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    with_float!(a.dtype(), "binary", |T| binary_t::<T>(op, a, b))
+fn add_t<T: Float>(dst: &RawTensor, src: &RawTensor, alpha: f64) -> Result<()> {
+    let alpha = T::A::of_f64(alpha);
+    write_from::<T>("add_", dst, src, |d, s, l| {
+        zip1(d, s, l, |o: &mut T, x: T| {
+            *o = T::store(o.load() + alpha * x.load())
+        })
+    })
+}
+
+impl Elementwise for CpuBackend {
+    fn unary(&self, op: UnaryOp, x: &RawTensor) -> Result<RawTensor> {
+        with_float!(x.dtype(), "unary", |T| unary_t::<T>(op, x))
+    }
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a: &RawTensor,
+        b: &RawTensor,
+        shape: &[usize],
+    ) -> Result<RawTensor> {
+        with_float!(a.dtype(), "binary", |T| binary_t::<T>(op, a, b, shape))
+    }
+
+    fn affine(&self, x: &RawTensor, mul: f64, add: f64) -> Result<RawTensor> {
+        with_float!(x.dtype(), "affine", |T| {
+            let (m, c) = (<T as Float>::A::of_f64(mul), <T as Float>::A::of_f64(add));
+            map_float::<T>(x, |v| v * m + c)
+        })
+    }
+
+    fn add_(&self, dst: &RawTensor, src: &RawTensor, alpha: f64) -> Result<()> {
+        with_float!(dst.dtype(), "add_", |T| add_t::<T>(dst, src, alpha))
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! Embedding lookup and its backward (a scatter-add of rows).
 
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::backend::Indexing;
+use crate::base::RawTensor;
+use crate::base::{Error, Result};
 
 use super::elem::{indices, output, read, with_float, Acc, Float};
 use super::strided::{contiguous_cow, for_chunks};
+use super::CpuBackend;
 
 /// The indices of `idx`, each checked to lie in `0..rows`.
-fn checked(op: &'static str, idx: &Tensor, rows: usize) -> Result<Vec<usize>> {
+fn checked(op: &'static str, idx: &RawTensor, rows: usize) -> Result<Vec<usize>> {
     indices(op, idx)?
         .into_iter()
         .enumerate()
@@ -24,7 +26,7 @@ fn checked(op: &'static str, idx: &Tensor, rows: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn embedding_t<T: Float>(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
+fn embedding_t<T: Float>(weight: &RawTensor, idx: &RawTensor) -> Result<RawTensor> {
     let (v, d) = (weight.shape()[0], weight.shape()[1]);
     let ids = checked("embedding", idx, v)?;
     let out = read::<T, _>("embedding", weight, |s, l| {
@@ -43,14 +45,11 @@ fn embedding_t<T: Float>(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
     Ok(output(out, &shape))
 }
 
-/// See [`crate::backend::dispatch::embedding`].
-pub(crate) fn embedding(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
-    with_float!(weight.dtype(), "embedding", |T| embedding_t::<T>(
-        weight, idx
-    ))
-}
-
-fn embedding_backward_t<T: Float>(grad: &Tensor, idx: &Tensor, num: usize) -> Result<Tensor> {
+fn embedding_backward_t<T: Float>(
+    grad: &RawTensor,
+    idx: &RawTensor,
+    num: usize,
+) -> Result<RawTensor> {
     const OP: &str = "embedding_backward";
     let d = grad.shape().last().copied().unwrap_or(0);
     if grad.rank() != idx.rank() + 1 || grad.shape()[..idx.rank()] != *idx.shape() {
@@ -80,13 +79,21 @@ fn embedding_backward_t<T: Float>(grad: &Tensor, idx: &Tensor, num: usize) -> Re
     ))
 }
 
-/// See [`crate::backend::dispatch::embedding_backward`].
-pub(crate) fn embedding_backward(
-    grad: &Tensor,
-    idx: &Tensor,
-    num_embeddings: usize,
-) -> Result<Tensor> {
-    with_float!(grad.dtype(), "embedding_backward", |T| {
-        embedding_backward_t::<T>(grad, idx, num_embeddings)
-    })
+impl Indexing for CpuBackend {
+    fn embedding(&self, weight: &RawTensor, idx: &RawTensor) -> Result<RawTensor> {
+        with_float!(weight.dtype(), "embedding", |T| embedding_t::<T>(
+            weight, idx
+        ))
+    }
+
+    fn embedding_backward(
+        &self,
+        grad: &RawTensor,
+        idx: &RawTensor,
+        rows: usize,
+    ) -> Result<RawTensor> {
+        with_float!(grad.dtype(), "embedding_backward", |T| {
+            embedding_backward_t::<T>(grad, idx, rows)
+        })
+    }
 }

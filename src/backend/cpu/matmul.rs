@@ -6,12 +6,14 @@ use std::mem::MaybeUninit;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::error::Result;
-use crate::tensor::{Layout, Tensor};
+use crate::backend::Products;
+use crate::base::Result;
+use crate::base::{Layout, RawTensor};
 
 use super::elem::{output, read, read2, CpuElem, Float};
 use super::f16conv;
 use super::strided::{map1, Dims};
+use super::CpuBackend;
 
 /// Products of at least this many multiply-adds use gemm's own threads.
 const GEMM_PAR_MIN: usize = 1 << 18;
@@ -305,13 +307,13 @@ unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
 /// The element types gemm multiplies directly, and f16 through f32.
 trait MatmulElem: Float {
     /// `a @ b` as a new contiguous vector.
-    fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>>;
+    fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>>;
 }
 
 macro_rules! direct {
     ($t:ty) => {
         impl MatmulElem for $t {
-            fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>> {
+            fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
                 read2::<$t, _>("matmul", a, b, |sa, la, sb, lb| {
                     product(sa, la, sb, lb, 1.0)
                 })
@@ -327,8 +329,8 @@ impl MatmulElem for f16 {
     /// Widens both operands to f32 (so every sum accumulates in f32) and rounds the
     /// product once. The storage range a view spans is widened as it lies (F16C, eight at
     /// a time), so a transposed weight keeps its strides instead of being gathered.
-    fn matmul(a: &Tensor, b: &Tensor) -> Result<Vec<Self>> {
-        let widen = |t: &Tensor| {
+    fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
+        let widen = |t: &RawTensor| {
             read::<f16, _>("matmul", t, |s, l| {
                 let (start, end) = (l.offset(), l.storage_extent().max(l.offset()));
                 if end - start > 2 * l.numel() {
@@ -349,14 +351,15 @@ impl MatmulElem for f16 {
     }
 }
 
-fn matmul_t<T: MatmulElem + CpuElem>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     let ra = a.rank();
     let mut shape = a.shape()[..ra - 1].to_vec();
     shape.push(b.shape()[b.rank() - 1]);
     Ok(output(T::matmul(a, b)?, &shape))
 }
 
-/// See [`crate::backend::dispatch::matmul`].
-pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    super::elem::with_float!(a.dtype(), "matmul", |T| matmul_t::<T>(a, b))
+impl Products for CpuBackend {
+    fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
+        super::elem::with_float!(a.dtype(), "matmul", |T| matmul_t::<T>(a, b))
+    }
 }

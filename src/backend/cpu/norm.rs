@@ -2,15 +2,17 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::backend::{LayerNormGrad, LayerNormGrads, LayerNormIn, Norms};
+use crate::base::RawTensor;
+use crate::base::{Error, Result};
 
 use super::elem::{output, read, read2, small_f64, with_float, Acc, Float};
 use super::softmax::rows_cols;
 use super::strided::{chunk_len, contiguous_cow, for_rows, map1, parallel};
+use super::CpuBackend;
 
 /// The elements of a parameter vector of length `d`, widened to the arithmetic type.
-fn param<T: Float>(op: &'static str, p: Option<&Tensor>, d: usize) -> Result<Option<Vec<T::A>>> {
+fn param<T: Float>(op: &'static str, p: Option<&RawTensor>, d: usize) -> Result<Option<Vec<T::A>>> {
     let Some(p) = p else { return Ok(None) };
     if p.shape() != [d] {
         return Err(Error::invalid(
@@ -22,20 +24,21 @@ fn param<T: Float>(op: &'static str, p: Option<&Tensor>, d: usize) -> Result<Opt
 }
 
 /// The rows and row length of a layer norm input (at least one dim).
-fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+fn rows_of(op: &'static str, x: &RawTensor) -> Result<(usize, usize)> {
     if x.rank() == 0 {
         return Err(Error::invalid(op, "the input needs at least one dim"));
     }
     Ok(rows_cols(x.shape()))
 }
 
-fn layer_norm_t<T: Float>(
-    x: &Tensor,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
+fn layer_norm_t<T: Float>(a: &LayerNormIn<'_>) -> Result<[RawTensor; 3]> {
     const OP: &str = "layer_norm";
+    let LayerNormIn {
+        x,
+        weight,
+        bias,
+        eps,
+    } = *a;
     let (rows, d) = rows_of(OP, x)?;
     let w = param::<T>(OP, weight, d)?;
     let b = param::<T>(OP, bias, d)?;
@@ -72,23 +75,11 @@ fn layer_norm_t<T: Float>(
     })?;
     let mean: Vec<T::A> = stats.iter().map(|s| s.0).collect();
     let rstd: Vec<T::A> = stats.iter().map(|s| s.1).collect();
-    Ok((
+    Ok([
         output(y, x.shape()),
         output(mean, &[rows]),
         output(rstd, &[rows]),
-    ))
-}
-
-/// See [`crate::backend::dispatch::layer_norm`].
-pub(crate) fn layer_norm(
-    x: &Tensor,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f64,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    with_float!(x.dtype(), "layer_norm", |T| layer_norm_t::<T>(
-        x, weight, bias, eps
-    ))
+    ])
 }
 
 /// Partial sums of `dy * xhat` and `dy` per column over some rows.
@@ -104,16 +95,15 @@ fn add_partials<A: Acc>(mut a: Partial<A>, b: Partial<A>) -> Partial<A> {
     a
 }
 
-type LnGrads = (Tensor, Option<Tensor>, Option<Tensor>);
-
-fn layer_norm_backward_t<T: Float>(
-    dy: &Tensor,
-    x: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    weight: Option<&Tensor>,
-) -> Result<LnGrads> {
+fn layer_norm_backward_t<T: Float>(a: &LayerNormGrad<'_>) -> Result<LayerNormGrads> {
     const OP: &str = "layer_norm_backward";
+    let LayerNormGrad {
+        dy,
+        x,
+        mean,
+        rstd,
+        weight,
+    } = *a;
     let (rows, d) = rows_of(OP, x)?;
     if dy.shape() != x.shape() {
         return Err(Error::ShapeMismatch {
@@ -179,15 +169,14 @@ fn layer_norm_backward_t<T: Float>(
     Ok((dx, Some(store(dw)), Some(store(db))))
 }
 
-/// See [`crate::backend::dispatch::layer_norm_backward`].
-pub(crate) fn layer_norm_backward(
-    dy: &Tensor,
-    x: &Tensor,
-    mean: &Tensor,
-    rstd: &Tensor,
-    weight: Option<&Tensor>,
-) -> Result<LnGrads> {
-    with_float!(x.dtype(), "layer_norm_backward", |T| {
-        layer_norm_backward_t::<T>(dy, x, mean, rstd, weight)
-    })
+impl Norms for CpuBackend {
+    fn layer_norm(&self, a: &LayerNormIn<'_>) -> Result<[RawTensor; 3]> {
+        with_float!(a.x.dtype(), "layer_norm", |T| layer_norm_t::<T>(a))
+    }
+
+    fn layer_norm_backward(&self, a: &LayerNormGrad<'_>) -> Result<LayerNormGrads> {
+        with_float!(a.x.dtype(), "layer_norm_backward", |T| {
+            layer_norm_backward_t::<T>(a)
+        })
+    }
 }

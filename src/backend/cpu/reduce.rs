@@ -2,11 +2,13 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::backend::Reductions;
+use crate::base::RawTensor;
+use crate::base::{Error, Result};
 
 use super::elem::{output, read, with_float, Acc, Float};
 use super::strided::{chunk_len, contiguous_cow, for_items, parallel, Dims};
+use super::CpuBackend;
 
 /// Sum of `x[base + r]` over every storage offset `r` of the reduced dims `rd`, for
 /// `range` of its row-major elements.
@@ -87,7 +89,7 @@ fn sum_strided<T: Float>(x: &[T], base: usize, kd: &Dims<1>, rd: &Dims<1>) -> Ve
     acc
 }
 
-fn sum_t<T: Float>(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
+fn sum_t<T: Float>(x: &RawTensor, dims: &[usize], keepdim: bool) -> Result<RawTensor> {
     let (shape, strides) = (x.shape(), x.layout().strides());
     let mut kept = (Vec::new(), Vec::new());
     let mut red = (Vec::new(), Vec::new());
@@ -116,11 +118,6 @@ fn sum_t<T: Float>(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> 
     Ok(output(v, &out_shape))
 }
 
-/// See [`crate::backend::dispatch::sum_dims`].
-pub(crate) fn sum_dims(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-    with_float!(x.dtype(), "sum", |T| sum_t::<T>(x, dims, keepdim))
-}
-
 /// Index of the first largest value of a row; a NaN counts as the largest.
 fn argmax_row<T: Float>(row: &[T]) -> i64 {
     let mut best = 0;
@@ -138,7 +135,7 @@ fn argmax_row<T: Float>(row: &[T]) -> i64 {
     best as i64
 }
 
-fn argmax_t<T: Float>(x: &Tensor) -> Result<Tensor> {
+fn argmax_t<T: Float>(x: &RawTensor) -> Result<RawTensor> {
     let shape = x.shape();
     let (cols, out_shape) = match shape.split_last() {
         Some((&c, rest)) => (c, rest.to_vec()),
@@ -165,7 +162,12 @@ fn argmax_t<T: Float>(x: &Tensor) -> Result<Tensor> {
     Ok(output(v, &out_shape))
 }
 
-/// See [`crate::backend::dispatch::argmax`].
-pub(crate) fn argmax(x: &Tensor) -> Result<Tensor> {
-    with_float!(x.dtype(), "argmax", |T| argmax_t::<T>(x))
+impl Reductions for CpuBackend {
+    fn sum_dims(&self, x: &RawTensor, dims: &[usize], keepdim: bool) -> Result<RawTensor> {
+        with_float!(x.dtype(), "sum", |T| sum_t::<T>(x, dims, keepdim))
+    }
+
+    fn argmax(&self, x: &RawTensor) -> Result<RawTensor> {
+        with_float!(x.dtype(), "argmax", |T| argmax_t::<T>(x))
+    }
 }

@@ -1,12 +1,13 @@
 //! Softmax and log-softmax over the last dim, their backward, and cross-entropy with
 //! class indices.
 
-use crate::backend::dispatch::{CrossEntropyOpts, Reduction};
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::backend::{CrossEntropyGrad, CrossEntropyOpts, Reduction, Softmaxes};
+use crate::base::RawTensor;
+use crate::base::{Error, Result};
 
 use super::elem::{indices, output, read, read2, small_f64, with_float, Acc, Float};
 use super::strided::{contiguous_cow, for_chunks, for_items};
+use super::CpuBackend;
 
 /// Rows and columns of a tensor seen as rows over its last dim (a scalar is one row of
 /// one element).
@@ -44,7 +45,7 @@ fn row_lse<T: Float>(row: &[T]) -> T::A {
     m + s.ln()
 }
 
-fn softmax_t<T: Float>(x: &Tensor, log: bool) -> Result<Tensor> {
+fn softmax_t<T: Float>(x: &RawTensor, log: bool) -> Result<RawTensor> {
     let (rows, cols) = rows_cols(x.shape());
     let v = read::<T, _>("softmax", x, |s, l| {
         let data = contiguous_cow(s, l);
@@ -78,12 +79,7 @@ fn softmax_t<T: Float>(x: &Tensor, log: bool) -> Result<Tensor> {
     Ok(output(v, x.shape()))
 }
 
-/// See [`crate::backend::dispatch::softmax`].
-pub(crate) fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
-    with_float!(x.dtype(), "softmax", |T| softmax_t::<T>(x, log))
-}
-
-fn softmax_backward_t<T: Float>(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
+fn softmax_backward_t<T: Float>(y: &RawTensor, dy: &RawTensor, log: bool) -> Result<RawTensor> {
     let (rows, cols) = rows_cols(y.shape());
     let v = read2::<T, _>("softmax_backward", y, dy, |sy, ly, sd, ld| {
         let (y, dy) = (contiguous_cow(sy, ly), contiguous_cow(sd, ld));
@@ -116,17 +112,10 @@ fn softmax_backward_t<T: Float>(y: &Tensor, dy: &Tensor, log: bool) -> Result<Te
     Ok(output(v, y.shape()))
 }
 
-/// See [`crate::backend::dispatch::softmax_backward`].
-pub(crate) fn softmax_backward(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
-    with_float!(y.dtype(), "softmax_backward", |T| softmax_backward_t::<T>(
-        y, dy, log
-    ))
-}
-
 /// The targets of a cross-entropy, checked: each in `0..classes` or `ignore_index`.
 fn checked_targets(
     op: &'static str,
-    target: &Tensor,
+    target: &RawTensor,
     classes: usize,
     ignore: i64,
 ) -> Result<Vec<i64>> {
@@ -143,10 +132,10 @@ fn checked_targets(
 }
 
 fn cross_entropy_t<T: Float>(
-    logits: &Tensor,
-    target: &Tensor,
+    logits: &RawTensor,
+    target: &RawTensor,
     opts: &CrossEntropyOpts,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<[RawTensor; 2]> {
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let targets = checked_targets("cross_entropy", target, c, opts.ignore_index)?;
     let eps = T::A::of_f64(opts.label_smoothing);
@@ -189,28 +178,18 @@ fn cross_entropy_t<T: Float>(
             output(vec![T::store(total)], &[])
         }
     };
-    Ok((loss, output(lse, &[n])))
+    Ok([loss, output(lse, &[n])])
 }
 
-/// See [`crate::backend::dispatch::cross_entropy`].
-pub(crate) fn cross_entropy(
-    logits: &Tensor,
-    target: &Tensor,
-    opts: &CrossEntropyOpts,
-) -> Result<(Tensor, Tensor)> {
-    with_float!(logits.dtype(), "cross_entropy", |T| cross_entropy_t::<T>(
-        logits, target, opts
-    ))
-}
-
-fn cross_entropy_backward_t<T: Float>(
-    logits: &Tensor,
-    target: &Tensor,
-    lse: &Tensor,
-    grad_loss: &Tensor,
-    opts: &CrossEntropyOpts,
-) -> Result<Tensor> {
+fn cross_entropy_backward_t<T: Float>(a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
     const OP: &str = "cross_entropy_backward";
+    let CrossEntropyGrad {
+        logits,
+        target,
+        lse,
+        grad_loss,
+        opts,
+    } = *a;
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let targets = checked_targets(OP, target, c, opts.ignore_index)?;
     let lse = small_f64(OP, lse, n)?;
@@ -251,15 +230,31 @@ fn cross_entropy_backward_t<T: Float>(
     Ok(output(v, &[n, c]))
 }
 
-/// See [`crate::backend::dispatch::cross_entropy_backward`].
-pub(crate) fn cross_entropy_backward(
-    logits: &Tensor,
-    target: &Tensor,
-    lse: &Tensor,
-    grad_loss: &Tensor,
-    opts: &CrossEntropyOpts,
-) -> Result<Tensor> {
-    with_float!(logits.dtype(), "cross_entropy_backward", |T| {
-        cross_entropy_backward_t::<T>(logits, target, lse, grad_loss, opts)
-    })
+impl Softmaxes for CpuBackend {
+    fn softmax(&self, x: &RawTensor, log: bool) -> Result<RawTensor> {
+        with_float!(x.dtype(), "softmax", |T| softmax_t::<T>(x, log))
+    }
+
+    fn softmax_backward(&self, y: &RawTensor, dy: &RawTensor, log: bool) -> Result<RawTensor> {
+        with_float!(y.dtype(), "softmax_backward", |T| softmax_backward_t::<T>(
+            y, dy, log
+        ))
+    }
+
+    fn cross_entropy(
+        &self,
+        logits: &RawTensor,
+        target: &RawTensor,
+        opts: &CrossEntropyOpts,
+    ) -> Result<[RawTensor; 2]> {
+        with_float!(logits.dtype(), "cross_entropy", |T| cross_entropy_t::<T>(
+            logits, target, opts
+        ))
+    }
+
+    fn cross_entropy_backward(&self, a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
+        with_float!(a.logits.dtype(), "cross_entropy_backward", |T| {
+            cross_entropy_backward_t::<T>(a)
+        })
+    }
 }

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::tensor::Layout;
+use crate::base::Layout;
 
 /// Below this many elements an op runs on the calling thread.
 pub(crate) const PAR_MIN: usize = 1 << 15;

@@ -12,8 +12,8 @@ use cudarc::driver::CudaStream;
 
 use super::error;
 use crate::backend::gpu::GemmDesc;
-use crate::error::{Error, Result};
-use crate::tensor::DType;
+use crate::base::DType;
+use crate::base::{Error, Result};
 
 /// A cuBLAS handle bound to the device's stream. cuBLAS calls are serialised through
 /// the mutex because one handle must not be used by two threads at once.
@@ -32,7 +32,10 @@ impl Blas {
     }
 
     /// Runs `g` on the handle's stream. `Ok(false)` for dtypes cuBLAS does not cover.
-    pub(super) fn gemm(&self, g: &GemmDesc) -> Result<bool> {
+    ///
+    /// # Safety
+    /// The pointers of `g` address device buffers large enough for its matrices.
+    pub(super) unsafe fn gemm(&self, g: &GemmDesc) -> Result<bool> {
         if !matches!(g.dtype, DType::F16 | DType::F32 | DType::F64) {
             return Ok(false);
         }
@@ -46,7 +49,7 @@ impl Blas {
             "cuBLAS gemm {} ({}x{}x{}, batch {})",
             g.dtype, g.m, g.n, g.k, g.batch
         );
-        // SAFETY: the caller of DeviceApi::gemm guarantees the pointers address device
+        // SAFETY: the caller guarantees the pointers address device
         // buffers large enough for the described matrices; alpha and beta are host values
         // that outlive the call (cuBLAS reads them before returning in host pointer mode).
         unsafe {

@@ -4,8 +4,8 @@ use cudarc::cublas::result::CublasError;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::DriverError;
 
-use crate::error::Error;
-use crate::tensor::Device;
+use crate::base::Device;
+use crate::base::Error;
 
 /// `CUDA_ERROR_NAME: description` of a driver error.
 pub(super) fn describe(e: &DriverError) -> String {

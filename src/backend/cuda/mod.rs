@@ -15,9 +15,9 @@ use std::sync::{Arc, OnceLock};
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{result as cu, CudaContext, CudaStream};
 
-use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig};
-use crate::error::{Error, Result};
-use crate::tensor::Device;
+use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig, Stream};
+use crate::base::Device;
+use crate::base::{Error, Result};
 
 /// Whether libcuda can be loaded (probed once; cudarc panics on a driver call without it).
 fn driver_present() -> bool {
@@ -100,7 +100,9 @@ impl CudaApi {
     }
 }
 
-impl DeviceApi for CudaApi {
+// SAFETY: all work is queued on the device's one stream, which the driver orders and
+// makes safe to use from several threads; dtoh and synchronize wait for the stream.
+unsafe impl DeviceApi for CudaApi {
     fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| self.device.to_string())
     }
@@ -133,14 +135,14 @@ impl DeviceApi for CudaApi {
         };
     }
 
-    fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+    unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
         self.bind("cuMemsetD8Async")?;
         // SAFETY: `ptr..ptr+bytes` is device memory of this context (GpuDevice's contract).
         unsafe { cu::memset_d8_async(ptr, 0, bytes, self.stream.cu_stream()) }
             .map_err(|e| error::cuda(format!("cuMemsetD8Async of {bytes} bytes"), e))
     }
 
-    fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         self.bind("cuMemcpyHtoDAsync")?;
         // SAFETY: `dst` holds `src.len()` bytes. `src` is pageable host memory, so the
         // driver has copied it into a staging buffer before the call returns and the
@@ -149,7 +151,7 @@ impl DeviceApi for CudaApi {
             .map_err(|e| error::cuda(format!("copying {} bytes to {}", src.len(), self.device), e))
     }
 
-    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         self.bind("cuMemcpyDtoHAsync")?;
         let (bytes, device) = (dst.len(), self.device);
         let what = || format!("copying {bytes} bytes from {device}");
@@ -162,7 +164,7 @@ impl DeviceApi for CudaApi {
             .map_err(|e| error::cuda(what(), e))
     }
 
-    fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+    unsafe fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         self.bind("cuMemcpyDtoDAsync")?;
         // SAFETY: both ranges are device memory of this context holding `bytes` bytes.
         unsafe { cu::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
@@ -173,6 +175,33 @@ impl DeviceApi for CudaApi {
         self.stream
             .synchronize()
             .map_err(|e| error::cuda(format!("synchronizing {}", self.device), e))
+    }
+
+    unsafe fn stream_wait(&self, waiter: Stream, on: Stream) -> Result<()> {
+        use cudarc::driver::sys::{CUevent_flags, CUevent_wait_flags, CUstream};
+        self.bind("cuStreamWaitEvent")?;
+        let raw = |s: Stream| match s {
+            Stream::Own => self.stream.cu_stream(),
+            Stream::Foreign(p) => p as CUstream,
+        };
+        let what = || format!("making a stream of {} wait for another", self.device);
+        let event = cu::event::create(CUevent_flags::CU_EVENT_DISABLE_TIMING)
+            .map_err(|e| error::cuda(what(), e))?;
+        // SAFETY: the event was just created; both streams are live (the caller's contract
+        // for a foreign one). Destroying an event that a stream still waits on is allowed:
+        // its resources are released once the wait completes.
+        let r = unsafe {
+            cu::event::record(event, raw(on)).and_then(|()| {
+                cu::stream::wait_event(
+                    raw(waiter),
+                    event,
+                    CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                )
+            })
+        };
+        // SAFETY: as above.
+        let _ = unsafe { cu::event::destroy(event) };
+        r.map_err(|e| error::cuda(what(), e))
     }
 
     unsafe fn launch(
@@ -198,11 +227,12 @@ impl DeviceApi for CudaApi {
         .map_err(|e| error::kernel(kernel.name(), &format!("cuLaunchKernel {cfg:?}"), e))
     }
 
-    fn gemm(&self, g: &GemmDesc) -> Result<bool> {
+    unsafe fn gemm(&self, g: &GemmDesc) -> Result<bool> {
         match self.blas()? {
             Some(b) => {
                 self.bind("cuBLAS gemm")?;
-                b.gemm(g)
+                // SAFETY: forwarded contract: g's pointers address its matrices.
+                unsafe { b.gemm(g) }
             }
             None => Ok(false),
         }

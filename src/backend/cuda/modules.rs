@@ -7,9 +7,9 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::Ptx;
 
 use super::error;
-use crate::backend::gpu::kernels::MODULES;
+use crate::backend::gpu::kernels::{MODULES, PTX};
 use crate::backend::gpu::KernelId;
-use crate::error::Result;
+use crate::base::Result;
 
 /// The kernels of one context. A module is loaded (JIT-compiled by the driver) on the
 /// first launch of one of its kernels; after that a launch is an index into `functions`.
@@ -55,7 +55,7 @@ impl KernelCache {
         if let Some(m) = self.modules[index].get() {
             return Ok(m.clone());
         }
-        let (name, ptx, _) = MODULES[index];
+        let (name, ptx) = (MODULES[index].0, PTX[index]);
         let m = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| {
             error::kernel(
                 kernel.name(),

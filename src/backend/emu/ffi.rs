@@ -65,7 +65,9 @@ unsafe impl Sync for Launch {}
 extern "C" {
     fn gs_emu_kernel_count() -> u32;
     fn gs_emu_kernel(i: u32) -> *const KernelDesc;
+    #[cfg(test)]
     fn gs_emu_test_kernel_count() -> u32;
+    #[cfg(test)]
     fn gs_emu_test_kernel(i: u32) -> *const KernelDesc;
     /// Runs one block on the calling thread: 0 done, 1 deadlock, 2 out of memory.
     pub(crate) fn gs_emu_run_block(l: *const Launch, bx: u32, by: u32, bz: u32) -> i32;
@@ -86,6 +88,7 @@ pub(crate) fn kernels() -> impl Iterator<Item = &'static KernelDesc> {
     (0..unsafe { gs_emu_kernel_count() }).map(|i| unsafe { &*gs_emu_kernel(i) })
 }
 
+#[cfg(test)]
 /// The descriptors of the host-only test kernels of `kernels/host/test_kernels.cu`.
 pub(crate) fn test_kernels() -> impl Iterator<Item = &'static KernelDesc> {
     // SAFETY: as for `kernels`.

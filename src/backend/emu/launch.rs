@@ -1,13 +1,14 @@
 //! Running a grid: validation, launch-time pointer checks, blocks on the rayon pool.
 
 use std::ffi::c_void;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::ffi::{self, KernelDesc, Launch};
 use super::{memory, Schedule};
 use crate::backend::gpu::LaunchConfig;
-use crate::error::{Error, Result};
+use crate::base::{Error, Result};
 
 /// Most threads per block (as on every CUDA GPU gradstep targets).
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
@@ -85,11 +86,39 @@ pub(crate) unsafe fn run(
             )),
         }
     };
+    run_blocks(blocks, run_one)
+}
+
+/// The emulator's own pool: its threads run kernel blocks and nothing else.
+fn pool() -> Result<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("gradstep-emu-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+    .ok_or_else(|| Error::invalid("emu", "could not start the emulator's threads"))
+}
+
+/// Runs blocks `0..blocks` in parallel on the emulator's pool. The caller holds the
+/// device's stream lock, so it must wait without taking other work: a rayon worker that
+/// stole a job issuing another emulated call would deadlock on that lock. A caller on a
+/// rayon pool therefore waits on a plain scoped thread, which blocks.
+fn run_blocks(blocks: u64, run_one: impl Fn(u64) -> Result<()> + Sync) -> Result<()> {
     if blocks == 1 {
-        run_one(0)
-    } else {
-        (0..blocks).into_par_iter().try_for_each(run_one)
+        return run_one(0);
     }
+    let pool = pool()?;
+    let work = || pool.install(|| (0..blocks).into_par_iter().try_for_each(&run_one));
+    if rayon::current_thread_index().is_none() {
+        return work();
+    }
+    std::thread::scope(|s| match s.spawn(work).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// Checks the configuration and the parameter count; the message names what is wrong.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::ffi;
-use crate::error::{Error, Result};
-use crate::tensor::Device;
+use crate::base::Device;
+use crate::base::{Error, Result};
 
 /// Alignment of normal (unguarded) allocations.
 const ALIGN: usize = 256;
@@ -95,7 +95,7 @@ pub(crate) fn check_range(op: &'static str, ptr: u64, bytes: usize) -> Result<()
     }
 }
 
-/// Number of live allocations (for tests and leak checks).
-pub fn live_allocations() -> usize {
-    live().len()
+/// Whether `[ptr, ptr + bytes)` lies inside one live allocation.
+pub(crate) fn holds(ptr: u64, bytes: usize) -> bool {
+    check_range("emu", ptr, bytes).is_ok()
 }

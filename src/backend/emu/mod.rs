@@ -25,13 +25,14 @@ mod memory;
 
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use crate::backend::gpu::{DeviceApi, KernelArgs, KernelId, LaunchConfig};
-use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::backend::gpu::KernelArgs;
+use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig, Stream};
+use crate::base::{Error, Result};
 
-pub use launch::{MAX_DYNAMIC_SHARED_BYTES, MAX_THREADS_PER_BLOCK};
-pub use memory::live_allocations;
+pub(crate) use memory::holds;
 
 /// Environment variable selecting the fiber schedule (`round-robin` or `random:SEED`).
 pub const SCHEDULE_ENV: &str = "GRADSTEP_EMU_SCHEDULE";
@@ -111,9 +112,12 @@ fn install_fault_handler() {
     DONE.get_or_init(|| unsafe { ffi::gs_emu_install_fault_handler() });
 }
 
-/// The emulated device.
+/// The emulated device. Every call that touches device memory (launches, copies,
+/// memsets) holds the device's lock, so work from several host threads runs one call
+/// after another, as on a CUDA stream.
 pub struct EmuApi {
     schedule: Schedule,
+    stream: Mutex<()>,
 }
 
 impl EmuApi {
@@ -133,12 +137,10 @@ impl EmuApi {
     /// The emulated device with an explicit schedule (memory is shared by every instance).
     pub fn with_schedule(schedule: Schedule) -> Self {
         install_fault_handler();
-        EmuApi { schedule }
-    }
-
-    /// This device's schedule.
-    pub fn schedule(&self) -> Schedule {
-        self.schedule
+        EmuApi {
+            schedule,
+            stream: Mutex::new(()),
+        }
     }
 
     fn options(&self) -> launch::RunOptions {
@@ -148,9 +150,18 @@ impl EmuApi {
             execute: execute_enabled(),
         }
     }
+
+    /// Holds the device's stream while `f` runs.
+    fn in_order<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
 }
 
-impl DeviceApi for EmuApi {
+// SAFETY: every memory-touching call runs under `stream`, one at a time and complete on
+// return (the emulator is synchronous), so calls are ordered as on one stream; `alloc`
+// hands out distinct host blocks.
+unsafe impl DeviceApi for EmuApi {
     fn name(&self) -> String {
         format!("host emulation ({})", self.schedule)
     }
@@ -158,36 +169,50 @@ impl DeviceApi for EmuApi {
         memory::alloc(bytes, sanitize_enabled())
     }
     unsafe fn free(&self, ptr: u64) {
-        // SAFETY: forwarded contract.
-        unsafe { memory::free(ptr, sanitize_enabled()) }
+        // SAFETY: forwarded contract; the lock orders it after queued work.
+        self.in_order(|| unsafe { memory::free(ptr, sanitize_enabled()) })
     }
-    fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+    unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
         memory::check_range("emu memset", ptr, bytes)?;
         // SAFETY: the range lies inside a live allocation.
-        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        self.in_order(|| unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) });
         Ok(())
     }
-    fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         memory::check_range("emu htod", dst, src.len())?;
         // SAFETY: the destination range lies inside a live allocation, distinct from `src`.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        self.in_order(|| unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len())
+        });
         Ok(())
     }
-    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         memory::check_range("emu dtoh", src, dst.len())?;
         // SAFETY: the source range lies inside a live allocation, distinct from `dst`.
-        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        self.in_order(|| unsafe {
+            std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len())
+        });
         Ok(())
     }
-    fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+    unsafe fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         memory::check_range("emu dtod (source)", src, bytes)?;
         memory::check_range("emu dtod (destination)", dst, bytes)?;
         // SAFETY: both ranges lie inside live allocations; `copy` allows overlap.
-        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+        self.in_order(|| unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) });
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
-        Ok(())
+        self.in_order(|| Ok(()))
+    }
+    unsafe fn stream_wait(&self, waiter: Stream, on: Stream) -> Result<()> {
+        match (waiter, on) {
+            // Every call completes before it returns: the work on `on` is done already.
+            (Stream::Own, Stream::Own) => Ok(()),
+            _ => Err(Error::invalid(
+                "emu",
+                "the emulator has one stream: pass the device's own stream (a null stream)",
+            )),
+        }
     }
     unsafe fn launch(
         &self,
@@ -200,7 +225,10 @@ impl DeviceApi for EmuApi {
             msg: "kernel id out of range of the emulated kernel table".into(),
         })?;
         // SAFETY: forwarded contract.
-        unsafe { launch::run(desc, cfg, params, self.options()) }
+        self.in_order(|| unsafe { launch::run(desc, cfg, params, self.options()) })
+    }
+    fn caches_blocks(&self) -> bool {
+        !sanitize_enabled()
     }
 }
 
@@ -210,12 +238,14 @@ pub fn kernel_names() -> Vec<&'static str> {
     ffi::kernels().map(|d| d.name()).collect()
 }
 
+#[cfg(test)]
 /// Names of the host-only test kernels (`kernels/host/test_kernels.cu`), which exist only
 /// in the emulator and test it.
 pub fn host_test_kernel_names() -> Vec<&'static str> {
     ffi::test_kernels().map(|d| d.name()).collect()
 }
 
+#[cfg(test)]
 /// Launches a host-only test kernel by name with an explicit schedule (sanitizer as the
 /// environment says). Memory comes from the emulated device (`gpu::get(Device::Emu)`).
 ///

@@ -32,6 +32,7 @@ impl LaunchConfig {
     }
 
     /// Sets the dynamic shared memory.
+    #[cfg(test)]
     pub fn with_shared(mut self, bytes: u32) -> Self {
         self.shared_bytes = bytes;
         self

@@ -2,9 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::backend::CounterSnapshot;
+
 /// Running totals of what a GPU device (CUDA or emulated) was asked to do.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     launches: AtomicU64,
     memsets: AtomicU64,
     htod: AtomicU64,
@@ -12,30 +14,13 @@ pub struct Counters {
     dtod: AtomicU64,
     syncs: AtomicU64,
     allocs: AtomicU64,
-}
-
-/// A snapshot of [`Counters`]; subtract two snapshots to count what happened between them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CounterSnapshot {
-    /// Kernel launches.
-    pub launches: u64,
-    /// Memsets (device memory cleared without a kernel).
-    pub memsets: u64,
-    /// Host-to-device copies.
-    pub htod: u64,
-    /// Device-to-host copies (each one synchronises with the host).
-    pub dtoh: u64,
-    /// Device-to-device copies.
-    pub dtod: u64,
-    /// Explicit host synchronisations, device-to-host copies included.
-    pub syncs: u64,
-    /// Device allocations.
-    pub allocs: u64,
+    frees: AtomicU64,
+    stream_waits: AtomicU64,
 }
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// A kernel launch.
     Launch,
     /// A memset.
@@ -48,13 +33,17 @@ pub enum Event {
     DtoD,
     /// A stream or device synchronisation.
     Sync,
-    /// An allocation.
+    /// A driver allocation.
     Alloc,
+    /// A driver free.
+    Free,
+    /// A stream made to wait for another.
+    StreamWait,
 }
 
 impl Counters {
     /// Records one event.
-    pub fn record(&self, e: Event) {
+    pub(crate) fn record(&self, e: Event) {
         let c = match e {
             Event::Launch => &self.launches,
             Event::Memset => &self.memsets,
@@ -66,12 +55,14 @@ impl Counters {
             Event::DtoD => &self.dtod,
             Event::Sync => &self.syncs,
             Event::Alloc => &self.allocs,
+            Event::Free => &self.frees,
+            Event::StreamWait => &self.stream_waits,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The current totals.
-    pub fn snapshot(&self) -> CounterSnapshot {
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
             launches: l(&self.launches),
@@ -81,21 +72,8 @@ impl Counters {
             dtod: l(&self.dtod),
             syncs: l(&self.syncs),
             allocs: l(&self.allocs),
-        }
-    }
-}
-
-impl std::ops::Sub for CounterSnapshot {
-    type Output = CounterSnapshot;
-    fn sub(self, o: CounterSnapshot) -> CounterSnapshot {
-        CounterSnapshot {
-            launches: self.launches - o.launches,
-            memsets: self.memsets - o.memsets,
-            htod: self.htod - o.htod,
-            dtoh: self.dtoh - o.dtoh,
-            dtod: self.dtod - o.dtod,
-            syncs: self.syncs - o.syncs,
-            allocs: self.allocs - o.allocs,
+            frees: l(&self.frees),
+            stream_waits: l(&self.stream_waits),
         }
     }
 }

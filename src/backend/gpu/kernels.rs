@@ -17,6 +17,7 @@ impl KernelId {
     }
 
     /// Index into [`MODULES`] of the file that defines the kernel.
+    #[allow(dead_code)]
     pub fn module(self) -> usize {
         KERNEL_MODULE[self.0 as usize] as usize
     }

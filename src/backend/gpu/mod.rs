@@ -5,27 +5,30 @@
 //! Everything that plans a launch (grid sizes, argument packing, multi-tensor tables)
 //! lives above this trait and so runs, unchanged, on both.
 
+mod alloc;
 mod args;
 mod counters;
-pub mod kernels;
-pub mod ops;
+pub(crate) mod kernels;
+mod ops;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use args::{KernelArgs, LaunchConfig};
-pub use counters::{CounterSnapshot, Counters, Event};
-pub use kernels::KernelId;
+pub(crate) use alloc::Allocator;
+pub(crate) use args::{KernelArgs, LaunchConfig};
+pub(crate) use counters::{Counters, Event};
+pub(crate) use kernels::KernelId;
 
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Device};
+use crate::backend::{CounterSnapshot, MemoryStats};
+use crate::base::{DType, Device, DeviceBuffer, Error, Result};
 
 /// A row-major, optionally batched GEMM: `C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]`,
 /// with `op(A)` of shape `[m, k]` and `op(B)` of shape `[k, n]`. Pointers are device
 /// addresses; leading dims and batch strides are in elements.
 #[derive(Clone, Copy, Debug)]
-pub struct GemmDesc {
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))] // read by cuBLAS only
+pub(crate) struct GemmDesc {
     /// Element type of A, B and C (accumulation is in f32 for f16, else in the dtype).
     pub dtype: DType,
     /// A is stored as `[k, m]` (transposed).
@@ -64,9 +67,25 @@ pub struct GemmDesc {
     pub beta: f32,
 }
 
+/// A stream of a device's context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// The device's own stream, on which gradstep queues all its work.
+    Own,
+    /// A stream another library created in the device's primary context (a `CUstream`).
+    Foreign(u64),
+}
+
 /// What a GPU backend must provide. Implemented by the CUDA backend and the emulator;
 /// only these calls differ between them.
-pub trait DeviceApi: Send + Sync {
+///
+/// # Safety
+/// An implementation must queue all work of the device in one order (a stream): a copy,
+/// memset or launch issued after another sees its effects, and `dtoh`/`synchronize`
+/// return only when everything issued before is complete. Calls may come from several
+/// host threads at once and must then be serialised as if issued one after the other.
+/// `alloc` must return memory that no other allocation overlaps.
+pub(crate) unsafe trait DeviceApi: Send + Sync {
     /// A human-readable name of the device (e.g. `NVIDIA H100 80GB HBM3`).
     fn name(&self) -> String;
     /// Allocates `bytes` (> 0) of device memory, aligned to at least 256 bytes.
@@ -77,15 +96,33 @@ pub trait DeviceApi: Send + Sync {
     /// `ptr` came from `alloc` of this device and no launch still in flight uses it.
     unsafe fn free(&self, ptr: u64);
     /// Sets `bytes` bytes at `ptr` to zero, in stream order.
-    fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()>;
-    /// Copies host bytes to the device, in stream order.
-    fn htod(&self, src: &[u8], dst: u64) -> Result<()>;
+    ///
+    /// # Safety
+    /// `ptr..ptr + bytes` is memory of this device that nothing else writes meanwhile.
+    unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()>;
+    /// Copies host bytes to the device, in stream order (`src` may be dropped on return).
+    ///
+    /// # Safety
+    /// `dst..dst + src.len()` is memory of this device.
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()>;
     /// Copies device bytes to the host; returns when the copy is complete.
-    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    ///
+    /// # Safety
+    /// `src..src + dst.len()` is memory of this device.
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()>;
     /// Copies between two device ranges, in stream order.
-    fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()>;
+    ///
+    /// # Safety
+    /// Both ranges are memory of this device holding `bytes` bytes.
+    unsafe fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()>;
     /// Waits until all queued work is done.
     fn synchronize(&self) -> Result<()>;
+    /// Makes `waiter` wait, on the device and without blocking the host, until the work
+    /// queued on `on` so far is done.
+    ///
+    /// # Safety
+    /// A [`Stream::Foreign`] is a live stream of this device's context.
+    unsafe fn stream_wait(&self, waiter: Stream, on: Stream) -> Result<()>;
     /// Launches a kernel by id, with `params` packed as `cuLaunchKernel` takes them.
     ///
     /// # Safety
@@ -99,16 +136,26 @@ pub trait DeviceApi: Send + Sync {
     ) -> Result<()>;
     /// Runs a GEMM through a vendor library. `Ok(false)` when the backend has none, in
     /// which case the caller launches gradstep's own matmul kernel.
-    fn gemm(&self, _g: &GemmDesc) -> Result<bool> {
+    ///
+    /// # Safety
+    /// The pointers of `g` address device memory holding the matrices it describes.
+    unsafe fn gemm(&self, _g: &GemmDesc) -> Result<bool> {
         Ok(false)
+    }
+    /// Whether freed blocks may be cached for reuse (not under the emulator's sanitizer,
+    /// which guards each buffer's exact end and must see every use after a free).
+    fn caches_blocks(&self) -> bool {
+        true
     }
 }
 
-/// A GPU device (CUDA or emulated) with its counters.
-pub struct GpuDevice {
+/// A GPU device (CUDA or emulated): the launch path, the counters and the caching
+/// allocator. It implements every primitive family (`ops/`), so it is the GPU backend.
+pub(crate) struct GpuDevice {
     device: Device,
-    api: Box<dyn DeviceApi>,
-    counters: Counters,
+    api: Arc<dyn DeviceApi>,
+    mem: Arc<Allocator>,
+    counters: Arc<Counters>,
     per_kernel: Vec<std::sync::atomic::AtomicU64>,
 }
 
@@ -120,62 +167,89 @@ impl std::fmt::Debug for GpuDevice {
 
 impl GpuDevice {
     /// Wraps a backend.
-    pub fn new(device: Device, api: Box<dyn DeviceApi>) -> Self {
+    fn new(device: Device, api: Arc<dyn DeviceApi>) -> Self {
+        let counters = Arc::new(Counters::default());
+        let cached = api.caches_blocks();
         GpuDevice {
             device,
+            mem: Arc::new(Allocator::new(
+                device,
+                api.clone(),
+                counters.clone(),
+                cached,
+            )),
             api,
-            counters: Counters::default(),
+            counters,
             per_kernel: KernelId::all().map(|_| Default::default()).collect(),
         }
     }
 
     /// Which device this is.
-    pub fn device(&self) -> Device {
+    pub(crate) fn device(&self) -> Device {
         self.device
     }
 
     /// The backend's name for the device.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.api.name()
     }
 
     /// The current counter totals.
-    pub fn counters(&self) -> CounterSnapshot {
+    pub(crate) fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot()
     }
 
+    /// The memory counters of the caching allocator.
+    pub(crate) fn memory_stats(&self) -> MemoryStats {
+        self.mem.stats()
+    }
+
+    /// Restarts the allocator's peaks at the current values.
+    pub(crate) fn reset_peak_memory_stats(&self) {
+        self.mem.reset_peaks()
+    }
+
+    /// Gives cached free blocks back to the driver.
+    pub(crate) fn empty_cache(&self) {
+        self.mem.release_cached()
+    }
+
     /// How many times each kernel was launched on this device, by [`KernelId`] index.
-    pub fn launches_per_kernel(&self) -> Vec<u64> {
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))] // the self-test's coverage
+    pub(crate) fn launches_per_kernel(&self) -> Vec<u64> {
         self.per_kernel
             .iter()
             .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
             .collect()
     }
 
-    /// Allocates a buffer of `bytes` bytes (uninitialised).
-    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<DeviceBuffer> {
-        let ptr = if bytes == 0 {
-            0
-        } else {
-            self.counters.record(Event::Alloc);
-            self.api.alloc(bytes)?
-        };
-        Ok(DeviceBuffer {
-            dev: self.clone(),
-            ptr,
-            bytes,
-        })
+    /// A buffer of `bytes` bytes (uninitialised), from the cache when it has a block.
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        if bytes == 0 {
+            // SAFETY: an empty buffer owns nothing and releases nothing.
+            return Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), 0, 0) });
+        }
+        let (ptr, _) = self.mem.take(bytes)?;
+        // SAFETY: the block was just handed out by `mem` for `bytes` bytes.
+        Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), ptr, bytes) })
     }
 
-    /// Allocates a zeroed buffer.
-    pub fn alloc_zeroed(self: &Arc<Self>, bytes: usize) -> Result<DeviceBuffer> {
+    /// A zeroed buffer.
+    pub(crate) fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceBuffer> {
         let b = self.alloc(bytes)?;
-        self.memset_zero(b.ptr, bytes)?;
+        self.memset_zero(b.ptr(), bytes)?;
         Ok(b)
     }
 
-    /// Launches `kernel` over `cfg` with `args`. Counted.
-    pub fn launch(&self, kernel: KernelId, cfg: LaunchConfig, args: &mut KernelArgs) -> Result<()> {
+    /// Launches `kernel` over `cfg` with `args`. Counted. Crate-private: the op that
+    /// builds `args` guarantees they match the kernel's signature and that every pointer
+    /// addresses device memory of this device large enough for the kernel's accesses.
+    pub(crate) fn launch(
+        &self,
+        kernel: KernelId,
+        cfg: LaunchConfig,
+        args: &mut KernelArgs,
+    ) -> Result<()> {
         if args.param_bytes() > 4096 {
             return Err(Error::Kernel {
                 kernel: kernel.name().to_string(),
@@ -188,55 +262,73 @@ impl GpuDevice {
         self.counters.record(Event::Launch);
         self.per_kernel[kernel.0 as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut params = args.as_params();
-        // SAFETY: the op that built `args` for this kernel guarantees they match its signature.
+        // SAFETY: the caller's contract above.
         unsafe { self.api.launch(kernel, &cfg, &mut params) }
     }
 
-    /// Zeroes `bytes` bytes at `ptr`. Counted; a no-op for 0 bytes.
-    pub fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+    /// Zeroes `bytes` bytes at `ptr` (device memory of this device). Counted; a no-op for 0.
+    pub(crate) fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
         self.counters.record(Event::Memset);
-        self.api.memset_zero(ptr, bytes)
+        // SAFETY: crate-private; callers pass ranges of their own device buffers.
+        unsafe { self.api.memset_zero(ptr, bytes) }
     }
 
-    /// Copies host bytes to `dst`. Counted.
-    pub fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+    /// Copies host bytes to `dst` (device memory of this device). Counted.
+    pub(crate) fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         if src.is_empty() {
             return Ok(());
         }
         self.counters.record(Event::HtoD);
-        self.api.htod(src, dst)
+        // SAFETY: crate-private; callers pass ranges of their own device buffers.
+        unsafe { self.api.htod(src, dst) }
     }
 
     /// Copies device bytes to the host, synchronising. Counted.
-    pub fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+    pub(crate) fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         if dst.is_empty() {
             return Ok(());
         }
         self.counters.record(Event::DtoH);
-        self.api.dtoh(src, dst)
+        // SAFETY: crate-private; callers pass ranges of their own device buffers.
+        unsafe { self.api.dtoh(src, dst) }
     }
 
-    /// Copies between device ranges. Counted.
-    pub fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+    /// Copies between device ranges of this device. Counted.
+    pub(crate) fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
         self.counters.record(Event::DtoD);
-        self.api.dtod(src, dst, bytes)
+        // SAFETY: crate-private; callers pass ranges of their own device buffers.
+        unsafe { self.api.dtod(src, dst, bytes) }
+    }
+
+    /// Makes `waiter` wait on the device for the work queued on `on` so far. Counted.
+    ///
+    /// # Safety
+    /// A [`Stream::Foreign`] is a live stream of this device's context.
+    pub(crate) unsafe fn stream_wait(&self, waiter: Stream, on: Stream) -> Result<()> {
+        if waiter == on {
+            return Ok(());
+        }
+        self.counters.record(Event::StreamWait);
+        // SAFETY: forwarded contract.
+        unsafe { self.api.stream_wait(waiter, on) }
     }
 
     /// Waits for all queued work. Counted.
-    pub fn synchronize(&self) -> Result<()> {
+    pub(crate) fn synchronize(&self) -> Result<()> {
         self.counters.record(Event::Sync);
         self.api.synchronize()
     }
 
     /// A vendor GEMM when the backend has one (counted as one launch); `Ok(false)` otherwise.
-    pub fn gemm(&self, g: &GemmDesc) -> Result<bool> {
-        let done = self.api.gemm(g)?;
+    pub(crate) fn gemm(&self, g: &GemmDesc) -> Result<bool> {
+        // SAFETY: crate-private; the matmul planner describes its own operands.
+        let done = unsafe { self.api.gemm(g)? };
         if done {
             self.counters.record(Event::Launch);
         }
@@ -244,51 +336,8 @@ impl GpuDevice {
     }
 }
 
-/// An owned device allocation; freed on drop.
-pub struct DeviceBuffer {
-    dev: Arc<GpuDevice>,
-    ptr: u64,
-    bytes: usize,
-}
-
-impl std::fmt::Debug for DeviceBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "DeviceBuffer({:#x}, {} bytes on {})",
-            self.ptr, self.bytes, self.dev.device
-        )
-    }
-}
-
-impl DeviceBuffer {
-    /// Device address of the first byte (0 for an empty buffer).
-    pub fn ptr(&self) -> u64 {
-        self.ptr
-    }
-
-    /// Size in bytes.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// The device that owns the buffer.
-    pub fn device(&self) -> &Arc<GpuDevice> {
-        &self.dev
-    }
-}
-
-impl Drop for DeviceBuffer {
-    fn drop(&mut self) {
-        if self.ptr != 0 {
-            // SAFETY: the pointer came from this device's alloc; work is stream-ordered.
-            unsafe { self.dev.api.free(self.ptr) };
-        }
-    }
-}
-
 /// The process-wide handle of a GPU device, created on first use and cached.
-pub fn get(device: Device) -> Result<Arc<GpuDevice>> {
+pub(crate) fn get(device: Device) -> Result<Arc<GpuDevice>> {
     static DEVICES: OnceLock<Mutex<HashMap<Device, Arc<GpuDevice>>>> = OnceLock::new();
     let mut map = DEVICES
         .get_or_init(Default::default)
@@ -297,12 +346,12 @@ pub fn get(device: Device) -> Result<Arc<GpuDevice>> {
     if let Some(d) = map.get(&device) {
         return Ok(d.clone());
     }
-    let api: Box<dyn DeviceApi> = match device {
-        Device::Emu => Box::new(crate::backend::emu::EmuApi::new()?),
-        Device::Cuda(ordinal) => Box::new(crate::backend::cuda::CudaApi::new(ordinal)?),
-        Device::Cpu => {
-            return Err(Error::invalid("gpu device", "the CPU is not a GPU device"));
-        }
+    let api: Arc<dyn DeviceApi> = match device {
+        #[cfg(feature = "emu")]
+        Device::Emu => Arc::new(crate::backend::emu::EmuApi::new()?),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => Arc::new(crate::backend::cuda::CudaApi::new(ordinal)?),
+        _ => return Err(crate::backend::not_built(device)),
     };
     let d = Arc::new(GpuDevice::new(device, api));
     map.insert(device, d.clone());

@@ -1,12 +1,7 @@
-//! The `gradstep` command-line tool: `train`, `eval`, `check`, `bench` and `selftest`.
-//! Every error prints as one line (`error: ...`) with a non-zero exit status.
-
-mod bench;
-mod check;
-mod cli;
-mod selftest;
-mod train;
+//! The `gradstep` command-line tool: `train`, `eval`, `check`, `bench` and `selftest`
+//! (the library's `cli` feature). Every error prints as one line (`error: ...`) with a
+//! non-zero exit status.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    gradstep::cli::main()
 }

@@ -1,10 +1,10 @@
 //! Contiguous copies, casts, `copy_`, `fill_` and `zero_`: `kernels/copy.cu`, plus
 //! device-to-device copies and memsets where no kernel is needed.
 
-use super::plan::{device_of, elementwise_config, empty, ptr, StridedLayout};
-use crate::backend::gpu::{kernels::k, KernelArgs, KernelId};
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use super::plan::{elementwise_config, ptr, StridedLayout};
+use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId};
+use crate::backend::Memory;
+use crate::base::{checked_numel, CpuStorage, DType, Error, RawTensor, Result, StorageCell};
 
 /// The bitwise strided-copy kernel for an element width.
 fn copy_kernel(dtype: DType) -> KernelId {
@@ -38,12 +38,17 @@ fn cast_kernel(from: DType, to: DType) -> Option<KernelId> {
 /// Writes the elements of `src` (any view) into the dense `dst` of the same shape
 /// (`dst_ptr`: its first element) converting to `dst_dtype`: one memcpy when `src` is
 /// contiguous and no conversion is needed, else one kernel.
-fn write_dense(op: &'static str, src: &Tensor, dst_ptr: u64, dst_dtype: DType) -> Result<()> {
+fn write_dense(
+    dev: &GpuDevice,
+    op: &'static str,
+    src: &RawTensor,
+    dst_ptr: u64,
+    dst_dtype: DType,
+) -> Result<()> {
     let n = src.numel();
     if n == 0 {
         return Ok(());
     }
-    let dev = device_of(src)?;
     let kernel = if src.dtype() == dst_dtype {
         if src.is_contiguous() {
             return dev.dtod(ptr(src)?, dst_ptr, n * dst_dtype.size_in_bytes());
@@ -65,50 +70,86 @@ fn write_dense(op: &'static str, src: &Tensor, dst_ptr: u64, dst_dtype: DType) -
     dev.launch(kernel, elementwise_config(n), &mut args)
 }
 
-/// See [`crate::backend::dispatch::contiguous`].
-pub fn contiguous(x: &Tensor) -> Result<Tensor> {
-    cast(x, x.dtype())
+/// The bytes of `n` elements of `dtype`, or `OutOfMemory` when they overflow.
+fn byte_len(dev: &GpuDevice, n: usize, dtype: DType) -> Result<usize> {
+    n.checked_mul(dtype.size_in_bytes())
+        .ok_or(Error::OutOfMemory {
+            device: dev.device(),
+            bytes: usize::MAX,
+        })
 }
 
-/// See [`crate::backend::dispatch::cast`].
-pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
-    let out = empty(x.shape(), dtype, x.device())?;
-    if out.numel() > 0 {
-        write_dense("cast", x, ptr(&out)?, dtype)?;
+impl Memory for GpuDevice {
+    fn empty(&self, shape: &[usize], dtype: DType) -> Result<RawTensor> {
+        let n = checked_numel("empty", shape)?;
+        let buffer = self.alloc(byte_len(self, n, dtype)?)?;
+        Ok(RawTensor::dense(
+            StorageCell::on_device(buffer, dtype, n)?,
+            shape,
+        ))
     }
-    Ok(out)
-}
 
-/// See [`crate::backend::dispatch::copy_`]: `dst` is contiguous (checked by dispatch).
-pub fn copy_(dst: &Tensor, src: &Tensor) -> Result<()> {
-    if dst.numel() == 0 {
-        return Ok(());
+    fn upload(&self, host: CpuStorage, shape: &[usize]) -> Result<RawTensor> {
+        if checked_numel("from_host", shape)? != host.len() {
+            return Err(Error::invalid(
+                "from_host",
+                format!("{} elements do not fill shape {shape:?}", host.len()),
+            ));
+        }
+        let t = self.empty(shape, host.dtype())?;
+        self.htod(host.as_bytes(), t.device_ptr()?)?;
+        Ok(t)
     }
-    write_dense("copy_", src, ptr(dst)?, dst.dtype())
-}
 
-/// See [`crate::backend::dispatch::fill_`]: `t` is contiguous (checked by dispatch).
-pub fn fill_(t: &Tensor, value: f64) -> Result<()> {
-    let n = t.numel();
-    if n == 0 {
-        return Ok(());
+    fn download(&self, x: &RawTensor) -> Result<CpuStorage> {
+        let dense;
+        let x = if x.is_contiguous() {
+            x
+        } else {
+            dense = self.cast(x, x.dtype())?;
+            &dense
+        };
+        let mut out = CpuStorage::zeros(x.dtype(), x.numel())?;
+        self.dtoh(ptr(x)?, out.as_bytes_mut())?;
+        Ok(out)
     }
-    let kernel = match t.dtype() {
-        DType::F16 => k::FILL_F16,
-        DType::F32 => k::FILL_F32,
-        DType::F64 => k::FILL_F64,
-        DType::I64 => k::FILL_I64,
-    };
-    let mut args = KernelArgs::new();
-    args.push(ptr(t)?).push(n as u64).push(value);
-    device_of(t)?.launch(kernel, elementwise_config(n), &mut args)
-}
 
-/// See [`crate::backend::dispatch::zero_`]: one memset of the view's elements.
-pub fn zero_(t: &Tensor) -> Result<()> {
-    let n = t.numel();
-    if n == 0 {
-        return Ok(());
+    fn cast(&self, x: &RawTensor, dtype: DType) -> Result<RawTensor> {
+        let out = self.empty(x.shape(), dtype)?;
+        if out.numel() > 0 {
+            write_dense(self, "cast", x, ptr(&out)?, dtype)?;
+        }
+        Ok(out)
     }
-    device_of(t)?.memset_zero(ptr(t)?, n * t.dtype().size_in_bytes())
+
+    fn copy_(&self, dst: &RawTensor, src: &RawTensor) -> Result<()> {
+        if dst.numel() == 0 {
+            return Ok(());
+        }
+        write_dense(self, "copy_", src, ptr(dst)?, dst.dtype())
+    }
+
+    fn fill_(&self, t: &RawTensor, value: f64) -> Result<()> {
+        let n = t.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let kernel = match t.dtype() {
+            DType::F16 => k::FILL_F16,
+            DType::F32 => k::FILL_F32,
+            DType::F64 => k::FILL_F64,
+            DType::I64 => k::FILL_I64,
+        };
+        let mut args = KernelArgs::new();
+        args.push(ptr(t)?).push(n as u64).push(value);
+        self.launch(kernel, elementwise_config(n), &mut args)
+    }
+
+    fn zero_(&self, t: &RawTensor) -> Result<()> {
+        let n = t.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        self.memset_zero(ptr(t)?, n * t.dtype().size_in_bytes())
+    }
 }

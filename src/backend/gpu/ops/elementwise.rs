@@ -1,10 +1,9 @@
 //! Unary, binary (broadcast), affine and in-place accumulation: `kernels/elementwise.cu`.
 
-use super::plan::{device_of, elementwise_config, empty, float_kernel, ptr, StridedLayout};
-use crate::backend::dispatch::{BinaryOp, UnaryOp};
-use crate::backend::gpu::{kernels::k, KernelArgs, KernelId};
-use crate::error::Result;
-use crate::tensor::{broadcast_shapes, Tensor};
+use super::plan::{elementwise_config, float_kernel, ptr, StridedLayout};
+use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId};
+use crate::backend::{BinaryOp, Elementwise, Memory, UnaryOp};
+use crate::base::{RawTensor, Result};
 
 /// The kernel's code of a unary op (`UnaryCode` in elementwise.cu).
 fn unary_code(op: UnaryOp) -> i32 {
@@ -41,15 +40,16 @@ fn binary_code(op: BinaryOp) -> i32 {
 /// arguments are `inputs` (pointer and layout each), the output pointer, `n`, then
 /// whatever `extra` pushes.
 fn map(
+    dev: &GpuDevice,
     op: &'static str,
     kernels: [KernelId; 3],
-    x: &Tensor,
-    inputs: &[(&Tensor, StridedLayout)],
+    x: &RawTensor,
+    inputs: &[(&RawTensor, StridedLayout)],
     shape: &[usize],
     extra: impl FnOnce(&mut KernelArgs),
-) -> Result<Tensor> {
+) -> Result<RawTensor> {
     let kernel = float_kernel(op, x.dtype(), x.device(), kernels)?;
-    let out = empty(shape, x.dtype(), x.device())?;
+    let out = dev.empty(shape, x.dtype())?;
     let n = out.numel();
     if n == 0 {
         return Ok(out);
@@ -60,71 +60,77 @@ fn map(
     }
     args.push(ptr(&out)?).push(n as u64);
     extra(&mut args);
-    device_of(x)?.launch(kernel, elementwise_config(n), &mut args)?;
+    dev.launch(kernel, elementwise_config(n), &mut args)?;
     Ok(out)
 }
 
-/// See [`crate::backend::dispatch::unary`].
-pub fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    let xl = StridedLayout::of("unary", x)?;
-    map(
-        "unary",
-        [k::UNARY_F16, k::UNARY_F32, k::UNARY_F64],
-        x,
-        &[(x, xl)],
-        x.shape(),
-        |a| {
-            a.push(unary_code(op));
-        },
-    )
-}
-
-/// See [`crate::backend::dispatch::binary`].
-pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let shape = broadcast_shapes("binary", a.shape(), b.shape())?;
-    let view = |t: &Tensor| -> Result<StridedLayout> {
-        let l = t.layout().broadcast_to(&shape)?;
-        StridedLayout::new("binary", l.shape(), l.strides())
-    };
-    let inputs = [(a, view(a)?), (b, view(b)?)];
-    map(
-        "binary",
-        [k::BINARY_F16, k::BINARY_F32, k::BINARY_F64],
-        a,
-        &inputs,
-        &shape,
-        |args| {
-            args.push(binary_code(op));
-        },
-    )
-}
-
-/// See [`crate::backend::dispatch::affine`].
-pub fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
-    let xl = StridedLayout::of("affine", x)?;
-    map(
-        "affine",
-        [k::AFFINE_F16, k::AFFINE_F32, k::AFFINE_F64],
-        x,
-        &[(x, xl)],
-        x.shape(),
-        |a| {
-            a.push(mul).push(add);
-        },
-    )
-}
-
-/// See [`crate::backend::dispatch::add_`]: `dst` is contiguous (checked by dispatch).
-pub fn add_(dst: &Tensor, src: &Tensor, alpha: f64) -> Result<()> {
-    let kernels = [k::ADD_INPLACE_F16, k::ADD_INPLACE_F32, k::ADD_INPLACE_F64];
-    let kernel = float_kernel("add_", dst.dtype(), dst.device(), kernels)?;
-    let n = dst.numel();
-    if n == 0 {
-        return Ok(());
+impl Elementwise for GpuDevice {
+    fn unary(&self, op: UnaryOp, x: &RawTensor) -> Result<RawTensor> {
+        let xl = StridedLayout::of("unary", x)?;
+        map(
+            self,
+            "unary",
+            [k::UNARY_F16, k::UNARY_F32, k::UNARY_F64],
+            x,
+            &[(x, xl)],
+            x.shape(),
+            |a| {
+                a.push(unary_code(op));
+            },
+        )
     }
-    let mut args = KernelArgs::new();
-    args.push(ptr(dst)?).push(StridedLayout::dense());
-    args.push(ptr(src)?).push(StridedLayout::of("add_", src)?);
-    args.push(n as u64).push(alpha);
-    device_of(dst)?.launch(kernel, elementwise_config(n), &mut args)
+
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a: &RawTensor,
+        b: &RawTensor,
+        shape: &[usize],
+    ) -> Result<RawTensor> {
+        let view = |t: &RawTensor| -> Result<StridedLayout> {
+            let l = t.layout().broadcast_to(shape)?;
+            StridedLayout::new("binary", l.shape(), l.strides())
+        };
+        let inputs = [(a, view(a)?), (b, view(b)?)];
+        map(
+            self,
+            "binary",
+            [k::BINARY_F16, k::BINARY_F32, k::BINARY_F64],
+            a,
+            &inputs,
+            shape,
+            |args| {
+                args.push(binary_code(op));
+            },
+        )
+    }
+
+    fn affine(&self, x: &RawTensor, mul: f64, add: f64) -> Result<RawTensor> {
+        let xl = StridedLayout::of("affine", x)?;
+        map(
+            self,
+            "affine",
+            [k::AFFINE_F16, k::AFFINE_F32, k::AFFINE_F64],
+            x,
+            &[(x, xl)],
+            x.shape(),
+            |a| {
+                a.push(mul).push(add);
+            },
+        )
+    }
+
+    fn add_(&self, dst: &RawTensor, src: &RawTensor, alpha: f64) -> Result<()> {
+        let kernels = [k::ADD_INPLACE_F16, k::ADD_INPLACE_F32, k::ADD_INPLACE_F64];
+        let kernel = float_kernel("add_", dst.dtype(), dst.device(), kernels)?;
+        let n = dst.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut args = KernelArgs::new();
+        args.push(ptr(dst)?).push(StridedLayout::dense());
+        args.push(ptr(src)?).push(StridedLayout::of("add_", src)?);
+        args.push(n as u64).push(alpha);
+        self.launch(kernel, elementwise_config(n), &mut args)
+    }
 }

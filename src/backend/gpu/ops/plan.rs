@@ -1,10 +1,9 @@
 //! Launch planning shared by every op family: strided layouts as kernels see them,
 //! row views, per-dtype kernel choice, output allocation and launch shapes.
 
-use crate::backend::gpu::{self, GpuDevice, KernelArgs, KernelId, LaunchConfig};
-use crate::error::{Error, Result};
-use crate::tensor::{DType, Device, Tensor};
-use std::sync::Arc;
+use crate::backend::gpu::{GpuDevice, KernelArgs, KernelId, LaunchConfig};
+use crate::backend::Memory;
+use crate::base::{DType, Device, Error, RawTensor, Result};
 
 /// Maximum rank of a strided view passed to a kernel (after merging dims).
 pub(super) const MAX_RANK: usize = 8;
@@ -66,7 +65,7 @@ impl StridedLayout {
     }
 
     /// The layout of a tensor's view.
-    pub(super) fn of(op: &'static str, t: &Tensor) -> Result<Self> {
+    pub(super) fn of(op: &'static str, t: &RawTensor) -> Result<Self> {
         Self::new(op, t.shape(), t.layout().strides())
     }
 
@@ -88,7 +87,7 @@ pub(super) struct Rows {
 
 impl Rows {
     /// The row view of `t`.
-    pub(super) fn of(op: &'static str, t: &Tensor) -> Result<Self> {
+    pub(super) fn of(op: &'static str, t: &RawTensor) -> Result<Self> {
         let (shape, strides) = (t.shape(), t.layout().strides());
         let Some((&cols, lead)) = shape.split_last() else {
             return Ok(Rows {
@@ -147,24 +146,21 @@ pub(super) fn float_kernel(
     }
 }
 
-/// The device handle of a GPU tensor's device.
-pub(super) fn device_of(t: &Tensor) -> Result<Arc<GpuDevice>> {
-    gpu::get(t.device())
-}
-
 /// Device address of a tensor's first element, for a kernel argument.
-pub(super) fn ptr(t: &Tensor) -> Result<u64> {
+pub(super) fn ptr(t: &RawTensor) -> Result<u64> {
     t.device_ptr()
 }
 
 /// Device address of an optional tensor (0, a null pointer, for none).
-pub(super) fn opt_ptr(t: Option<&Tensor>) -> Result<u64> {
+pub(super) fn opt_ptr(t: Option<&RawTensor>) -> Result<u64> {
     t.map_or(Ok(0), ptr)
 }
 
-/// A new dense tensor (uninitialised: the caller's kernel writes every element).
-pub(super) fn empty(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
-    Tensor::empty(shape, dtype, device)
+/// A new dense tensor of zeros.
+pub(super) fn zeros(dev: &GpuDevice, shape: &[usize], dtype: DType) -> Result<RawTensor> {
+    let t = dev.empty(shape, dtype)?;
+    dev.memset_zero(t.device_ptr()?, t.numel() * dtype.size_in_bytes())?;
+    Ok(t)
 }
 
 /// Checks that a 1-D helper tensor (statistics, per-row gradients) has `n` elements of
@@ -172,7 +168,7 @@ pub(super) fn empty(shape: &[usize], dtype: DType, device: Device) -> Result<Ten
 pub(super) fn vector_stride(
     op: &'static str,
     what: &str,
-    t: &Tensor,
+    t: &RawTensor,
     n: usize,
     dtype: DType,
 ) -> Result<u64> {

@@ -7,59 +7,12 @@
 //! backend does. The backward skips such rows (gradient 0) without a synchronisation:
 //! its targets are the forward's, already checked.
 
-use super::plan::{device_of, empty, float_kernel, ptr, read_u64, vector_stride, Rows};
-use crate::backend::dispatch::{stats_dtype, CrossEntropyOpts, Reduction};
-use crate::backend::gpu::{kernels::k, KernelArgs, LaunchConfig};
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
-
-/// See [`crate::backend::dispatch::softmax`].
-pub fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
-    const OP: &str = "softmax";
-    let kernel = float_kernel(
-        OP,
-        x.dtype(),
-        x.device(),
-        [k::SOFTMAX_FWD_F16, k::SOFTMAX_FWD_F32, k::SOFTMAX_FWD_F64],
-    )?;
-    let out = empty(x.shape(), x.dtype(), x.device())?;
-    if out.numel() == 0 {
-        return Ok(out);
-    }
-    let rows = Rows::of(OP, x)?;
-    let mut args = KernelArgs::new();
-    args.push(ptr(x)?);
-    rows.push(&mut args);
-    args.push(ptr(&out)?)
-        .push(rows.rows as u64)
-        .push(rows.cols as u64)
-        .push(log as i32);
-    device_of(x)?.launch(kernel, rows.launch_config(), &mut args)?;
-    Ok(out)
-}
-
-/// See [`crate::backend::dispatch::softmax_backward`].
-pub fn softmax_backward(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
-    const OP: &str = "softmax_backward";
-    let kernels = [k::SOFTMAX_BWD_F16, k::SOFTMAX_BWD_F32, k::SOFTMAX_BWD_F64];
-    let kernel = float_kernel(OP, y.dtype(), y.device(), kernels)?;
-    let out = empty(y.shape(), y.dtype(), y.device())?;
-    if out.numel() == 0 {
-        return Ok(out);
-    }
-    let (yr, dr) = (Rows::of(OP, y)?, Rows::of(OP, dy)?);
-    let mut args = KernelArgs::new();
-    args.push(ptr(y)?);
-    yr.push(&mut args);
-    args.push(ptr(dy)?);
-    dr.push(&mut args);
-    args.push(ptr(&out)?)
-        .push(yr.rows as u64)
-        .push(yr.cols as u64)
-        .push(log as i32);
-    device_of(y)?.launch(kernel, yr.launch_config(), &mut args)?;
-    Ok(out)
-}
+use super::plan::{float_kernel, ptr, read_u64, vector_stride, Rows};
+use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, LaunchConfig};
+use crate::backend::{
+    stats_dtype, CrossEntropyGrad, CrossEntropyOpts, Memory, Reduction, Softmaxes,
+};
+use crate::base::{Error, RawTensor, Result};
 
 /// Shape and options of one cross-entropy launch; mirrors `CeParams` in softmax.cu.
 #[repr(C)]
@@ -78,7 +31,7 @@ struct CeParams {
 }
 
 impl CeParams {
-    fn new(logits: &Tensor, target: &Tensor, opts: &CrossEntropyOpts) -> Self {
+    fn new(logits: &RawTensor, target: &RawTensor, opts: &CrossEntropyOpts) -> Self {
         let (ls, ts) = (logits.layout().strides(), target.layout().strides());
         CeParams {
             rows: logits.shape()[0] as u64,
@@ -102,120 +55,166 @@ impl CeParams {
 /// Bytes of the forward's zeroed scratch header (`CeScratch` in softmax.cu).
 const CE_SCRATCH_BYTES: usize = 16;
 
-/// See [`crate::backend::dispatch::cross_entropy`]. Synchronises once to check targets.
-pub fn cross_entropy(
-    logits: &Tensor,
-    target: &Tensor,
-    opts: &CrossEntropyOpts,
-) -> Result<(Tensor, Tensor)> {
-    const OP: &str = "cross_entropy";
-    let (dtype, device) = (logits.dtype(), logits.device());
-    let kernels = [
-        k::CROSS_ENTROPY_FWD_F16,
-        k::CROSS_ENTROPY_FWD_F32,
-        k::CROSS_ENTROPY_FWD_F64,
-    ];
-    let kernel = float_kernel(OP, dtype, device, kernels)?;
-    let p = CeParams::new(logits, target, opts);
-    let n = p.rows as usize;
-    let loss_shape: &[usize] = if opts.reduction == Reduction::None {
-        &[n]
-    } else {
-        &[]
-    };
-    let loss = empty(loss_shape, dtype, device)?;
-    let lse = empty(&[n], stats_dtype(dtype), device)?;
-    if n == 0 {
-        // No rows: a sum of nothing, or the mean of nothing (NaN, as in PyTorch).
-        return match opts.reduction {
-            Reduction::None => Ok((loss, lse)),
-            Reduction::Sum => super::copy::fill_(&loss, 0.0).map(|_| (loss, lse)),
-            Reduction::Mean => super::copy::fill_(&loss, f64::NAN).map(|_| (loss, lse)),
-        };
-    }
-    let dev = device_of(logits)?;
-    let blocks = n.min(super::plan::MAX_ROW_BLOCKS);
-    let stats_bytes = stats_dtype(dtype).size_in_bytes();
-    let scratch = dev.alloc(CE_SCRATCH_BYTES + 2 * blocks * stats_bytes)?;
-    dev.memset_zero(scratch.ptr(), CE_SCRATCH_BYTES)?;
-    let partials = scratch.ptr() + CE_SCRATCH_BYTES as u64;
-    let mut args = KernelArgs::new();
-    args.push(ptr(logits)?).push(ptr(target)?).push(p);
-    args.push(ptr(&loss)?)
-        .push(ptr(&lse)?)
-        .push(partials)
-        .push(scratch.ptr());
-    let cfg = LaunchConfig::linear(blocks as u32, super::plan::row_threads(p.classes as usize));
-    dev.launch(kernel, cfg, &mut args)?;
-    let bad = read_u64(&dev, scratch.ptr() + 8)?;
-    if bad != 0 {
-        let row = (bad - 1) as usize;
-        let mut b = [0u8; 8];
-        dev.dtoh(ptr(target)? + (row as u64 * p.ts * 8), &mut b)?;
-        return Err(Error::invalid(
+impl Softmaxes for GpuDevice {
+    fn softmax(&self, x: &RawTensor, log: bool) -> Result<RawTensor> {
+        const OP: &str = "softmax";
+        let kernel = float_kernel(
             OP,
-            format!(
-                "target {} (row {row}) is outside 0..{} and is not ignore_index {}",
-                i64::from_ne_bytes(b),
-                p.classes,
-                opts.ignore_index
-            ),
-        ));
+            x.dtype(),
+            x.device(),
+            [k::SOFTMAX_FWD_F16, k::SOFTMAX_FWD_F32, k::SOFTMAX_FWD_F64],
+        )?;
+        let out = self.empty(x.shape(), x.dtype())?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let rows = Rows::of(OP, x)?;
+        let mut args = KernelArgs::new();
+        args.push(ptr(x)?);
+        rows.push(&mut args);
+        args.push(ptr(&out)?)
+            .push(rows.rows as u64)
+            .push(rows.cols as u64)
+            .push(log as i32);
+        self.launch(kernel, rows.launch_config(), &mut args)?;
+        Ok(out)
     }
-    Ok((loss, lse))
-}
 
-/// See [`crate::backend::dispatch::cross_entropy_backward`]. Rows whose target is out of
-/// range get a zero gradient (the forward reported them).
-pub fn cross_entropy_backward(
-    logits: &Tensor,
-    target: &Tensor,
-    lse: &Tensor,
-    grad_loss: &Tensor,
-    opts: &CrossEntropyOpts,
-) -> Result<Tensor> {
-    const OP: &str = "cross_entropy_backward";
-    let (dtype, device) = (logits.dtype(), logits.device());
-    let kernels = [
-        k::CROSS_ENTROPY_BWD_F16,
-        k::CROSS_ENTROPY_BWD_F32,
-        k::CROSS_ENTROPY_BWD_F64,
-    ];
-    let kernel = float_kernel(OP, dtype, device, kernels)?;
-    let mut p = CeParams::new(logits, target, opts);
-    let n = p.rows as usize;
-    p.lse_s = vector_stride(OP, "lse", lse, n, stats_dtype(dtype))?;
-    let per_row = opts.reduction == Reduction::None;
-    let gs = vector_stride(
-        OP,
-        "grad_loss",
-        grad_loss,
-        if per_row { n } else { 1 },
-        dtype,
-    )?;
-    p.gs = if per_row { gs } else { 0 };
-    let dx = empty(logits.shape(), dtype, device)?;
-    if dx.numel() == 0 {
-        return Ok(dx);
+    fn softmax_backward(&self, y: &RawTensor, dy: &RawTensor, log: bool) -> Result<RawTensor> {
+        const OP: &str = "softmax_backward";
+        let kernels = [k::SOFTMAX_BWD_F16, k::SOFTMAX_BWD_F32, k::SOFTMAX_BWD_F64];
+        let kernel = float_kernel(OP, y.dtype(), y.device(), kernels)?;
+        let out = self.empty(y.shape(), y.dtype())?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let (yr, dr) = (Rows::of(OP, y)?, Rows::of(OP, dy)?);
+        let mut args = KernelArgs::new();
+        args.push(ptr(y)?);
+        yr.push(&mut args);
+        args.push(ptr(dy)?);
+        dr.push(&mut args);
+        args.push(ptr(&out)?)
+            .push(yr.rows as u64)
+            .push(yr.cols as u64)
+            .push(log as i32);
+        self.launch(kernel, yr.launch_config(), &mut args)?;
+        Ok(out)
     }
-    let mut args = KernelArgs::new();
-    args.push(ptr(logits)?)
-        .push(ptr(target)?)
-        .push(ptr(lse)?)
-        .push(ptr(grad_loss)?)
-        .push(p)
-        .push(ptr(&dx)?);
-    // With a mean, every block counts the non-ignored rows itself: fewer, fuller blocks.
-    let cap = if opts.reduction == Reduction::Mean {
-        256
-    } else {
-        super::plan::MAX_ROW_BLOCKS
-    };
-    let threads = super::plan::row_threads(p.classes as usize);
-    device_of(logits)?.launch(
-        kernel,
-        LaunchConfig::linear(n.min(cap) as u32, threads),
-        &mut args,
-    )?;
-    Ok(dx)
+
+    fn cross_entropy(
+        &self,
+        logits: &RawTensor,
+        target: &RawTensor,
+        opts: &CrossEntropyOpts,
+    ) -> Result<[RawTensor; 2]> {
+        const OP: &str = "cross_entropy";
+        let (dtype, device) = (logits.dtype(), logits.device());
+        let kernels = [
+            k::CROSS_ENTROPY_FWD_F16,
+            k::CROSS_ENTROPY_FWD_F32,
+            k::CROSS_ENTROPY_FWD_F64,
+        ];
+        let kernel = float_kernel(OP, dtype, device, kernels)?;
+        let p = CeParams::new(logits, target, opts);
+        let n = p.rows as usize;
+        let loss_shape: &[usize] = if opts.reduction == Reduction::None {
+            &[n]
+        } else {
+            &[]
+        };
+        let loss = self.empty(loss_shape, dtype)?;
+        let lse = self.empty(&[n], stats_dtype(dtype))?;
+        if n == 0 {
+            // No rows: a sum of nothing, or the mean of nothing (NaN, as in PyTorch).
+            return match opts.reduction {
+                Reduction::None => Ok([loss, lse]),
+                Reduction::Sum => self.fill_(&loss, 0.0).map(|_| [loss, lse]),
+                Reduction::Mean => self.fill_(&loss, f64::NAN).map(|_| [loss, lse]),
+            };
+        }
+        let blocks = n.min(super::plan::MAX_ROW_BLOCKS);
+        let stats_bytes = stats_dtype(dtype).size_in_bytes();
+        let scratch = self.alloc(CE_SCRATCH_BYTES + 2 * blocks * stats_bytes)?;
+        self.memset_zero(scratch.ptr(), CE_SCRATCH_BYTES)?;
+        let partials = scratch.ptr() + CE_SCRATCH_BYTES as u64;
+        let mut args = KernelArgs::new();
+        args.push(ptr(logits)?).push(ptr(target)?).push(p);
+        args.push(ptr(&loss)?)
+            .push(ptr(&lse)?)
+            .push(partials)
+            .push(scratch.ptr());
+        let cfg = LaunchConfig::linear(blocks as u32, super::plan::row_threads(p.classes as usize));
+        self.launch(kernel, cfg, &mut args)?;
+        let bad = read_u64(self, scratch.ptr() + 8)?;
+        if bad != 0 {
+            let row = (bad - 1) as usize;
+            let mut b = [0u8; 8];
+            self.dtoh(ptr(target)? + (row as u64 * p.ts * 8), &mut b)?;
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "target {} (row {row}) is outside 0..{} and is not ignore_index {}",
+                    i64::from_ne_bytes(b),
+                    p.classes,
+                    opts.ignore_index
+                ),
+            ));
+        }
+        Ok([loss, lse])
+    }
+
+    fn cross_entropy_backward(&self, a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
+        const OP: &str = "cross_entropy_backward";
+        let CrossEntropyGrad {
+            logits,
+            target,
+            lse,
+            grad_loss,
+            opts,
+        } = *a;
+        let (dtype, device) = (logits.dtype(), logits.device());
+        let kernels = [
+            k::CROSS_ENTROPY_BWD_F16,
+            k::CROSS_ENTROPY_BWD_F32,
+            k::CROSS_ENTROPY_BWD_F64,
+        ];
+        let kernel = float_kernel(OP, dtype, device, kernels)?;
+        let mut p = CeParams::new(logits, target, opts);
+        let n = p.rows as usize;
+        p.lse_s = vector_stride(OP, "lse", lse, n, stats_dtype(dtype))?;
+        let per_row = opts.reduction == Reduction::None;
+        let gs = vector_stride(
+            OP,
+            "grad_loss",
+            grad_loss,
+            if per_row { n } else { 1 },
+            dtype,
+        )?;
+        p.gs = if per_row { gs } else { 0 };
+        let dx = self.empty(logits.shape(), dtype)?;
+        if dx.numel() == 0 {
+            return Ok(dx);
+        }
+        let mut args = KernelArgs::new();
+        args.push(ptr(logits)?)
+            .push(ptr(target)?)
+            .push(ptr(lse)?)
+            .push(ptr(grad_loss)?)
+            .push(p)
+            .push(ptr(&dx)?);
+        // With a mean, every block counts the non-ignored rows itself: fewer, fuller blocks.
+        let cap = if opts.reduction == Reduction::Mean {
+            256
+        } else {
+            super::plan::MAX_ROW_BLOCKS
+        };
+        let threads = super::plan::row_threads(p.classes as usize);
+        self.launch(
+            kernel,
+            LaunchConfig::linear(n.min(cap) as u32, threads),
+            &mut args,
+        )?;
+        Ok(dx)
+    }
 }
