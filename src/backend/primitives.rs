@@ -44,6 +44,28 @@ pub enum UnaryOp {
     Abs,
 }
 
+impl UnaryOp {
+    /// Every op, in declaration order.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) const ALL: [UnaryOp; 15] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Relu,
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+        UnaryOp::Step,
+        UnaryOp::GeluGrad,
+        UnaryOp::GeluTanhGrad,
+        UnaryOp::Recip,
+        UnaryOp::Square,
+        UnaryOp::Abs,
+    ];
+}
+
 /// Elementwise functions of two broadcast tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
@@ -106,7 +128,8 @@ pub(crate) trait Memory {
     /// A contiguous tensor of `shape` (zeroed on the CPU, uninitialised on a GPU: every
     /// caller writes all of it).
     fn empty(&self, shape: &[usize], dtype: DType) -> Result<RawTensor>;
-    /// A contiguous tensor of `shape` holding `host` (whose length is the shape's).
+    /// A contiguous tensor of `shape` holding `host` (whose length the caller checked is
+    /// the shape's).
     fn upload(&self, host: CpuStorage, shape: &[usize]) -> Result<RawTensor>;
     /// The elements of any view in row-major order (waits for queued device work).
     fn download(&self, x: &RawTensor) -> Result<CpuStorage>;
@@ -124,14 +147,8 @@ pub(crate) trait Memory {
 pub(crate) trait Elementwise {
     /// `op(x)`.
     fn unary(&self, op: UnaryOp, x: &RawTensor) -> Result<RawTensor>;
-    /// `op(a, b)` broadcast to `shape` (the broadcast of the two shapes).
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a: &RawTensor,
-        b: &RawTensor,
-        shape: &[usize],
-    ) -> Result<RawTensor>;
+    /// `op(a, b)`, broadcast by PyTorch's rules.
+    fn binary(&self, op: BinaryOp, a: &RawTensor, b: &RawTensor) -> Result<RawTensor>;
     /// `x * mul + add` (scalars in f32, or f64 for f64 tensors).
     fn affine(&self, x: &RawTensor, mul: f64, add: f64) -> Result<RawTensor>;
     /// `dst += alpha * src` (same shape; `src` may be strided or overlap `dst`).
@@ -153,16 +170,23 @@ pub(crate) trait Products {
     fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor>;
 }
 
-/// The inputs of the cross-entropy gradient.
+/// The inputs of cross-entropy: `logits [N, C]`, class indices `target [N]` (i64).
 #[derive(Clone, Copy)]
-pub(crate) struct CrossEntropyGrad<'a> {
+pub(crate) struct CrossEntropyIn<'a> {
     pub logits: &'a RawTensor,
     pub target: &'a RawTensor,
+    pub opts: &'a CrossEntropyOpts,
+}
+
+/// The inputs of the cross-entropy gradient: the forward's, its statistics and the
+/// gradient of the loss.
+#[derive(Clone, Copy)]
+pub(crate) struct CrossEntropyGrad<'a> {
+    pub input: CrossEntropyIn<'a>,
     /// Each row's log-sum-exp from the forward.
     pub lse: &'a RawTensor,
     /// The gradient of the loss (shape `[]`, or `[N]` without reduction).
     pub grad_loss: &'a RawTensor,
-    pub opts: &'a CrossEntropyOpts,
 }
 
 /// Softmax and cross-entropy over the last dim.
@@ -174,12 +198,7 @@ pub(crate) trait Softmaxes {
     /// Cross-entropy of `logits [N, C]` against class indices `target [N]` (i64): the loss
     /// (`[]`, or `[N]` without reduction) and each row's log-sum-exp ([`stats_dtype`]).
     /// A target outside `0..C` that is not `ignore_index` is an error.
-    fn cross_entropy(
-        &self,
-        logits: &RawTensor,
-        target: &RawTensor,
-        opts: &CrossEntropyOpts,
-    ) -> Result<[RawTensor; 2]>;
+    fn cross_entropy(&self, a: &CrossEntropyIn<'_>) -> Result<[RawTensor; 2]>;
     /// The gradient of [`Self::cross_entropy`] for the logits.
     fn cross_entropy_backward(&self, a: &CrossEntropyGrad<'_>) -> Result<RawTensor>;
 }
@@ -193,13 +212,13 @@ pub(crate) struct LayerNormIn<'a> {
     pub eps: f64,
 }
 
-/// The inputs of the layer-norm gradient.
+/// The inputs of the layer-norm gradient: the output gradient, the forward's input and
+/// weight, and its `[mean, rstd]` per row.
 #[derive(Clone, Copy)]
 pub(crate) struct LayerNormGrad<'a> {
     pub dy: &'a RawTensor,
     pub x: &'a RawTensor,
-    pub mean: &'a RawTensor,
-    pub rstd: &'a RawTensor,
+    pub stats: [&'a RawTensor; 2],
     pub weight: Option<&'a RawTensor>,
 }
 

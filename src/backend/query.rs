@@ -60,6 +60,22 @@ pub struct MemoryStats {
     pub peak_reserved_bytes: u64,
 }
 
+/// `$cpu` on the CPU; on a GPU device, `$gpu` with `$d` bound to the device's handle.
+macro_rules! per_device {
+    ($device:expr, $cpu:expr, |$d:ident| $gpu:expr) => {
+        match $device {
+            Device::Cpu => $cpu,
+            #[cfg(gpu)]
+            device => {
+                let $d = super::gpu::get(device)?;
+                $gpu
+            }
+            #[cfg(not(gpu))]
+            device => Err(super::not_built(device)),
+        }
+    };
+}
+
 impl Device {
     /// Number of CUDA devices: [`Error::NoCudaDriver`] when libcuda cannot be loaded,
     /// [`Error::NotBuilt`] without the `cuda` feature. Never panics.
@@ -101,78 +117,42 @@ impl Device {
 
     /// The device's name (`cpu`, the GPU's marketing name, or the emulator's schedule).
     pub fn name(self) -> Result<String> {
-        match self {
-            Device::Cpu => Ok("cpu".into()),
-            #[cfg(gpu)]
-            _ => Ok(super::gpu::get(self)?.name()),
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok("cpu".into()), |d| Ok(d.name()))
     }
 
     /// Waits until the device has finished all queued work, and reports a deferred
     /// device-side error (an out-of-range index, say) that an op recorded since the last
     /// synchronisation. A no-op on the CPU. Counted as one sync.
     pub fn synchronize(self) -> Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            #[cfg(gpu)]
-            _ => super::gpu::get(self)?.synchronize(),
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok(()), |d| d.synchronize())
     }
 
     /// The device's counters (all zero on the CPU, which counts nothing).
     pub fn counters(self) -> Result<CounterSnapshot> {
-        match self {
-            Device::Cpu => Ok(CounterSnapshot::default()),
-            #[cfg(gpu)]
-            _ => Ok(super::gpu::get(self)?.counters()),
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok(CounterSnapshot::default()), |d| Ok(d.counters()))
     }
 
     /// The memory counters of the device's caching allocator (zero on the CPU, whose
     /// memory is the process's). PyTorch's `torch.cuda.memory_stats` in short.
     pub fn memory_stats(self) -> Result<MemoryStats> {
-        match self {
-            Device::Cpu => Ok(MemoryStats::default()),
-            #[cfg(gpu)]
-            _ => Ok(super::gpu::get(self)?.memory_stats()),
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok(MemoryStats::default()), |d| Ok(d.memory_stats()))
     }
 
     /// Restarts the peaks of [`Self::memory_stats`] at the current values
     /// (`torch.cuda.reset_peak_memory_stats`).
     pub fn reset_peak_memory_stats(self) -> Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            #[cfg(gpu)]
-            _ => {
-                super::gpu::get(self)?.reset_peak_memory_stats();
-                Ok(())
-            }
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok(()), |d| {
+            d.reset_peak_memory_stats();
+            Ok(())
+        })
     }
 
     /// Gives the device's cached free blocks back to the driver
     /// (`torch.cuda.empty_cache`). Memory held by live tensors stays.
     pub fn empty_cache(self) -> Result<()> {
-        match self {
-            Device::Cpu => Ok(()),
-            #[cfg(gpu)]
-            _ => {
-                super::gpu::get(self)?.empty_cache();
-                Ok(())
-            }
-            #[cfg(not(gpu))]
-            _ => Err(super::not_built(self)),
-        }
+        per_device!(self, Ok(()), |d| {
+            d.empty_cache();
+            Ok(())
+        })
     }
 }

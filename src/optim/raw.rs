@@ -281,8 +281,11 @@ pub unsafe fn step_device(
         return Ok(());
     }
     #[cfg(gpu)]
-    // SAFETY: forwarded contract; the buffers were checked not to overlap.
-    return unsafe { device_side::step(device, stream, dtype, hyper, params, first) };
+    {
+        let host = device_side::entries(hyper, params, first);
+        // SAFETY: forwarded contract; the buffers were checked not to overlap.
+        unsafe { device_side::step(device, stream, dtype, hyper, host) }
+    }
     #[cfg(not(gpu))]
     {
         let _ = (stream, first);
@@ -355,16 +358,14 @@ mod device_side {
         unsafe { joined(device, stream, |dev| launch_zero(dev, ranges)) }
     }
 
-    /// See [`super::step_device`].
-    pub(super) unsafe fn step(
-        device: Device,
-        stream: RawStream,
-        dtype: DType,
-        hyper: &Hyper,
-        params: &[DeviceParam],
-        first: bool,
-    ) -> Result<()> {
-        let host: Vec<MtTensor> = params
+    /// The table entry of each parameter.
+    pub(super) fn entries(hyper: &Hyper, params: &[DeviceParam], first: bool) -> Vec<MtTensor> {
+        let flags = if first && matches!(hyper, Hyper::Sgd(_)) {
+            FLAG_FIRST
+        } else {
+            0
+        };
+        params
             .iter()
             .map(|p| MtTensor {
                 p: p.param,
@@ -374,14 +375,20 @@ mod device_side {
                 b2: p.state[2],
                 step: if hyper.has_step() { p.step } else { 0 },
                 numel: p.numel,
-                flags: if first && matches!(hyper, Hyper::Sgd(_)) {
-                    FLAG_FIRST
-                } else {
-                    0
-                },
+                flags,
                 ..Default::default()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Uploads the table and launches the fused step over it. See [`super::step_device`].
+    pub(super) unsafe fn step(
+        device: Device,
+        stream: RawStream,
+        dtype: DType,
+        hyper: &Hyper,
+        host: Vec<MtTensor>,
+    ) -> Result<()> {
         let n = host.len();
         // SAFETY: forwarded contract.
         unsafe {

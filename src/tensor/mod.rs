@@ -224,6 +224,12 @@ impl Tensor {
 
     /// Moves host storage to `device` as a tensor of `shape`.
     pub fn from_cpu_storage(cpu: CpuStorage, shape: &[usize], device: Device) -> Result<Tensor> {
+        if checked_numel("from_cpu_storage", shape)? != cpu.len() {
+            return Err(Error::invalid(
+                "from_cpu_storage",
+                format!("{} elements do not fill shape {shape:?}", cpu.len()),
+            ));
+        }
         Ok(Tensor::from_raw(backend(device)?.upload(cpu, shape)?))
     }
 

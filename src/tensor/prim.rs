@@ -7,7 +7,8 @@
 //! The differentiable operations in [`crate::ops`] are built from these.
 
 use crate::backend::{
-    backend, BinaryOp, CrossEntropyGrad, CrossEntropyOpts, LayerNormGrad, LayerNormIn, UnaryOp,
+    backend, BinaryOp, CrossEntropyGrad, CrossEntropyIn, CrossEntropyOpts, LayerNormGrad,
+    LayerNormIn, UnaryOp,
 };
 use crate::base::{DType, Device, Error, Result};
 use crate::tensor::Tensor;
@@ -82,8 +83,8 @@ pub(crate) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_dtype("binary", a, b)?;
     float("binary", a)?;
-    let shape = crate::base::broadcast_shapes("binary", a.shape(), b.shape())?;
-    out(backend(a.device())?.binary(op, a.raw(), b.raw(), &shape))
+    crate::base::broadcast_shapes("binary", a.shape(), b.shape())?;
+    out(backend(a.device())?.binary(op, a.raw(), b.raw()))
 }
 
 /// `x * mul + add` elementwise (scalars computed in f32, or f64 for f64 tensors).
@@ -178,7 +179,12 @@ pub(crate) fn cross_entropy(
     opts: &CrossEntropyOpts,
 ) -> Result<(Tensor, Tensor)> {
     check_ce(logits, target, opts)?;
-    let [loss, lse] = backend(logits.device())?.cross_entropy(logits.raw(), target.raw(), opts)?;
+    let a = CrossEntropyIn {
+        logits: logits.raw(),
+        target: target.raw(),
+        opts,
+    };
+    let [loss, lse] = backend(logits.device())?.cross_entropy(&a)?;
     Ok((Tensor::from_raw(loss), Tensor::from_raw(lse)))
 }
 
@@ -191,12 +197,15 @@ pub(crate) fn cross_entropy_backward(
     opts: &CrossEntropyOpts,
 ) -> Result<Tensor> {
     check_ce(logits, target, opts)?;
-    let a = CrossEntropyGrad {
+    let input = CrossEntropyIn {
         logits: logits.raw(),
         target: target.raw(),
+        opts,
+    };
+    let a = CrossEntropyGrad {
+        input,
         lse: lse.raw(),
         grad_loss: grad_loss.raw(),
-        opts,
     };
     out(backend(logits.device())?.cross_entropy_backward(&a))
 }
@@ -246,8 +255,7 @@ pub(crate) fn layer_norm_backward(
     let a = LayerNormGrad {
         dy: dy.raw(),
         x: x.raw(),
-        mean: mean.raw(),
-        rstd: rstd.raw(),
+        stats: [mean.raw(), rstd.raw()],
         weight: weight.map(Tensor::raw),
     };
     let (dx, dw, db) = backend(x.device())?.layer_norm_backward(&a)?;
@@ -281,6 +289,13 @@ pub(crate) fn embedding_backward(
 ) -> Result<Tensor> {
     index("embedding_backward", idx)?;
     same_device("embedding_backward", grad, idx)?;
+    if grad.rank() != idx.rank() + 1 || grad.shape()[..idx.rank()] != *idx.shape() {
+        return Err(Error::ShapeMismatch {
+            op: "embedding_backward",
+            lhs: grad.shape().to_vec(),
+            rhs: idx.shape().to_vec(),
+        });
+    }
     out(backend(grad.device())?.embedding_backward(grad.raw(), idx.raw(), num_embeddings))
 }
 

@@ -115,23 +115,7 @@ fn unary_ref(op: UnaryOp, x: f64) -> f64 {
     }
 }
 
-const UNARY: [UnaryOp; 15] = [
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Tanh,
-    UnaryOp::Sigmoid,
-    UnaryOp::Relu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::Step,
-    UnaryOp::GeluGrad,
-    UnaryOp::GeluTanhGrad,
-    UnaryOp::Recip,
-    UnaryOp::Square,
-    UnaryOp::Abs,
-];
+const UNARY: [UnaryOp; 15] = UnaryOp::ALL;
 
 #[test]
 fn unary_ops_match_f64_loops() {

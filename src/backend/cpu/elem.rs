@@ -173,10 +173,9 @@ macro_rules! float_self {
 float_self!(f32);
 float_self!(f64);
 
-/// Runs `$body` with `$T` bound to the Rust type of a float dtype; I64 is an
-/// `Unsupported` error naming `$op`.
-macro_rules! with_float {
-    ($dtype:expr, $op:expr, |$T:ident| $body:expr) => {
+/// Runs `$body` with `$T` bound to the Rust type of a float dtype, and `$i64` for I64.
+macro_rules! with_dtype {
+    ($dtype:expr, |$T:ident| $body:expr, $i64:pat => $other:expr) => {
         match $dtype {
             crate::base::DType::F16 => {
                 type $T = half::f16;
@@ -190,40 +189,36 @@ macro_rules! with_float {
                 type $T = f64;
                 $body
             }
-            dtype @ crate::base::DType::I64 => Err(crate::base::Error::Unsupported {
+            $i64 => $other,
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of a float dtype; I64 is an
+/// `Unsupported` error naming `$op`.
+macro_rules! with_float {
+    ($dtype:expr, $op:expr, |$T:ident| $body:expr) => {
+        crate::backend::cpu::elem::with_dtype!($dtype, |$T| $body, dtype @ crate::base::DType::I64 => {
+            Err(crate::base::Error::Unsupported {
                 op: $op,
                 dtype,
                 device: crate::base::Device::Cpu,
-            }),
-        }
+            })
+        })
     };
 }
 
 /// Runs `$body` with `$T` bound to the Rust type of any dtype.
 macro_rules! with_any {
     ($dtype:expr, |$T:ident| $body:expr) => {
-        match $dtype {
-            crate::base::DType::F16 => {
-                type $T = half::f16;
-                $body
-            }
-            crate::base::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            crate::base::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            crate::base::DType::I64 => {
-                type $T = i64;
-                $body
-            }
-        }
+        crate::backend::cpu::elem::with_dtype!($dtype, |$T| $body, crate::base::DType::I64 => {
+            type $T = i64;
+            $body
+        })
     };
 }
 
-pub(crate) use {with_any, with_float};
+pub(crate) use {with_any, with_dtype, with_float};
 
 fn typed<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
     T::slice(s).ok_or_else(|| {

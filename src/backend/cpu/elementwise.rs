@@ -1,7 +1,7 @@
 //! Elementwise ops: unary functions, broadcast binary arithmetic, affine.
 
 use crate::backend::{BinaryOp, Elementwise, UnaryOp};
-use crate::base::{RawTensor, Result};
+use crate::base::{broadcast_shapes, RawTensor, Result};
 
 use super::elem::{output, read, read2, with_float, write_from, Acc, Float};
 use super::strided::{map1, zip1, zip2};
@@ -129,14 +129,9 @@ impl Elementwise for CpuBackend {
         with_float!(x.dtype(), "unary", |T| unary_t::<T>(op, x))
     }
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a: &RawTensor,
-        b: &RawTensor,
-        shape: &[usize],
-    ) -> Result<RawTensor> {
-        with_float!(a.dtype(), "binary", |T| binary_t::<T>(op, a, b, shape))
+    fn binary(&self, op: BinaryOp, a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
+        let shape = broadcast_shapes("binary", a.shape(), b.shape())?;
+        with_float!(a.dtype(), "binary", |T| binary_t::<T>(op, a, b, &shape))
     }
 
     fn affine(&self, x: &RawTensor, mul: f64, add: f64) -> Result<RawTensor> {

@@ -52,13 +52,6 @@ fn embedding_backward_t<T: Float>(
 ) -> Result<RawTensor> {
     const OP: &str = "embedding_backward";
     let d = grad.shape().last().copied().unwrap_or(0);
-    if grad.rank() != idx.rank() + 1 || grad.shape()[..idx.rank()] != *idx.shape() {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            lhs: grad.shape().to_vec(),
-            rhs: idx.shape().to_vec(),
-        });
-    }
     let ids = checked(OP, idx, num)?;
     let acc = read::<T, _>(OP, grad, |s, l| {
         let g = contiguous_cow(s, l);

@@ -182,14 +182,15 @@ fn column_major_product<T: 'static + Copy + Default>(
     repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
 }
 
+/// An element type gemm multiplies.
+trait GemmElem: 'static + Copy + Default + Send + Sync {}
+impl<T: 'static + Copy + Default + Send + Sync> GemmElem for T {}
+
+/// One operand of a product: its storage slice and its view's layout.
+type Operand<'a, T> = (&'a [T], &'a Layout);
+
 /// `a @ b` for gemm's element types, from storage slices and layouts.
-fn product<T: 'static + Copy + Default + Send + Sync>(
-    sa: &[T],
-    la: &Layout,
-    sb: &[T],
-    lb: &Layout,
-    one: T,
-) -> Vec<T> {
+fn product<T: GemmElem>((sa, la): Operand<'_, T>, (sb, lb): Operand<'_, T>, one: T) -> Vec<T> {
     let (p, rb) = (plan_of(la, lb), lb.rank());
     let b = Mat {
         data: sb,
@@ -199,17 +200,15 @@ fn product<T: 'static + Copy + Default + Send + Sync>(
     };
     if column_major(&b, p) && p.m >= REPACK_MIN_ROWS && !folds(la, rb) {
         let b = repack(sb, lb);
-        return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
+        return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one);
     }
-    product_strided(sa, la, sb, lb, one)
+    product_strided((sa, la), (sb, lb), one)
 }
 
 /// `a @ b` straight from the strided views.
-fn product_strided<T: 'static + Copy + Default + Send + Sync>(
-    sa: &[T],
-    la: &Layout,
-    sb: &[T],
-    lb: &Layout,
+fn product_strided<T: GemmElem>(
+    (sa, la): Operand<'_, T>,
+    (sb, lb): Operand<'_, T>,
     one: T,
 ) -> Vec<T> {
     let (ra, rb) = (la.rank(), lb.rank());
@@ -251,7 +250,7 @@ fn product_strided<T: 'static + Copy + Default + Send + Sync>(
                 return column_major_product(a, b, p, one, par_of(p));
             }
             let b = repack(sb, lb);
-            return product_strided(sa, la, &b, &Layout::contiguous(lb.shape()), one);
+            return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one);
         }
         let mut out = uninit(len);
         // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
@@ -315,7 +314,7 @@ macro_rules! direct {
         impl MatmulElem for $t {
             fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
                 read2::<$t, _>("matmul", a, b, |sa, la, sb, lb| {
-                    product(sa, la, sb, lb, 1.0)
+                    product((sa, la), (sb, lb), 1.0)
                 })
             }
         }
@@ -344,7 +343,7 @@ impl MatmulElem for f16 {
             })
         };
         let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
-        let v = product(&wa, &la, &wb, &lb, 1.0f32);
+        let v = product((&wa, &la), (&wb, &lb), 1.0f32);
         let mut out = vec![f16::ZERO; v.len()];
         f16conv::narrow(&v, &mut out);
         Ok(out)

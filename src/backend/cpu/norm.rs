@@ -33,12 +33,7 @@ fn rows_of(op: &'static str, x: &RawTensor) -> Result<(usize, usize)> {
 
 fn layer_norm_t<T: Float>(a: &LayerNormIn<'_>) -> Result<[RawTensor; 3]> {
     const OP: &str = "layer_norm";
-    let LayerNormIn {
-        x,
-        weight,
-        bias,
-        eps,
-    } = *a;
+    let (x, weight, bias, eps) = (a.x, a.weight, a.bias, a.eps);
     let (rows, d) = rows_of(OP, x)?;
     let w = param::<T>(OP, weight, d)?;
     let b = param::<T>(OP, bias, d)?;
@@ -97,13 +92,7 @@ fn add_partials<A: Acc>(mut a: Partial<A>, b: Partial<A>) -> Partial<A> {
 
 fn layer_norm_backward_t<T: Float>(a: &LayerNormGrad<'_>) -> Result<LayerNormGrads> {
     const OP: &str = "layer_norm_backward";
-    let LayerNormGrad {
-        dy,
-        x,
-        mean,
-        rstd,
-        weight,
-    } = *a;
+    let (dy, x, [mean, rstd], weight) = (a.dy, a.x, a.stats, a.weight);
     let (rows, d) = rows_of(OP, x)?;
     if dy.shape() != x.shape() {
         return Err(Error::ShapeMismatch {

@@ -1,7 +1,7 @@
 //! Softmax and log-softmax over the last dim, their backward, and cross-entropy with
 //! class indices.
 
-use crate::backend::{CrossEntropyGrad, CrossEntropyOpts, Reduction, Softmaxes};
+use crate::backend::{CrossEntropyGrad, CrossEntropyIn, CrossEntropyOpts, Reduction, Softmaxes};
 use crate::base::RawTensor;
 use crate::base::{Error, Result};
 
@@ -183,13 +183,8 @@ fn cross_entropy_t<T: Float>(
 
 fn cross_entropy_backward_t<T: Float>(a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
     const OP: &str = "cross_entropy_backward";
-    let CrossEntropyGrad {
-        logits,
-        target,
-        lse,
-        grad_loss,
-        opts,
-    } = *a;
+    let (logits, target, opts) = (a.input.logits, a.input.target, a.input.opts);
+    let (lse, grad_loss) = (a.lse, a.grad_loss);
     let (n, c) = (logits.shape()[0], logits.shape()[1]);
     let targets = checked_targets(OP, target, c, opts.ignore_index)?;
     let lse = small_f64(OP, lse, n)?;
@@ -241,19 +236,15 @@ impl Softmaxes for CpuBackend {
         ))
     }
 
-    fn cross_entropy(
-        &self,
-        logits: &RawTensor,
-        target: &RawTensor,
-        opts: &CrossEntropyOpts,
-    ) -> Result<[RawTensor; 2]> {
+    fn cross_entropy(&self, a: &CrossEntropyIn<'_>) -> Result<[RawTensor; 2]> {
+        let (logits, target, opts) = (a.logits, a.target, a.opts);
         with_float!(logits.dtype(), "cross_entropy", |T| cross_entropy_t::<T>(
             logits, target, opts
         ))
     }
 
     fn cross_entropy_backward(&self, a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
-        with_float!(a.logits.dtype(), "cross_entropy_backward", |T| {
+        with_float!(a.input.logits.dtype(), "cross_entropy_backward", |T| {
             cross_entropy_backward_t::<T>(a)
         })
     }

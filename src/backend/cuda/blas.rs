@@ -49,84 +49,55 @@ impl Blas {
             "cuBLAS gemm {} ({}x{}x{}, batch {})",
             g.dtype, g.m, g.n, g.k, g.batch
         );
-        // SAFETY: the caller guarantees the pointers address device
-        // buffers large enough for the described matrices; alpha and beta are host values
-        // that outlive the call (cuBLAS reads them before returning in host pointer mode).
+        // One gemm_ex for every dtype: storage type, accumulation type, and alpha/beta of
+        // the accumulation type (f32 for f16 and f32, f64 for f64).
+        let (alpha, beta) = (g.alpha as f64, g.beta as f64);
+        let (ty, compute, scalars): (_, _, [*const c_void; 2]) = match g.dtype {
+            DType::F64 => (
+                cudaDataType_t::CUDA_R_64F,
+                cublasComputeType_t::CUBLAS_COMPUTE_64F,
+                [&alpha as *const f64 as _, &beta as *const f64 as _],
+            ),
+            DType::F32 => (
+                cudaDataType_t::CUDA_R_32F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                [&g.alpha as *const f32 as _, &g.beta as *const f32 as _],
+            ),
+            _ => (
+                cudaDataType_t::CUDA_R_16F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                [&g.alpha as *const f32 as _, &g.beta as *const f32 as _],
+            ),
+        };
+        // SAFETY: the caller guarantees the pointers address device buffers large enough
+        // for the described matrices; alpha and beta are host values that outlive the
+        // call (cuBLAS reads them before returning in host pointer mode).
         unsafe {
-            match g.dtype {
-                DType::F32 => blas::sgemm_strided_batched(
-                    h,
-                    d.op_a,
-                    d.op_b,
-                    d.m,
-                    d.n,
-                    d.k,
-                    &g.alpha,
-                    d.a as *const f32,
-                    d.lda,
-                    d.stride_a,
-                    d.b as *const f32,
-                    d.ldb,
-                    d.stride_b,
-                    &g.beta,
-                    d.c as *mut f32,
-                    d.ldc,
-                    d.stride_c,
-                    d.batch,
-                ),
-                DType::F64 => {
-                    let (alpha, beta) = (g.alpha as f64, g.beta as f64);
-                    blas::dgemm_strided_batched(
-                        h,
-                        d.op_a,
-                        d.op_b,
-                        d.m,
-                        d.n,
-                        d.k,
-                        &alpha,
-                        d.a as *const f64,
-                        d.lda,
-                        d.stride_a,
-                        d.b as *const f64,
-                        d.ldb,
-                        d.stride_b,
-                        &beta,
-                        d.c as *mut f64,
-                        d.ldc,
-                        d.stride_c,
-                        d.batch,
-                    )
-                }
-                _ => {
-                    // f16 storage, f32 accumulation and f32 alpha/beta.
-                    let f16 = cudaDataType_t::CUDA_R_16F;
-                    blas::gemm_strided_batched_ex(
-                        h,
-                        d.op_a,
-                        d.op_b,
-                        d.m,
-                        d.n,
-                        d.k,
-                        &g.alpha as *const f32 as *const c_void,
-                        d.a as *const c_void,
-                        f16,
-                        d.lda,
-                        d.stride_a,
-                        d.b as *const c_void,
-                        f16,
-                        d.ldb,
-                        d.stride_b,
-                        &g.beta as *const f32 as *const c_void,
-                        d.c as *mut c_void,
-                        f16,
-                        d.ldc,
-                        d.stride_c,
-                        d.batch,
-                        cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                        cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
-                    )
-                }
-            }
+            blas::gemm_strided_batched_ex(
+                h,
+                d.op_a,
+                d.op_b,
+                d.m,
+                d.n,
+                d.k,
+                scalars[0],
+                d.a as *const c_void,
+                ty,
+                d.lda,
+                d.stride_a,
+                d.b as *const c_void,
+                ty,
+                d.ldb,
+                d.stride_b,
+                scalars[1],
+                d.c as *mut c_void,
+                ty,
+                d.ldc,
+                d.stride_c,
+                d.batch,
+                compute,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+            )
         }
         .map_err(|e| error::cublas(ctx, e))?;
         Ok(true)

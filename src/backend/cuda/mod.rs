@@ -9,13 +9,12 @@ mod blas;
 mod error;
 mod modules;
 
-use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{result as cu, CudaContext, CudaStream};
 
-use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig, Stream};
+use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig, Params, Stream};
 use crate::base::Device;
 use crate::base::{Error, Result};
 
@@ -204,15 +203,10 @@ unsafe impl DeviceApi for CudaApi {
         r.map_err(|e| error::cuda(what(), e))
     }
 
-    unsafe fn launch(
-        &self,
-        kernel: KernelId,
-        cfg: &LaunchConfig,
-        params: &mut [*mut c_void],
-    ) -> Result<()> {
+    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, args: Params<'_>) -> Result<()> {
         self.bind("cuLaunchKernel")?;
         let f = self.kernels.function(&self.ctx, kernel)?;
-        // SAFETY: `f` lives as long as the cache; the caller guarantees `params` match the
+        // SAFETY: `f` lives as long as the cache; the caller guarantees `args` match the
         // kernel's signature and address device memory large enough for its accesses.
         unsafe {
             cu::launch_kernel(
@@ -221,7 +215,7 @@ unsafe impl DeviceApi for CudaApi {
                 cfg.block,
                 cfg.shared_bytes,
                 self.stream.cu_stream(),
-                params,
+                args,
             )
         }
         .map_err(|e| error::kernel(kernel.name(), &format!("cuLaunchKernel {cfg:?}"), e))

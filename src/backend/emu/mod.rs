@@ -23,13 +23,12 @@ mod ffi;
 mod launch;
 mod memory;
 
-use std::ffi::c_void;
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
 #[cfg(test)]
 use crate::backend::gpu::KernelArgs;
-use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig, Stream};
+use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig, Params, Stream};
 use crate::base::{Error, Result};
 
 pub(crate) use memory::holds;
@@ -214,18 +213,13 @@ unsafe impl DeviceApi for EmuApi {
             )),
         }
     }
-    unsafe fn launch(
-        &self,
-        kernel: KernelId,
-        cfg: &LaunchConfig,
-        params: &mut [*mut c_void],
-    ) -> Result<()> {
+    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, args: Params<'_>) -> Result<()> {
         let desc = ffi::kernel(kernel.0).ok_or_else(|| Error::Kernel {
             kernel: format!("#{}", kernel.0),
             msg: "kernel id out of range of the emulated kernel table".into(),
         })?;
         // SAFETY: forwarded contract.
-        self.in_order(|| unsafe { launch::run(desc, cfg, params, self.options()) })
+        self.in_order(|| unsafe { launch::run(desc, cfg, args, self.options()) })
     }
     fn caches_blocks(&self) -> bool {
         !sanitize_enabled()

@@ -67,6 +67,9 @@ pub(crate) struct GemmDesc {
     pub beta: f32,
 }
 
+/// The parameters of one launch as `cuLaunchKernel` takes them: a pointer per parameter.
+pub(crate) type Params<'a> = &'a mut [*mut c_void];
+
 /// A stream of a device's context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stream {
@@ -126,14 +129,9 @@ pub(crate) unsafe trait DeviceApi: Send + Sync {
     /// Launches a kernel by id, with `params` packed as `cuLaunchKernel` takes them.
     ///
     /// # Safety
-    /// `params` match the kernel's C signature and every pointer argument addresses
+    /// `args` match the kernel's C signature and every pointer argument addresses
     /// device memory of sufficient size for the kernel's accesses.
-    unsafe fn launch(
-        &self,
-        kernel: KernelId,
-        cfg: &LaunchConfig,
-        params: &mut [*mut c_void],
-    ) -> Result<()>;
+    unsafe fn launch(&self, kernel: KernelId, cfg: &LaunchConfig, args: Params<'_>) -> Result<()>;
     /// Runs a GEMM through a vendor library. `Ok(false)` when the backend has none, in
     /// which case the caller launches gradstep's own matmul kernel.
     ///

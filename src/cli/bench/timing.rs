@@ -241,6 +241,15 @@ pub fn count_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    /// A call that counts itself in `n`.
+    fn counter(n: &Cell<u32>) -> impl FnMut() -> Result<()> + '_ {
+        move || {
+            n.set(n.get() + 1);
+            Ok(())
+        }
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {
@@ -258,48 +267,22 @@ mod tests {
             min_seconds: 0.0,
             min_sample_seconds: 0.0,
         };
-        let (mut setups, mut calls) = (0, 0);
-        let t = time_calls(
-            Device::Cpu,
-            &opts,
-            Some(&mut || {
-                setups += 1;
-                Ok(())
-            }),
-            &mut || {
-                calls += 1;
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!((setups, calls), (6, 6));
+        let (setups, calls) = (Cell::new(0), Cell::new(0));
+        let (mut setup, mut call) = (counter(&setups), counter(&calls));
+        let t = time_calls(Device::Cpu, &opts, Some(&mut setup), &mut call).unwrap();
+        assert_eq!((setups.get(), calls.get()), (6, 6));
         assert_eq!((t.samples, t.calls_per_sample), (4, 1));
         assert!(t.min <= t.median && t.median <= t.max);
     }
 
     #[test]
     fn timed_iters_runs_setup_before_every_call() {
-        let (mut setups, mut calls) = (0, 0);
-        timed_iters(
-            Device::Cpu,
-            3,
-            Some(&mut || {
-                setups += 1;
-                Ok(())
-            }),
-            &mut || {
-                calls += 1;
-                Ok(())
-            },
-        )
-        .unwrap();
-        assert_eq!((setups, calls), (3, 3));
-        timed_iters(Device::Cpu, 2, None, &mut || {
-            calls += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(calls, 5);
+        let (setups, calls) = (Cell::new(0), Cell::new(0));
+        let (mut setup, mut call) = (counter(&setups), counter(&calls));
+        timed_iters(Device::Cpu, 3, Some(&mut setup), &mut call).unwrap();
+        assert_eq!((setups.get(), calls.get()), (3, 3));
+        timed_iters(Device::Cpu, 2, None, &mut call).unwrap();
+        assert_eq!(calls.get(), 5);
     }
 
     #[test]

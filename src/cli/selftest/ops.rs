@@ -244,23 +244,7 @@ pub fn checks() -> Vec<Check> {
     c.0
 }
 
-const UNARY: [UnaryOp; 15] = [
-    UnaryOp::Neg,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Sqrt,
-    UnaryOp::Tanh,
-    UnaryOp::Sigmoid,
-    UnaryOp::Relu,
-    UnaryOp::Gelu,
-    UnaryOp::GeluTanh,
-    UnaryOp::Step,
-    UnaryOp::GeluGrad,
-    UnaryOp::GeluTanhGrad,
-    UnaryOp::Recip,
-    UnaryOp::Square,
-    UnaryOp::Abs,
-];
+const UNARY: [UnaryOp; 15] = UnaryOp::ALL;
 
 fn elementwise(c: &mut Checks) {
     let views = [View::Dense, View::Offset, View::Transposed, View::Padded];

@@ -3,7 +3,7 @@
 use super::plan::{elementwise_config, float_kernel, ptr, StridedLayout};
 use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId};
 use crate::backend::{BinaryOp, Elementwise, Memory, UnaryOp};
-use crate::base::{RawTensor, Result};
+use crate::base::{broadcast_shapes, RawTensor, Result};
 
 /// The kernel's code of a unary op (`UnaryCode` in elementwise.cu).
 fn unary_code(op: UnaryOp) -> i32 {
@@ -67,61 +67,32 @@ fn map(
 impl Elementwise for GpuDevice {
     fn unary(&self, op: UnaryOp, x: &RawTensor) -> Result<RawTensor> {
         let xl = StridedLayout::of("unary", x)?;
-        map(
-            self,
-            "unary",
-            [k::UNARY_F16, k::UNARY_F32, k::UNARY_F64],
-            x,
-            &[(x, xl)],
-            x.shape(),
-            |a| {
-                a.push(unary_code(op));
-            },
-        )
+        map(self, "unary", k::UNARY, x, &[(x, xl)], x.shape(), |a| {
+            a.push(unary_code(op));
+        })
     }
 
-    fn binary(
-        &self,
-        op: BinaryOp,
-        a: &RawTensor,
-        b: &RawTensor,
-        shape: &[usize],
-    ) -> Result<RawTensor> {
+    fn binary(&self, op: BinaryOp, a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
+        let shape = &broadcast_shapes("binary", a.shape(), b.shape())?;
         let view = |t: &RawTensor| -> Result<StridedLayout> {
             let l = t.layout().broadcast_to(shape)?;
             StridedLayout::new("binary", l.shape(), l.strides())
         };
         let inputs = [(a, view(a)?), (b, view(b)?)];
-        map(
-            self,
-            "binary",
-            [k::BINARY_F16, k::BINARY_F32, k::BINARY_F64],
-            a,
-            &inputs,
-            shape,
-            |args| {
-                args.push(binary_code(op));
-            },
-        )
+        map(self, "binary", k::BINARY, a, &inputs, shape, |args| {
+            args.push(binary_code(op));
+        })
     }
 
     fn affine(&self, x: &RawTensor, mul: f64, add: f64) -> Result<RawTensor> {
         let xl = StridedLayout::of("affine", x)?;
-        map(
-            self,
-            "affine",
-            [k::AFFINE_F16, k::AFFINE_F32, k::AFFINE_F64],
-            x,
-            &[(x, xl)],
-            x.shape(),
-            |a| {
-                a.push(mul).push(add);
-            },
-        )
+        map(self, "affine", k::AFFINE, x, &[(x, xl)], x.shape(), |a| {
+            a.push(mul).push(add);
+        })
     }
 
     fn add_(&self, dst: &RawTensor, src: &RawTensor, alpha: f64) -> Result<()> {
-        let kernels = [k::ADD_INPLACE_F16, k::ADD_INPLACE_F32, k::ADD_INPLACE_F64];
+        let kernels = k::ADD_INPLACE;
         let kernel = float_kernel("add_", dst.dtype(), dst.device(), kernels)?;
         let n = dst.numel();
         if n == 0 {

@@ -14,16 +14,7 @@ impl Indexing for GpuDevice {
     fn embedding(&self, weight: &RawTensor, idx: &RawTensor) -> Result<RawTensor> {
         const OP: &str = "embedding";
         let (dtype, device) = (weight.dtype(), weight.device());
-        let kernel = float_kernel(
-            OP,
-            dtype,
-            device,
-            [
-                k::EMBEDDING_FWD_F16,
-                k::EMBEDDING_FWD_F32,
-                k::EMBEDDING_FWD_F64,
-            ],
-        )?;
+        let kernel = float_kernel(OP, dtype, device, k::EMBEDDING_FWD)?;
         let (v, d) = (weight.shape()[0], weight.shape()[1]);
         let ws = weight.layout().strides();
         let mut shape = idx.shape().to_vec();
@@ -70,24 +61,8 @@ impl Indexing for GpuDevice {
     ) -> Result<RawTensor> {
         const OP: &str = "embedding_backward";
         let (dtype, device) = (grad.dtype(), grad.device());
-        let kernel = float_kernel(
-            OP,
-            dtype,
-            device,
-            [
-                k::EMBEDDING_BWD_F16,
-                k::EMBEDDING_BWD_F32,
-                k::EMBEDDING_BWD_F64,
-            ],
-        )?;
+        let kernel = float_kernel(OP, dtype, device, k::EMBEDDING_BWD)?;
         let d = grad.shape().last().copied().unwrap_or(0);
-        if grad.rank() != idx.rank() + 1 || grad.shape()[..idx.rank()] != *idx.shape() {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                lhs: grad.shape().to_vec(),
-                rhs: idx.shape().to_vec(),
-            });
-        }
         let acc_dtype = if dtype == DType::F16 {
             DType::F32
         } else {

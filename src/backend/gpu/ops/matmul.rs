@@ -93,12 +93,7 @@ impl Products for GpuDevice {
     fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
         const OP: &str = "matmul";
         let (dtype, device) = (a.dtype(), a.device());
-        let kernel = float_kernel(
-            OP,
-            dtype,
-            device,
-            [k::MATMUL_F16, k::MATMUL_F32, k::MATMUL_F64],
-        )?;
+        let kernel = float_kernel(OP, dtype, device, k::MATMUL)?;
         let ra = a.rank();
         let (m, kk, n) = (
             a.shape()[ra - 2],

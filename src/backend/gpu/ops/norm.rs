@@ -19,23 +19,9 @@ fn param_stride(p: Option<&RawTensor>) -> u64 {
 impl Norms for GpuDevice {
     fn layer_norm(&self, a: &LayerNormIn<'_>) -> Result<[RawTensor; 3]> {
         const OP: &str = "layer_norm";
-        let LayerNormIn {
-            x,
-            weight,
-            bias,
-            eps,
-        } = *a;
+        let (x, weight, bias, eps) = (a.x, a.weight, a.bias, a.eps);
         let (dtype, device) = (x.dtype(), x.device());
-        let kernel = float_kernel(
-            OP,
-            dtype,
-            device,
-            [
-                k::LAYER_NORM_FWD_F16,
-                k::LAYER_NORM_FWD_F32,
-                k::LAYER_NORM_FWD_F64,
-            ],
-        )?;
+        let kernel = float_kernel(OP, dtype, device, k::LAYER_NORM_FWD)?;
         let rows = Rows::of(OP, x)?;
         let y = self.empty(x.shape(), dtype)?;
         let mean = self.empty(&[rows.rows], stats_dtype(dtype))?;
@@ -56,13 +42,7 @@ impl Norms for GpuDevice {
 
     fn layer_norm_backward(&self, a: &LayerNormGrad<'_>) -> Result<LayerNormGrads> {
         const OP: &str = "layer_norm_backward";
-        let LayerNormGrad {
-            dy,
-            x,
-            mean,
-            rstd,
-            weight,
-        } = *a;
+        let (dy, x, [mean, rstd], weight) = (a.dy, a.x, a.stats, a.weight);
         let (dtype, device) = (x.dtype(), x.device());
         if dy.shape() != x.shape() {
             return Err(Error::ShapeMismatch {
@@ -87,11 +67,7 @@ impl Norms for GpuDevice {
         }
         let ms = vector_stride(OP, "mean", mean, xr.rows, stats_dtype(dtype))?;
         let rss = vector_stride(OP, "rstd", rstd, xr.rows, stats_dtype(dtype))?;
-        let dx_kernels = [
-            k::LAYER_NORM_BWD_DX_F16,
-            k::LAYER_NORM_BWD_DX_F32,
-            k::LAYER_NORM_BWD_DX_F64,
-        ];
+        let dx_kernels = k::LAYER_NORM_BWD_DX;
         let dx_kernel = float_kernel(OP, dtype, device, dx_kernels)?;
         // The arguments both kernels start with: dy, x and the statistics.
         let common = |args: &mut KernelArgs| -> Result<()> {
@@ -118,11 +94,7 @@ impl Norms for GpuDevice {
         let dw = self.empty(&[xr.cols], dtype)?;
         let db = self.empty(&[xr.cols], dtype)?;
         if xr.cols > 0 {
-            let kernels = [
-                k::LAYER_NORM_BWD_PARAMS_F16,
-                k::LAYER_NORM_BWD_PARAMS_F32,
-                k::LAYER_NORM_BWD_PARAMS_F64,
-            ];
+            let kernels = k::LAYER_NORM_BWD_PARAMS;
             let kernel = float_kernel(OP, dtype, device, kernels)?;
             let mut args = KernelArgs::new();
             common(&mut args)?;

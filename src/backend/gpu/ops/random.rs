@@ -8,11 +8,7 @@ use crate::base::{DType, RawTensor, Result};
 impl Random for GpuDevice {
     fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64, dtype: DType) -> Result<RawTensor> {
         let device = self.device();
-        let kernels = [
-            k::DROPOUT_MASK_F16,
-            k::DROPOUT_MASK_F32,
-            k::DROPOUT_MASK_F64,
-        ];
+        let kernels = k::DROPOUT_MASK;
         let kernel = float_kernel("dropout", dtype, device, kernels)?;
         let out = self.empty(shape, dtype)?;
         let n = out.numel();

@@ -33,8 +33,8 @@ impl Reductions for GpuDevice {
         }
         let (n_out, n_red): (usize, usize) =
             (kept_shape.iter().product(), red_shape.iter().product());
-        let rows = [k::SUM_ROWS_F16, k::SUM_ROWS_F32, k::SUM_ROWS_F64];
-        let cols = [k::SUM_COLS_F16, k::SUM_COLS_F32, k::SUM_COLS_F64];
+        let rows = k::SUM_ROWS;
+        let cols = k::SUM_COLS;
         let short = n_red < SHORT_REDUCTION;
         let kernel = float_kernel(OP, x.dtype(), x.device(), if short { cols } else { rows })?;
         let out = self.empty(&out_shape, x.dtype())?;
@@ -59,12 +59,7 @@ impl Reductions for GpuDevice {
 
     fn argmax(&self, x: &RawTensor) -> Result<RawTensor> {
         const OP: &str = "argmax";
-        let kernel = float_kernel(
-            OP,
-            x.dtype(),
-            x.device(),
-            [k::ARGMAX_F16, k::ARGMAX_F32, k::ARGMAX_F64],
-        )?;
+        let kernel = float_kernel(OP, x.dtype(), x.device(), k::ARGMAX)?;
         let rows = Rows::of(OP, x)?;
         let shape = &x.shape()[..x.rank().saturating_sub(1)];
         let out = self.empty(shape, DType::I64)?;

@@ -8,9 +8,9 @@
 //! its targets are the forward's, already checked.
 
 use super::plan::{float_kernel, ptr, read_u64, vector_stride, Rows};
-use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, LaunchConfig};
+use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId, LaunchConfig};
 use crate::backend::{
-    stats_dtype, CrossEntropyGrad, CrossEntropyOpts, Memory, Reduction, Softmaxes,
+    stats_dtype, CrossEntropyGrad, CrossEntropyIn, CrossEntropyOpts, Memory, Reduction, Softmaxes,
 };
 use crate::base::{Error, RawTensor, Result};
 
@@ -55,66 +55,50 @@ impl CeParams {
 /// Bytes of the forward's zeroed scratch header (`CeScratch` in softmax.cu).
 const CE_SCRATCH_BYTES: usize = 16;
 
+/// Launches a softmax kernel over rows of `inputs` (the forward's `x`, or the backward's
+/// `y` and `dy`, all of one shape): a pointer and a row view per input, then the output,
+/// the number and length of the rows, and `log`.
+fn row_softmax(
+    dev: &GpuDevice,
+    op: &'static str,
+    kernels: [KernelId; 3],
+    inputs: &[&RawTensor],
+    log: bool,
+) -> Result<RawTensor> {
+    let x = inputs[0];
+    let kernel = float_kernel(op, x.dtype(), x.device(), kernels)?;
+    let out = dev.empty(x.shape(), x.dtype())?;
+    if out.numel() == 0 {
+        return Ok(out);
+    }
+    let rows = Rows::of(op, x)?;
+    let mut args = KernelArgs::new();
+    for t in inputs {
+        args.push(ptr(t)?);
+        Rows::of(op, t)?.push(&mut args);
+    }
+    args.push(ptr(&out)?)
+        .push(rows.rows as u64)
+        .push(rows.cols as u64)
+        .push(log as i32);
+    dev.launch(kernel, rows.launch_config(), &mut args)?;
+    Ok(out)
+}
+
 impl Softmaxes for GpuDevice {
     fn softmax(&self, x: &RawTensor, log: bool) -> Result<RawTensor> {
-        const OP: &str = "softmax";
-        let kernel = float_kernel(
-            OP,
-            x.dtype(),
-            x.device(),
-            [k::SOFTMAX_FWD_F16, k::SOFTMAX_FWD_F32, k::SOFTMAX_FWD_F64],
-        )?;
-        let out = self.empty(x.shape(), x.dtype())?;
-        if out.numel() == 0 {
-            return Ok(out);
-        }
-        let rows = Rows::of(OP, x)?;
-        let mut args = KernelArgs::new();
-        args.push(ptr(x)?);
-        rows.push(&mut args);
-        args.push(ptr(&out)?)
-            .push(rows.rows as u64)
-            .push(rows.cols as u64)
-            .push(log as i32);
-        self.launch(kernel, rows.launch_config(), &mut args)?;
-        Ok(out)
+        row_softmax(self, "softmax", k::SOFTMAX_FWD, &[x], log)
     }
 
     fn softmax_backward(&self, y: &RawTensor, dy: &RawTensor, log: bool) -> Result<RawTensor> {
-        const OP: &str = "softmax_backward";
-        let kernels = [k::SOFTMAX_BWD_F16, k::SOFTMAX_BWD_F32, k::SOFTMAX_BWD_F64];
-        let kernel = float_kernel(OP, y.dtype(), y.device(), kernels)?;
-        let out = self.empty(y.shape(), y.dtype())?;
-        if out.numel() == 0 {
-            return Ok(out);
-        }
-        let (yr, dr) = (Rows::of(OP, y)?, Rows::of(OP, dy)?);
-        let mut args = KernelArgs::new();
-        args.push(ptr(y)?);
-        yr.push(&mut args);
-        args.push(ptr(dy)?);
-        dr.push(&mut args);
-        args.push(ptr(&out)?)
-            .push(yr.rows as u64)
-            .push(yr.cols as u64)
-            .push(log as i32);
-        self.launch(kernel, yr.launch_config(), &mut args)?;
-        Ok(out)
+        row_softmax(self, "softmax_backward", k::SOFTMAX_BWD, &[y, dy], log)
     }
 
-    fn cross_entropy(
-        &self,
-        logits: &RawTensor,
-        target: &RawTensor,
-        opts: &CrossEntropyOpts,
-    ) -> Result<[RawTensor; 2]> {
+    fn cross_entropy(&self, a: &CrossEntropyIn<'_>) -> Result<[RawTensor; 2]> {
+        let (logits, target, opts) = (a.logits, a.target, a.opts);
         const OP: &str = "cross_entropy";
         let (dtype, device) = (logits.dtype(), logits.device());
-        let kernels = [
-            k::CROSS_ENTROPY_FWD_F16,
-            k::CROSS_ENTROPY_FWD_F32,
-            k::CROSS_ENTROPY_FWD_F64,
-        ];
+        let kernels = k::CROSS_ENTROPY_FWD;
         let kernel = float_kernel(OP, dtype, device, kernels)?;
         let p = CeParams::new(logits, target, opts);
         let n = p.rows as usize;
@@ -166,19 +150,10 @@ impl Softmaxes for GpuDevice {
 
     fn cross_entropy_backward(&self, a: &CrossEntropyGrad<'_>) -> Result<RawTensor> {
         const OP: &str = "cross_entropy_backward";
-        let CrossEntropyGrad {
-            logits,
-            target,
-            lse,
-            grad_loss,
-            opts,
-        } = *a;
+        let (logits, target, opts) = (a.input.logits, a.input.target, a.input.opts);
+        let (lse, grad_loss) = (a.lse, a.grad_loss);
         let (dtype, device) = (logits.dtype(), logits.device());
-        let kernels = [
-            k::CROSS_ENTROPY_BWD_F16,
-            k::CROSS_ENTROPY_BWD_F32,
-            k::CROSS_ENTROPY_BWD_F64,
-        ];
+        let kernels = k::CROSS_ENTROPY_BWD;
         let kernel = float_kernel(OP, dtype, device, kernels)?;
         let mut p = CeParams::new(logits, target, opts);
         let n = p.rows as usize;
