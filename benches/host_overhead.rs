@@ -1,6 +1,8 @@
-//! The host work of issuing one GPU step for the 1000 mixed tensors: the CPU time of one
-//! fused step or one foreach `zero_grad` call, which returns once the launches are
-//! queued; the device is synchronised between calls, outside the timing. On the
+//! The host work of issuing GPU work: for the 1000 mixed tensors, one fused step or one
+//! foreach `zero_grad` call; for the quickstart's training step (batch 64), the eager
+//! step against one replay of the captured step. The CPU time until the call returns
+//! (the work is queued, not done); the device is synchronised between calls, outside
+//! the timing. On the
 //! emulator with kernel execution off (`GRADSTEP_EMU_EXECUTE=0`: launches validated and
 //! counted, not run) everywhere, and on a CUDA GPU when there is one.
 //!
@@ -10,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cases::{OptName, StepCase, ZeroCase, ZeroImpl};
+use common::cases::{OptName, StepCase, TrainCase, ZeroCase, ZeroImpl};
 use common::params::make_params;
 use common::timing::sync;
 use common::ParamSet;
@@ -47,6 +49,18 @@ fn issue_on(c: &mut Criterion, device: Device, label: &str) {
     let case = ZeroCase::new(&params, ZeroImpl::Foreach).expect("zero case");
     group.bench_function("zero_foreach", |b| {
         b.iter_custom(|iters| issue_time(device, iters, &mut || case.run()))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group(format!("issue/{label}/quickstart-b64/f32"));
+    let mut eager = TrainCase::new(device, DType::F32, 64, 0).expect("train case");
+    group.bench_function("train_eager", |b| {
+        b.iter_custom(|iters| issue_time(device, iters, &mut || eager.run()))
+    });
+    let mut graph = TrainCase::new(device, DType::F32, 64, 0).expect("train case");
+    graph.capture().expect("capture");
+    group.bench_function("train_graph_replay", |b| {
+        b.iter_custom(|iters| issue_time(device, iters, &mut || graph.run()))
     });
     group.finish();
 }

@@ -136,3 +136,37 @@ __device__ __forceinline__ V gs_block_reduce(V v, Op op, V identity, V* scratch)
 template <typename V> __device__ __forceinline__ V gs_block_sum(V v, V* scratch) {
     return gs_block_reduce(v, GsSum(), (V)0, scratch);
 }
+
+// The device's sticky error record (one per device, zeroed by the host when it reads an
+// error at a synchronisation): the first failed check of any kernel since then. A check
+// that fails in several threads keeps the smallest position of its launch (`seq`, a host
+// number per launch); an error of an earlier launch is kept. Mirrored by `StatusRecord`
+// in src/backend/gpu/status.rs. Reached only on bad input: a spin lock is fine.
+struct GsStatus {
+    unsigned int lock;
+    unsigned int code;  // GS_ERR_*; 0: no error
+    u64 seq;            // the launch that failed
+    u64 pos;            // position of the bad element in its tensor (row-major)
+    i64 value;          // its value
+    i64 bound;          // the bound it broke: valid values are [0, bound)
+    i64 extra;          // per check: cross_entropy's ignore_index
+};
+
+enum { GS_ERR_NONE = 0, GS_ERR_TARGET = 1, GS_ERR_INDEX = 2 };
+
+__device__ __forceinline__ void gs_report(GsStatus* st, unsigned int code, u64 seq, u64 pos, i64 value,
+                                          i64 bound, i64 extra) {
+    while (atomicCAS(&st->lock, 0u, 1u) != 0u) {
+    }
+    volatile GsStatus* v = st;
+    if (v->code == GS_ERR_NONE || (v->seq == seq && pos < v->pos)) {
+        v->code = code;
+        v->seq = seq;
+        v->pos = pos;
+        v->value = value;
+        v->bound = bound;
+        v->extra = extra;
+    }
+    __threadfence();
+    atomicExch(&st->lock, 0u);
+}

@@ -1,21 +1,21 @@
 // Index kernels: embedding lookup and its gradient, argmax along the last dim.
 //
 // Index validation: a lookup index outside [0, V) is never dereferenced. The forward
-// writes NaN for it and records the first offending position plus one in *bad (zeroed by
-// the host, which reads it back and reports an error). The backward skips such indices.
+// writes NaN for it and reports it in the device's status record (read by the host at
+// its next synchronisation). The backward skips such indices.
 #include "common.cuh"
 
 // out[i, j] = weight[idx[i], j] for the n_idx indices (a strided view, layout `il`) and
 // d columns. Weight row v, column j is at weight[v * w_row + j * w_col].
 template <typename T>
 __device__ void embedding_fwd(const T* weight, u64 w_row, u64 w_col, const i64* idx, const GsLayout& il, u64 n_idx,
-                              u64 v, u64 d, T* out, u64* bad) {
+                              u64 v, u64 d, T* out, GsStatus* status, u64 seq) {
     typedef typename Compute<T>::type C;
     GS_GRID_LOOP(e, n_idx * d) {
         const u64 i = e / d, j = e % d;
         const i64 t = idx[gs_offset(il, i)];
         if (t < 0 || (u64)t >= v) {
-            if (j == 0) atomicCAS(bad, 0ull, i + 1);
+            if (j == 0) gs_report(status, GS_ERR_INDEX, seq, i, t, (i64)v, 0);
             gs_store(out, e, gs_neg_inf<C>() - gs_neg_inf<C>());  // NaN
         } else {
             gs_store(out, e, gs_load(weight, (u64)t * w_row + j * w_col));
@@ -36,9 +36,9 @@ __device__ void embedding_bwd(const T* grad, const GsLayout& gl, const i64* idx,
     }
 }
 
-extern "C" __global__ void embedding_fwd_f16(const __half* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, __half* out, u64* bad) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, bad); }
-extern "C" __global__ void embedding_fwd_f32(const float* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* out, u64* bad) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, bad); }
-extern "C" __global__ void embedding_fwd_f64(const double* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, double* out, u64* bad) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, bad); }
+extern "C" __global__ void embedding_fwd_f16(const __half* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, __half* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
+extern "C" __global__ void embedding_fwd_f32(const float* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
+extern "C" __global__ void embedding_fwd_f64(const double* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, double* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
 
 extern "C" __global__ void embedding_bwd_f16(const __half* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }
 extern "C" __global__ void embedding_bwd_f32(const float* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }

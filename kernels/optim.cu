@@ -8,7 +8,9 @@
 // device, once per chunk. With `found_inf` set to nonzero nothing at all is written.
 #include "multi_tensor.cuh"
 
-// Mirrored by `OptArgs` in src/optim/multi_tensor.rs.
+// Mirrored by `OptArgs` in src/optim/multi_tensor.rs. With `lr_ptr` set the learning
+// rate is read from that device double (capturable: a replayed graph sees the lr a
+// scheduler wrote since), else `lr` is used.
 struct OptArgs {
     double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
     int kind;      // 0: SGD, 1: Adam/AdamW
@@ -16,7 +18,12 @@ struct OptArgs {
     int nesterov, maximize, amsgrad, decoupled;
     int has_momentum;
     int pad;
+    u64 lr_ptr;
 };
+
+// Bit of a `done` counter: the tensor has completed a step since its table was made
+// (so an MT_FIRST momentum buffer is no longer new). The low bits count chunks.
+#define OPT_STARTED 0x80000000u
 
 enum {
     OPT_ALL = 0, OPT_LOAD, OPT_NEG, OPT_WD, OPT_DECAY, OPT_MOM, OPT_NEST, OPT_COPYB, OPT_SGDP,
@@ -151,6 +158,7 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
     typedef typename Compute<T>::type C;
     const int N = MtVec<T>::N;
     if (found_inf && *found_inf != 0.0f) return;
+    if (a.lr_ptr) a.lr = *(const double*)a.lr_ptr;
     C scale = grad_scale ? (C)*grad_scale : (C)0;
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         unsigned int ti = mt_find(tab, count, c);
@@ -171,7 +179,8 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
             for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x) opt_phase<T, C>(a, s, e, i, scale);
             continue;
         }
-        bool first = (e.flags & MT_FIRST) != 0;
+        // Read before any chunk of this step can finish (the last one sets the bit).
+        bool first = (e.flags & MT_FIRST) != 0 && (done[ti] & OPT_STARTED) == 0;
         bool vec = mt_al(e.p) && mt_al(e.g) && mt_al(e.b0) && mt_al(e.b1) && mt_al(e.b2) && !e.master;
         T* p = (T*)e.p;
         T* g = (T*)e.g;
@@ -199,15 +208,15 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
             if (has1) st_store_n<T, C, N>(e, e.b1, i, n, v, x1);
             if (has2) st_store_n<T, C, N>(e, e.b2, i, n, v, x2);
         }
-        // Every thread of the block has read the step count; the last chunk of the tensor
-        // to finish advances it.
+        // Every thread of the block has read the step count and the started bit; the
+        // last chunk of the tensor to finish advances the count and marks it started.
         __syncthreads();
-        if (threadIdx.x == 0 && e.step) {
+        if (threadIdx.x == 0 && (e.step || (e.flags & MT_FIRST))) {
             __threadfence();
             unsigned int prev = atomicAdd(&done[ti], 1u);
-            if (prev + 1 == e.nchunks) {
-                *(float*)e.step = s0 + 1.0f;
-                done[ti] = 0;
+            if ((prev & ~OPT_STARTED) + 1 == e.nchunks) {
+                if (e.step) *(float*)e.step = s0 + 1.0f;
+                done[ti] = OPT_STARTED;
             }
         }
     }

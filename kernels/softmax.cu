@@ -106,11 +106,10 @@ struct CeParams {
 };
 
 // Scratch of the forward pass, zeroed by the host before the launch: the number of
-// blocks done, and the first row with an out-of-range target plus one (0: none).
+// blocks done.
 struct CeScratch {
     unsigned int blocks_done;
     unsigned int pad;
-    u64 bad_row;
 };
 
 template <typename C> struct MaxSumX {
@@ -129,13 +128,14 @@ struct MaxSumXOp {
 // Loss per row (`loss` has `rows` elements for R_NONE, else one) and each row's
 // log-sum-exp. loss_r = (1 - eps) * (lse - x_t) + eps * (lse - mean_c x_c); ignored rows
 // give 0 and do not count for the mean. A target outside [0, classes) gives NaN and is
-// recorded in scratch->bad_row. For reduced losses every block writes its partial
+// reported in the device's status record (the host reads it at its next
+// synchronisation). For reduced losses every block writes its partial
 // (sum, count) to `partials`; the last block to finish adds them in block order (a
 // deterministic result without a second launch).
 template <typename T>
 __device__ void cross_entropy_fwd(const T* logits, const i64* target, CeParams p, T* loss,
                                   typename Compute<T>::type* lse, typename Compute<T>::type* partials,
-                                  CeScratch* scratch) {
+                                  CeScratch* scratch, GsStatus* status, u64 seq) {
     typedef typename Compute<T>::type C;
     __shared__ MaxSumX<C> red[32];
     __shared__ C red_c[32];
@@ -158,7 +158,7 @@ __device__ void cross_entropy_fwd(const T* logits, const i64* target, CeParams p
             C l = 0;
             if (t != p.ignore_index) {
                 if (t < 0 || (u64)t >= p.classes) {
-                    atomicCAS(&scratch->bad_row, 0ull, (u64)r + 1);
+                    gs_report(status, GS_ERR_TARGET, seq, r, t, (i64)p.classes, p.ignore_index);
                     l = gs_neg_inf<C>() - gs_neg_inf<C>();  // NaN
                 } else {
                     const C nll = row_lse - gs_load(row, (u64)t * p.ls_col);
@@ -225,9 +225,9 @@ __device__ void cross_entropy_bwd(const T* logits, const i64* target, const type
     }
 }
 
-extern "C" __global__ void cross_entropy_fwd_f16(const __half* logits, const i64* target, CeParams p, __half* loss, float* lse, float* partials, CeScratch* scratch) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch); }
-extern "C" __global__ void cross_entropy_fwd_f32(const float* logits, const i64* target, CeParams p, float* loss, float* lse, float* partials, CeScratch* scratch) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch); }
-extern "C" __global__ void cross_entropy_fwd_f64(const double* logits, const i64* target, CeParams p, double* loss, double* lse, double* partials, CeScratch* scratch) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch); }
+extern "C" __global__ void cross_entropy_fwd_f16(const __half* logits, const i64* target, CeParams p, __half* loss, float* lse, float* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
+extern "C" __global__ void cross_entropy_fwd_f32(const float* logits, const i64* target, CeParams p, float* loss, float* lse, float* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
+extern "C" __global__ void cross_entropy_fwd_f64(const double* logits, const i64* target, CeParams p, double* loss, double* lse, double* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
 
 extern "C" __global__ void cross_entropy_bwd_f16(const __half* logits, const i64* target, const float* lse, const __half* grad, CeParams p, __half* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }
 extern "C" __global__ void cross_entropy_bwd_f32(const float* logits, const i64* target, const float* lse, const float* grad, CeParams p, float* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }

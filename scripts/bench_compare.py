@@ -10,6 +10,8 @@ standard library is needed.
 """
 import argparse
 import json
+import os
+import re
 import sys
 
 
@@ -119,20 +121,49 @@ def best_table(ours, theirs):
 
 
 def train_table(ours, theirs):
-    lines = ["| model | dtype | gradstep steps/s | torch steps/s | gradstep / torch |", "|---|---|---:|---:|---:|"]
-    t = {(r.get("set"), r.get("dtype")): r for r in theirs if r.get("bench") == "train"}
+    """Each gradstep training record beside each torch record of the same model and dtype:
+    eager against eager, and gradstep's captured step against torch's CUDA graph."""
+    lines = ["| model | dtype | gradstep | steps/s | torch | steps/s | gradstep / torch |",
+             "|---|---|---|---:|---|---:|---:|"]
+    pairs = {"fused": "default", "fused+graph": "cuda-graph"}
+    t = {(r.get("set"), r.get("dtype"), r.get("impl")): r for r in theirs if r.get("bench") == "train"}
     for r in ours:
         if r.get("bench") != "train":
             continue
-        ref = t.get((r.get("set"), r.get("dtype")))
-        ours_ps = r.get("per_second")
-        ref_ps = ref.get("per_second") if ref else None
-        ratio = f"{ours_ps / ref_ps:.2f}x" if ours_ps and ref_ps else "-"
-        lines.append(f"| {r['set']} | {r['dtype']} | {fmt_num(ours_ps, '.1f')} | {fmt_num(ref_ps, '.1f')} | {ratio} |")
+        for mode in ([pairs.get(r.get("impl"))] if r.get("impl") == "fused" else ["default", "cuda-graph"]):
+            ref = t.get((r.get("set"), r.get("dtype"), mode))
+            ours_ps = r.get("per_second")
+            ref_ps = ref.get("per_second") if ref else None
+            ratio = f"{ours_ps / ref_ps:.2f}x" if ours_ps and ref_ps else "-"
+            lines.append(f"| {r['set']} | {r['dtype']} | {r.get('impl')} | {fmt_num(ours_ps, '.1f')} | "
+                         f"{mode} | {fmt_num(ref_ps, '.1f')} | {ratio} |")
     return lines
 
 
-def render(g, t, title, meta):
+def rounds_table(paths):
+    """The training step per alternating round: steps/s of gradstep (eager, captured) and
+    torch (eager, torch.cuda.graph), and the two ratios."""
+    rounds = {}
+    for p in sorted(paths):
+        m = re.search(r"(\d+)\.json$", p)
+        d = load(p)
+        tool = "gradstep" if d.get("meta", {}).get("tool") == "gradstep" else "torch"
+        for r in d.get("results", []):
+            if r.get("bench") == "train":
+                key = (m.group(1) if m else p, r.get("dtype"))
+                rounds.setdefault(key, {})[(tool, r.get("impl"))] = r.get("per_second")
+    lines = ["| round | dtype | gradstep eager | torch eager | ratio | gradstep graph | torch cuda-graph | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (n, dtype), v in sorted(rounds.items()):
+        ge, gg = v.get(("gradstep", "fused")), v.get(("gradstep", "fused+graph"))
+        te, tg = v.get(("torch", "default")), v.get(("torch", "cuda-graph"))
+        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
+        lines.append(f"| {n} | {dtype} | {fmt_num(ge, '.1f')} | {fmt_num(te, '.1f')} | {ratio(ge, te)} | "
+                     f"{fmt_num(gg, '.1f')} | {fmt_num(tg, '.1f')} | {ratio(gg, tg)} |")
+    return lines
+
+
+def render(g, t, title, meta, train_rounds=()):
     ours, theirs = g.get("results", []), t.get("results", []) if t else []
     gm, tm = g.get("meta", {}), (t or {}).get("meta", {})
     out = [f"## {title}", ""]
@@ -157,6 +188,9 @@ def render(g, t, title, meta):
                "measured in the same run.")
     if any(r.get("bench") == "train" for r in ours):
         out += ["", "### Quickstart training step (batch 64)", ""] + train_table(ours, theirs)
+    if train_rounds:
+        out += ["", "### Quickstart training step, gradstep and torch alternating (steps/s)", ""]
+        out += rounds_table(train_rounds)
     if any(r.get("bench") == "step" for r in ours):
         out += ["", "### Optimizer step, fastest implementation of each", ""] + best_table(ours, theirs)
         out += ["", "### Optimizer step, every implementation", ""] + step_table(ours, theirs, copy_ours)
@@ -171,6 +205,8 @@ def main():
     ap.add_argument("--torch", nargs="*", default=[], help="torch_bench.py JSON file(s)")
     ap.add_argument("--title", default="Results")
     ap.add_argument("--meta", action="append", default=[], help="KEY=VALUE lines for the header")
+    ap.add_argument("--train-rounds", nargs="*", default=[],
+                    help="JSON files of alternating training-step rounds (NAME-N.json)")
     args = ap.parse_args()
     g = {"meta": {}, "results": []}
     for p in args.gradstep:
@@ -186,7 +222,8 @@ def main():
     for kv in args.meta:
         k, _, v = kv.partition("=")
         meta[k.strip()] = v.strip()
-    sys.stdout.write(render(g, t if args.torch else None, args.title, meta))
+    rounds = [p for p in args.train_rounds if os.path.exists(p)]
+    sys.stdout.write(render(g, t if args.torch else None, args.title, meta, rounds))
 
 
 if __name__ == "__main__":

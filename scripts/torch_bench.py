@@ -8,7 +8,8 @@ operations as `gradstep bench`, timed with torch on the same machine.
 
 Benchmarks (--benches): zero (per-tensor zero_(), _foreach_zero_, set_to_none),
 step (SGD momentum 0.9, Adam, AdamW; for-loop, foreach, fused), train (one step of
-the quickstart: forward, loss, zero_grad, backward, SGD step; batch 64).
+the quickstart: forward, loss, zero_grad, backward, SGD step; batch 64; with --graph also
+the step captured by torch.cuda.graph and replayed).
 
 Parameter sets (identical to gradstep's `bench::param_set`):
   10x10M     ten tensors of 10,000,000 elements
@@ -102,8 +103,12 @@ def copy_bandwidth(device):
 DTYPES = {"f32": torch.float32, "f16": torch.float16}
 
 
-def train_bench(device, dname, batch=64):
-    """One step of PyTorch's quickstart on a fixed random batch, as `gradstep bench train`."""
+def train_bench(device, dname, batch=64, graph=False):
+    """One step of PyTorch's quickstart on a fixed random batch, as `gradstep bench train`:
+    eagerly, or (graph=True, CUDA only) captured whole with torch.cuda.graph and replayed,
+    following PyTorch's whole-network capture recipe (warm-up on a side stream, grads set
+    to None before the capture so the captured backward allocates them from the graph's
+    pool, then g.replay() per step)."""
     dtype = DTYPES[dname]
     torch.manual_seed(0)
     nn = torch.nn
@@ -120,9 +125,25 @@ def train_bench(device, dname, batch=64):
         loss.backward()
         opt.step()
 
-    t = timeit(step, device)
+    run = step
+    if graph:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(g):
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        run = g.replay
+    t = timeit(run, device)
     ps = list(model.parameters())
-    return {"bench": "train", "set": f"quickstart-b{batch}", "dtype": dname, "optimizer": "sgd", "impl": "default",
+    return {"bench": "train", "set": f"quickstart-b{batch}", "dtype": dname, "optimizer": "sgd",
+            "impl": "cuda-graph" if graph else "default",
             "tensors": len(ps), "numel": sum(p.numel() for p in ps), "seconds": t, "per_second": 1.0 / t}
 
 
@@ -135,6 +156,8 @@ def bench(args):
     if "train" in args.benches:
         for dname in args.train_dtypes:
             results.append(train_bench(device, dname))
+            if args.graph and device == "cuda":
+                results.append(train_bench(device, dname, graph=True))
     if not {"zero", "step"} & set(args.benches):
         return results
     for set_name in args.sets:
@@ -209,6 +232,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train"])
     ap.add_argument("--train-dtypes", nargs="+", default=["f32"], choices=["f32", "f16"])
+    ap.add_argument("--graph", action="store_true",
+                    help="also time the training step captured with torch.cuda.graph (cuda only)")
     ap.add_argument("--sets", nargs="+", default=["10x10M", "gpt2-124m", "mixed1000"])
     ap.add_argument("--dtypes", nargs="+", default=["f32", "f16"])
     ap.add_argument("--optimizers", nargs="+", default=["sgd", "adam", "adamw"])
@@ -229,7 +254,8 @@ def main():
         if r["bench"] == "copy":
             print(f"copy bandwidth {r['gbps']:.1f} GB/s")
         elif r["bench"] == "train":
-            print(f"train {r['set']} {r['dtype']} {r['seconds'] * 1e3:10.3f} ms {r['per_second']:8.1f} steps/s")
+            print(f"train {r['set']} {r['dtype']} {r['impl']:10} {r['seconds'] * 1e3:10.3f} ms "
+                  f"{r['per_second']:8.1f} steps/s")
         else:
             label = f"{r['bench']:4} {r['set']:10} {r['dtype']} {r.get('optimizer', ''):6} {r['impl']:10}"
             print(f"{label} {r['seconds'] * 1e3:10.3f} ms {r['gbps']:8.1f} GB/s")

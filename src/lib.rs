@@ -33,6 +33,7 @@ pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
+pub mod graph;
 pub mod io;
 pub mod nn;
 pub mod ops;

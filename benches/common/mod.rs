@@ -16,7 +16,7 @@ use gradstep::{DType, Device};
 mod api {
     pub use gradstep::backend::CounterSnapshot;
     pub use gradstep::tensor::Rng;
-    pub use gradstep::{nn, optim, train, DType, Device, Error, Result, Tensor};
+    pub use gradstep::{graph, nn, optim, train, DType, Device, Error, Result, Tensor};
 }
 
 /// The benchmark cases of `gradstep bench`, one source for both.

@@ -37,6 +37,23 @@ pub(crate) fn backend(device: Device) -> Result<Arc<dyn Backend>> {
     }
 }
 
+/// An error naming `what` when `device` is capturing a graph: work that must run once
+/// (creating state) would be recorded and rerun by every replay.
+pub(crate) fn refuse_in_capture(device: Device, what: &str) -> Result<()> {
+    #[cfg(gpu)]
+    if device.is_gpu() && gpu::get(device)?.capturing() {
+        return Err(Error::invalid(
+            "graph capture",
+            format!(
+                "{what} inside a graph capture would be redone by every replay: run the \
+                 step eagerly once before capturing it"
+            ),
+        ));
+    }
+    let _ = (device, what);
+    Ok(())
+}
+
 /// The error for a device whose backend this build left out.
 #[allow(dead_code)]
 pub(crate) fn not_built(device: Device) -> Error {

@@ -137,6 +137,8 @@ pub(crate) trait Memory {
     fn cast(&self, x: &RawTensor, dtype: DType) -> Result<RawTensor>;
     /// `dst = src` (same shape and dtype; `src` may be strided or overlap `dst`).
     fn copy_(&self, dst: &RawTensor, src: &RawTensor) -> Result<()>;
+    /// `dst = host` (a contiguous `dst`; `host` of its dtype and element count).
+    fn write_host(&self, dst: &RawTensor, host: &CpuStorage) -> Result<()>;
     /// Every element set to `value`, rounded once to the dtype.
     fn fill_(&self, t: &RawTensor, value: f64) -> Result<()>;
     /// Every element set to zero (a memset on a GPU).

@@ -27,6 +27,8 @@ pub struct CounterSnapshot {
     pub frees: u64,
     /// Streams made to wait for another on the device (no host synchronisation).
     pub stream_waits: u64,
+    /// Captured graphs launched (each replays its kernels without host launches).
+    pub graph_launches: u64,
 }
 
 impl std::ops::Sub for CounterSnapshot {
@@ -42,6 +44,7 @@ impl std::ops::Sub for CounterSnapshot {
             allocs: self.allocs - o.allocs,
             frees: self.frees - o.frees,
             stream_waits: self.stream_waits - o.stream_waits,
+            graph_launches: self.graph_launches - o.graph_launches,
         }
     }
 }

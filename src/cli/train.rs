@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::train::{parse_impl, EvalConfig, LoopOptions, OptimizerKind, TrainConfig};
+use crate::train::{parse_impl, EvalConfig, LoopOptions, LrSchedule, OptimizerKind, TrainConfig};
 use crate::{DType, Device, Error, Result};
 use clap::Args;
 
@@ -23,6 +23,17 @@ pub(crate) struct TrainArgs {
     /// Optimizer: sgd, adam or adamw.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
+    /// SGD's momentum (0: none, as in the quickstart).
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    /// A learning-rate schedule stepped after every batch: step:SIZE:GAMMA,
+    /// cosine:T_MAX or linear:START:END:ITERS.
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
+    /// Capture the training step as a graph after a warm-up step and replay it per
+    /// batch (cuda or emu); the last, partial batch of an epoch runs eagerly.
+    #[arg(long)]
+    pub graph: bool,
     /// Step implementation: forloop, foreach or fused.
     #[arg(long = "impl", default_value = "fused")]
     pub imp: String,
@@ -32,6 +43,9 @@ pub(crate) struct TrainArgs {
     /// Parameter dtype: f32, or f16 for mixed precision.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Mixed precision: the GradScaler's initial scale.
+    #[arg(long, default_value_t = 65536.0)]
+    pub init_scale: f64,
     /// Seed of the initialisation and the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -107,10 +121,18 @@ impl TrainArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
+            momentum: self.momentum,
+            lr_schedule: self
+                .lr_schedule
+                .as_deref()
+                .map(LrSchedule::parse)
+                .transpose()?,
+            graph: self.graph,
             optimizer: OptimizerKind::parse(&self.optimizer)?,
             imp: parse_impl(&self.imp)?,
             device: Device::parse(&self.device)?,
             dtype: parse_dtype(&self.dtype)?,
+            init_scale: self.init_scale,
             seed: self.seed,
             shuffle: true,
             loop_options: LoopOptions {
@@ -145,6 +167,15 @@ pub(crate) fn train(args: &TrainArgs) -> Result<ExitCode> {
             report.train_seconds,
             report.batches_per_second()
         );
+    }
+    if args.graph {
+        eprintln!(
+            "{} of {} steps replayed from the captured graph",
+            report.replayed_steps, report.batches
+        );
+    }
+    if let Some(scale) = report.grad_scale {
+        eprintln!("GradScaler scale at the end: {scale}");
     }
     if let Some(p) = &args.plot {
         super::plot::plot_history(&report.history, p)?;

@@ -50,10 +50,15 @@ impl Tensor {
         prim::add_(self, other, alpha)
     }
 
-    /// `self = src` elementwise (same shape and dtype; `self` contiguous).
+    /// `self = src` elementwise (same shape and dtype; `self` contiguous). `src` may be
+    /// on another device: then its elements go through host memory (one upload into a
+    /// GPU `self`, no allocation there).
     pub fn copy_(&self, src: &Tensor) -> Result<()> {
         self.check_inplace("copy_")?;
-        prim::copy_(self, src)
+        if src.device() == self.device() {
+            return prim::copy_(self, src);
+        }
+        prim::write_host(self, &src.to_cpu_storage()?)
     }
 
     /// The address of the view's first element (PyTorch's `data_ptr`): a device address

@@ -46,6 +46,11 @@ pub struct OptimCore {
     pub(crate) master_weights: bool,
     pub(crate) imp: Impl,
     pub(crate) zero_mode: ZeroMode,
+    /// GPU steps read each group's learning rate from the device (see `set_capturable`).
+    pub(crate) capturable: bool,
+    /// Each group's learning rate as f64 bits, for the check of a replayed graph that
+    /// froze it (a step that is not capturable).
+    pub(crate) lr_sources: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pub(crate) arena: Option<GradArena>,
     /// Device tables of the GPU step, kept while the parameter set is unchanged.
     #[cfg(gpu)]
@@ -83,6 +88,8 @@ impl OptimCore {
             master_weights: false,
             imp: Impl::default(),
             zero_mode: ZeroMode::default(),
+            capturable: true,
+            lr_sources: Vec::new(),
             arena: None,
             #[cfg(gpu)]
             gpu_cache: launch::PlanCache::default(),
@@ -135,6 +142,8 @@ impl OptimCore {
         self.params.extend(params.iter().cloned());
         self.state.extend(params.iter().map(|_| None));
         self.masters.extend(params.iter().map(|_| None));
+        self.lr_sources
+            .push(std::sync::Arc::new(hyper.lr().to_bits().into()));
         self.groups.push(ParamGroup {
             params,
             indices,
@@ -172,13 +181,26 @@ impl OptimCore {
     }
 
     /// Sets the learning rate of a group.
+    /// On a GPU the group's device learning rate is written at once (an upload, no
+    /// synchronisation), so the next step, or the next replay of a captured one, uses it.
     pub fn set_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         self.group(group)?;
         let mut h = self.groups[group].hyper;
         h.set_lr(lr);
         h.validate()?;
+        #[cfg(gpu)]
+        self.gpu_cache.set_lr(group, lr)?;
         self.groups[group].hyper = h;
+        self.lr_sources[group].store(lr.to_bits(), std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether GPU steps read the learning rate from the device (the default, and what a
+    /// captured step needs to follow a scheduler: PyTorch's `capturable=True`, with no
+    /// cost to eager steps) or take it by value in the launch (then a captured step holds
+    /// the value it was captured with, and a replay after a change is refused).
+    pub fn set_capturable(&mut self, capturable: bool) {
+        self.capturable = capturable;
     }
 
     /// Chooses the step implementation.
@@ -318,11 +340,21 @@ impl OptimCore {
 
     fn ensure_state(&mut self, gi: usize, pi: usize) -> Result<()> {
         let p = self.params[pi].clone();
-        if self.master_weights && p.dtype() == DType::F16 && self.masters[pi].is_none() {
+        let hyper = self.groups[gi].hyper;
+        let needs_master =
+            self.master_weights && p.dtype() == DType::F16 && self.masters[pi].is_none();
+        let needs_state =
+            self.state[pi].is_none() && (!hyper.buffer_names().is_empty() || hyper.has_step());
+        if needs_master || needs_state {
+            crate::backend::refuse_in_capture(
+                p.device(),
+                &format!("creating the optimizer state of param {pi}"),
+            )?;
+        }
+        if needs_master {
             self.masters[pi] = Some(p.detach().to_dtype(DType::F32)?);
         }
-        let hyper = self.groups[gi].hyper;
-        if self.state[pi].is_some() || (hyper.buffer_names().is_empty() && !hyper.has_step()) {
+        if !needs_state {
             return Ok(());
         }
         let mut buffers = Vec::new();

@@ -1,13 +1,19 @@
 //! The GPU side of `zero_grad` and `step`: builds the multi-tensor tables of
 //! [`crate::optim::multi_tensor`] and launches `kernels/foreach.cu` / `kernels/optim.cu`.
 //!
-//! No host synchronisation: step counts live on the device (the kernels compute the bias
-//! corrections from them), and a device table is only uploaded (host-to-device, no sync)
-//! when the set of pointers changes.
+//! No host synchronisation, and capturable: step counts live on the device (the kernels
+//! compute the bias corrections from them), so does each group's learning rate (written
+//! by `set_lr`, read by the kernels) and whether an SGD momentum buffer is new (a bit of
+//! the table's per-tensor counters); a table is uploaded (host-to-device, no sync) only
+//! when the set of pointers changes, and the GradScaler's finite check keeps its table
+//! too. A table made during a graph capture (grads allocated by the captured backward
+//! are new) is written at once into memory the graph holds, not recorded. The optimizer
+//! state and the learning rates on the device are made by an eager warm-up step before
+//! a capture; inside one, making them is refused.
 
 use std::collections::HashMap;
 
-use crate::backend::gpu::{self, kernels::k, KernelArgs, LaunchConfig};
+use crate::backend::gpu::{self, kernels::k, GpuDevice, KernelArgs, LaunchConfig};
 use crate::base::{Error, Result};
 use crate::optim::config::Hyper;
 use crate::optim::core::OptimCore;
@@ -18,18 +24,82 @@ use crate::tensor::{DType, Device, Tensor};
 /// `(device, dtype, param group, implementation)`.
 type TableKey = (Device, DType, usize, Impl);
 
+/// Tables kept per key: the grads `zero_grad(set_to_none=True)` frees come back from the
+/// caching allocator in a few recurring arrangements, so the last few tables cover a
+/// steady loop and a step uploads none.
+const TABLES_KEPT: usize = 4;
+
+/// The last few tables of one key, most recently used first.
+#[derive(Debug)]
+struct Recent(Vec<DeviceTable>);
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent(Vec::with_capacity(TABLES_KEPT))
+    }
+}
+
+impl Recent {
+    /// The table whose entries address the memory of `host` (moved to the front), or a
+    /// new one uploaded from it.
+    fn get(
+        &mut self,
+        dev: &GpuDevice,
+        host: Vec<MtTensor>,
+        with_flags: bool,
+    ) -> Result<&DeviceTable> {
+        match self
+            .0
+            .iter()
+            .position(|t| same_pointers(&t.host, &host, with_flags))
+        {
+            Some(i) => self.0[..=i].rotate_right(1),
+            None => {
+                self.0.truncate(TABLES_KEPT - 1);
+                self.0.insert(0, DeviceTable::upload(dev, host)?);
+            }
+        }
+        Ok(&self.0[0])
+    }
+}
+
 /// Device tables kept while the parameter set is unchanged, per (device, dtype, group,
-/// implementation).
+/// implementation), with the foreach form's scratch; each group's learning rate on each
+/// device; the tables of the finite check, per (device, dtype).
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
-    tables: HashMap<TableKey, (DeviceTable, Option<Tensor>)>,
+    tables: HashMap<TableKey, Recent>,
+    scratch: HashMap<TableKey, Tensor>,
+    lrs: HashMap<(Device, usize), Tensor>,
+    finite: HashMap<(Device, DType), Recent>,
 }
 
 impl PlanCache {
-    /// Forgets every cached table.
+    /// Forgets every cached table (the learning rates stay: they follow `set_lr`).
     pub fn invalidate(&mut self) {
         self.tables.clear();
+        self.scratch.clear();
+        self.finite.clear();
     }
+
+    /// Writes `lr` into group `group`'s device learning rates (an upload each; refused
+    /// inside a graph capture, where nothing host-side can change the step).
+    pub(crate) fn set_lr(&self, group: usize, lr: f64) -> Result<()> {
+        for ((_, g), t) in &self.lrs {
+            if *g == group {
+                crate::tensor::prim::write_host(t, &crate::tensor::CpuStorage::F64(vec![lr]))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error of a first upload inside a graph capture.
+fn needs_warm_up(what: &str) -> Error {
+    Error::Optim(format!(
+        "{what} is not on the device yet and cannot be uploaded inside a graph capture: \
+         run the step eagerly once before capturing it"
+    ))
 }
 
 /// Zeroes the grads of one (device, dtype) group.
@@ -172,47 +242,69 @@ pub(crate) fn step_group(
             });
         }
         let key = (device, dtype, gi, imp);
-        let cached = core
-            .gpu_cache
-            .tables
-            .get(&key)
-            .is_some_and(|(t, _)| same_pointers(&t.host, &host));
-        if !cached {
-            // The foreach form's scratch: one compute-type buffer for the whole group.
-            let scratch = if imp == Impl::Foreach {
-                let cdt = if dtype == DType::F64 {
-                    DType::F64
-                } else {
-                    DType::F32
-                };
-                let total: usize = host.iter().map(|e| e.numel as usize).sum();
-                // Three compute-type slots per element (see OPT_* in kernels/optim.cu).
-                let s = Tensor::zeros(&[3 * total], cdt, device)?;
-                let base = s.device_ptr()?;
-                let mut off = 0u64;
-                for e in host.iter_mut() {
-                    e.tmp = base + off * cdt.size_in_bytes() as u64;
-                    off += 3 * e.numel;
-                }
-                Some(s)
+        if imp == Impl::Foreach {
+            // The foreach form's scratch: three compute-type slots per element (see
+            // OPT_* in kernels/optim.cu), one buffer for the whole group.
+            let cdt = if dtype == DType::F64 {
+                DType::F64
             } else {
-                None
+                DType::F32
             };
-            let table = DeviceTable::upload(&dev, host)?;
-            core.gpu_cache.tables.insert(key, (table, scratch));
+            let total: usize = host.iter().map(|e| e.numel as usize).sum();
+            let cache = &mut core.gpu_cache;
+            if cache
+                .scratch
+                .get(&key)
+                .is_none_or(|s| s.numel() != 3 * total)
+            {
+                // Tables of the old scratch go with it.
+                cache.tables.remove(&key);
+                cache
+                    .scratch
+                    .insert(key, Tensor::zeros(&[3 * total], cdt, device)?);
+            }
+            let base = cache.scratch[&key].device_ptr()?;
+            let mut off = 0u64;
+            for e in host.iter_mut() {
+                e.tmp = base + off * cdt.size_in_bytes() as u64;
+                off += 3 * e.numel;
+            }
         }
-        let (table, _) = &core.gpu_cache.tables[&key];
+        if core.capturable && !core.gpu_cache.lrs.contains_key(&(device, gi)) {
+            if dev.capturing() {
+                return Err(needs_warm_up("the learning rate"));
+            }
+            let lr = Tensor::from_f64s(&[hyper.lr()], &[], DType::F64, device)?;
+            core.gpu_cache.lrs.insert((device, gi), lr);
+        }
+        let args = |phase| -> Result<OptArgs> {
+            let mut a = opt_args(&hyper, phase);
+            if core.capturable {
+                a.lr_ptr = core.gpu_cache.lrs[&(device, gi)].device_ptr()?;
+            } else {
+                // Frozen into a captured launch: a replay checks it did not change.
+                let what = format!("the learning rate of param group {gi}");
+                dev.freeze(what, a.lr, &core.lr_sources[gi]);
+            }
+            Ok(a)
+        };
+        let table =
+            core.gpu_cache
+                .tables
+                .entry(key)
+                .or_default()
+                .get(&dev, host, imp == Impl::Foreach)?;
         let n = table.host.len();
         match imp {
-            Impl::Fused => table.launch(&dev, dtype, 0, n, opt_args(&hyper, Phase::All), sp, fp)?,
+            Impl::Fused => table.launch(&dev, dtype, 0, n, args(Phase::All)?, sp, fp)?,
             Impl::ForLoop => {
                 for i in 0..n {
-                    table.launch(&dev, dtype, i, 1, opt_args(&hyper, Phase::All), sp, fp)?;
+                    table.launch(&dev, dtype, i, 1, args(Phase::All)?, sp, fp)?;
                 }
             }
             Impl::Foreach => {
                 for ph in foreach_phases(&hyper, scale.is_some()) {
-                    table.launch(&dev, dtype, 0, n, opt_args(&hyper, ph), sp, fp)?;
+                    table.launch(&dev, dtype, 0, n, args(ph)?, sp, fp)?;
                 }
             }
         }
@@ -229,27 +321,36 @@ pub(crate) fn step_group(
     Ok(())
 }
 
-/// Whether two tables address the same memory with the same flags (the scratch pointers
-/// and chunk numbering are derived).
-fn same_pointers(a: &[MtTensor], b: &[MtTensor]) -> bool {
+/// Whether two tables address the same memory (the scratch pointers and chunk
+/// numbering are derived). The fused kernel itself notes that a new momentum buffer has
+/// started (`OPT_STARTED`), so its table keeps the first-step flags; the foreach form
+/// does not, and its table follows them (`with_flags`).
+fn same_pointers(a: &[MtTensor], b: &[MtTensor], with_flags: bool) -> bool {
+    let key = |x: &MtTensor| (x.p, x.g, x.b0, x.b1, x.b2, x.master, x.step, x.numel);
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (
-                x.p, x.g, x.b0, x.b1, x.b2, x.master, x.step, x.numel, x.flags,
-            ) == (
-                y.p, y.g, y.b0, y.b1, y.b2, y.master, y.step, y.numel, y.flags,
-            )
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| key(x) == key(y) && (!with_flags || x.flags == y.flags))
 }
 
-/// Sets `found_inf` (a zeroed one-element f32 device tensor) to 1 when a grad of
-/// `params` on its device is infinite or NaN: one launch per (device, dtype) group.
-pub(crate) fn check_finite(params: &[Tensor], found_inf: &Tensor) -> Result<()> {
+/// Sets `found_inf` (a zeroed one-element f32 device tensor) to 1 when a grad of the
+/// optimizer's params on its device is infinite or NaN: one launch per (device, dtype)
+/// group, over a table kept while the grads stay where they are. A grad that is not
+/// contiguous is an error (the kernel reads `numel` elements from its start).
+pub(crate) fn check_finite(core: &mut OptimCore, found_inf: &Tensor) -> Result<()> {
     let device = found_inf.device();
     let dev = gpu::get(device)?;
     let mut per: HashMap<DType, Vec<MtTensor>> = HashMap::new();
-    for p in params.iter().filter(|p| p.device() == device) {
-        if let Some(g) = p.grad() {
+    for (i, p) in core.params.iter().enumerate() {
+        if let Some(g) = p.grad().filter(|_| p.device() == device) {
+            if !g.is_contiguous() {
+                return Err(Error::Optim(format!(
+                    "param {i}: the finite check needs a contiguous grad, not a view of \
+                     shape {:?} and strides {:?}",
+                    g.shape(),
+                    g.layout().strides()
+                )));
+            }
             per.entry(g.dtype()).or_default().push(MtTensor {
                 g: g.device_ptr()?,
                 numel: g.numel() as u64,
@@ -258,8 +359,10 @@ pub(crate) fn check_finite(params: &[Tensor], found_inf: &Tensor) -> Result<()> 
         }
     }
     for (dtype, host) in per {
-        let t = DeviceTable::upload(&dev, host)?;
-        t.launch_check_finite(&dev, dtype, found_inf.device_ptr()?)?;
+        let table = core.gpu_cache.finite.entry((device, dtype)).or_default();
+        table
+            .get(&dev, host, false)?
+            .launch_check_finite(&dev, dtype, found_inf.device_ptr()?)?;
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Learning-rate schedules (PyTorch's `torch.optim.lr_scheduler`, closed forms).
 //!
-//! A schedule sets each group's lr through [`Optimizer::set_lr`]: a host value that the
-//! next step passes to its kernels by value, so changing it costs no host sync and no
-//! recompilation.
+//! A schedule sets each group's lr through [`Optimizer::set_lr`]. On a GPU that writes
+//! the group's lr in device memory (one small upload, no host sync), which the step's
+//! kernels read: a step captured into a graph ([`crate::graph::StepGraph`]) follows the
+//! schedule across replays.
 //!
 //! ```
 //! use gradstep::optim::{LrScheduler, Optimizer, SgdConfig, StepLR, SGD};

@@ -151,4 +151,10 @@ pub trait Optimizer {
     fn set_zero_mode(&mut self, mode: ZeroMode) {
         self.core_mut().set_zero_mode(mode)
     }
+
+    /// Whether GPU steps read the learning rate from the device (the default); see
+    /// [`OptimCore::set_capturable`].
+    fn set_capturable(&mut self, capturable: bool) {
+        self.core_mut().set_capturable(capturable)
+    }
 }

@@ -98,6 +98,8 @@ pub struct OptArgs {
     pub has_momentum: i32,
     /// Padding.
     pub pad: i32,
+    /// Device address of the learning rate (a double; 0: use `lr`).
+    pub lr_ptr: u64,
 }
 
 /// The ops of the step kernel: `All` is the fused update, the others the elementary ops
@@ -195,24 +197,22 @@ pub fn step_kernel(dtype: DType) -> Result<KernelId> {
     })
 }
 
-/// A step table uploaded to a device, with the per-entry counters the fused form uses
-/// to advance step counts.
+/// A step table uploaded to a device, followed in the same block by the per-entry
+/// counters the fused form uses to advance step counts.
 #[derive(Debug)]
 pub struct DeviceTable {
     /// The host copy (chunks numbered).
     pub host: Vec<MtTensor>,
-    tab: crate::base::DeviceBuffer,
-    done: crate::base::DeviceBuffer,
+    block: crate::base::DeviceBuffer,
 }
 
 impl DeviceTable {
-    /// Uploads `host` (numbering its chunks) and a zeroed counter per entry.
+    /// Uploads `host` (numbering its chunks) and a zeroed counter per entry, in one
+    /// block written outside a capture under way (a replay must not re-zero the
+    /// counters).
     pub fn upload(dev: &GpuDevice, mut host: Vec<MtTensor>) -> Result<DeviceTable> {
         number_chunks(&mut host);
-        let bytes = std::mem::size_of_val(host.as_slice());
-        let tab = dev.alloc(bytes.max(1))?;
-        // SAFETY-free byte view of plain-old-data entries.
-        let raw: Vec<u8> = host
+        let mut raw: Vec<u8> = host
             .iter()
             .flat_map(|e| {
                 let p = e as *const MtTensor as *const u8;
@@ -221,9 +221,17 @@ impl DeviceTable {
                 unsafe { std::slice::from_raw_parts(p, std::mem::size_of::<MtTensor>()) }.to_vec()
             })
             .collect();
-        dev.htod(&raw, tab.ptr())?;
-        let done = dev.alloc_zeroed((host.len() * 4).max(4))?;
-        Ok(DeviceTable { host, tab, done })
+        raw.resize(raw.len() + 4 * host.len(), 0);
+        let block = dev.upload_fixed(&raw)?;
+        Ok(DeviceTable { host, block })
+    }
+
+    fn tab(&self) -> u64 {
+        self.block.ptr()
+    }
+
+    fn done(&self) -> u64 {
+        self.block.ptr() + std::mem::size_of_val(self.host.as_slice()) as u64
     }
 
     /// Launches the step kernel over entries `first..first + count`.
@@ -246,14 +254,14 @@ impl DeviceTable {
         let c1 = last.chunk_start + u64::from(last.nchunks);
         let cfg = LaunchConfig::linear((c1 - c0).min(MAX_BLOCKS) as u32, THREADS);
         let mut a = KernelArgs::new();
-        a.push(self.tab.ptr() + (first * std::mem::size_of::<MtTensor>()) as u64)
+        a.push(self.tab() + (first * std::mem::size_of::<MtTensor>()) as u64)
             .push(count as u32)
             .push(c0)
             .push(c1)
             .push(args)
             .push(grad_scale)
             .push(found_inf)
-            .push(self.done.ptr() + (first * 4) as u64);
+            .push(self.done() + (first * 4) as u64);
         dev.launch(step_kernel(dtype)?, cfg, &mut a)
     }
 
@@ -270,7 +278,7 @@ impl DeviceTable {
             DType::I64 => return Err(Error::Optim("i64 grads".into())),
         };
         let mut a = KernelArgs::new();
-        a.push(self.tab.ptr())
+        a.push(self.tab())
             .push(self.host.len() as u32)
             .push(0u64)
             .push(c1)
@@ -321,6 +329,6 @@ mod tests {
             (1, 3, 4)
         );
         assert_eq!(std::mem::size_of::<MtTensor>(), 88);
-        assert_eq!(std::mem::size_of::<OptArgs>(), 88);
+        assert_eq!(std::mem::size_of::<OptArgs>(), 96);
     }
 }

@@ -139,7 +139,7 @@ impl GradScaler {
             }
         } else {
             #[cfg(gpu)]
-            crate::optim::launch::check_finite(&params, &self.found_inf)?;
+            crate::optim::launch::check_finite(opt.core_mut(), &self.found_inf)?;
             #[cfg(not(gpu))]
             return Err(crate::backend::not_built(device));
         }

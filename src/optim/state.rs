@@ -206,8 +206,10 @@ impl OptimCore {
             });
         }
         let masters = self.loaded_masters(sd)?;
-        for (g, h) in self.groups.iter_mut().zip(hypers) {
-            g.hyper = h;
+        for (gi, h) in hypers.into_iter().enumerate() {
+            self.groups[gi].hyper = h;
+            // Checked by validate above: set_lr only writes the (device) copies.
+            self.set_lr(gi, h.lr())?;
         }
         self.state = new_state;
         if let Some(m) = masters {

@@ -347,6 +347,27 @@ pub(crate) fn copy_(dst: &Tensor, src: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `dst = host` in place: `host` holds `dst`'s elements in row-major order (dtype and
+/// length checked); a GPU `dst` gets one upload.
+pub(crate) fn write_host(dst: &Tensor, host: &crate::base::CpuStorage) -> Result<()> {
+    check_inplace("copy_", dst)?;
+    if host.dtype() != dst.dtype() || host.len() != dst.numel() {
+        return Err(Error::invalid(
+            "copy_",
+            format!(
+                "{} elements of {} do not fill a tensor of shape {:?} of {}",
+                host.len(),
+                host.dtype(),
+                dst.shape(),
+                dst.dtype()
+            ),
+        ));
+    }
+    backend(dst.device())?.write_host(dst.raw(), host)?;
+    dst.storage().bump_version();
+    Ok(())
+}
+
 /// Sets every element to `value` in place.
 pub(crate) fn fill_(t: &Tensor, value: f64) -> Result<()> {
     check_inplace("fill_", t)?;

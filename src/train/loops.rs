@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use crate::autograd::no_grad;
 use crate::base::{Error, Result};
-use crate::data::DataLoader;
+use crate::data::{Batch, DataLoader};
+use crate::graph::StepGraph;
 use crate::nn::{CrossEntropyLoss, Module};
-use crate::optim::{GradScaler, Optimizer};
+use crate::optim::{GradScaler, LrScheduler, Optimizer};
 use crate::tensor::prim;
 use crate::tensor::{DType, Tensor};
 use crate::train::checkpoint::History;
@@ -81,11 +82,122 @@ fn loss_logits(pred: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `scaler.scale(loss).backward()` with a scaler, `loss.backward()` without.
-fn backward(loss: &Tensor, scaler: Option<&GradScaler>) -> Result<()> {
-    match scaler {
-        Some(s) => s.scale(loss)?.backward(),
-        None => loss.backward(),
+/// What an epoch of training updates: the model, its loss, the optimizer, and the
+/// optional GradScaler, learning-rate schedule and captured step.
+pub struct Trainee<'a> {
+    /// The model.
+    pub model: &'a mut dyn Module,
+    /// The loss.
+    pub loss_fn: &'a CrossEntropyLoss,
+    /// The optimizer.
+    pub optimizer: &'a mut dyn Optimizer,
+    /// Mixed precision: the GradScaler of the f16 parameters.
+    pub scaler: Option<&'a mut GradScaler>,
+    /// A learning-rate schedule stepped after every optimizer step (per batch).
+    pub scheduler: Option<&'a mut dyn LrScheduler>,
+    /// Run the step as a captured graph (GPU devices): see [`GraphedStep`].
+    pub graph: Option<&'a mut GraphedStep>,
+}
+
+impl Trainee<'_> {
+    /// One batch: forward and loss, `zero_grad` when `zero`, backward, and the (scaled)
+    /// optimizer step when `stepping`. Returns the loss.
+    fn step(
+        &mut self,
+        b: &Batch,
+        opts: &LoopOptions,
+        zero: bool,
+        stepping: bool,
+    ) -> Result<Tensor> {
+        let pred = forward_in_param_dtype(self.model, &b.inputs)?;
+        let loss = self.loss_fn.forward(&loss_logits(&pred)?, &b.targets)?;
+        if zero {
+            self.optimizer.zero_grad(opts.set_to_none)?;
+        }
+        match self.scaler.as_deref_mut() {
+            Some(s) => {
+                s.scale(&loss)?.backward()?;
+                if stepping {
+                    s.step(self.optimizer)?;
+                    s.update()?;
+                }
+            }
+            None => {
+                loss.backward()?;
+                if stepping {
+                    self.optimizer.step()?;
+                }
+            }
+        }
+        Ok(loss)
+    }
+
+    /// One whole step, through the captured graph in graph mode: the warm-up step (the
+    /// first) runs eagerly, the next full batch captures the step and replays it, later
+    /// ones of that shape replay it, and a batch of another shape (the last, partial
+    /// one) runs eagerly.
+    fn whole_step(&mut self, b: &Batch, opts: &LoopOptions) -> Result<Tensor> {
+        let Some(g) = self.graph.as_deref_mut() else {
+            return self.step(b, opts, true, true);
+        };
+        if let Some((graph, loss)) = &g.captured {
+            let fits = graph.inputs()[0].shape() == b.inputs.shape()
+                && graph.inputs()[1].shape() == b.targets.shape();
+            if fits {
+                graph.replay_with(&[&b.inputs, &b.targets])?;
+                g.replays += 1;
+                return Ok(loss.clone());
+            }
+        }
+        if !g.warmed_up || g.captured.is_some() {
+            g.warmed_up = true;
+            return self.step(b, opts, true, true);
+        }
+        let device = b.inputs.device();
+        let fixed = Batch {
+            inputs: Tensor::zeros(b.inputs.shape(), b.inputs.dtype(), device)?,
+            targets: Tensor::zeros(b.targets.shape(), b.targets.dtype(), device)?,
+        };
+        fixed.inputs.copy_(&b.inputs)?;
+        fixed.targets.copy_(&b.targets)?;
+        let (graph, loss) = StepGraph::capture(device, &[&fixed.inputs, &fixed.targets], || {
+            self.step(&fixed, opts, true, true)
+        })?;
+        // The capture ran nothing: the replay is this batch's step.
+        graph.replay()?;
+        if let Some(g) = self.graph.as_deref_mut() {
+            g.captured = Some((graph, loss.clone()));
+            g.replays += 1;
+        }
+        Ok(loss)
+    }
+}
+
+/// The captured training step of [`train_loop`] in graph mode, kept across epochs: the
+/// graph (with its static input and target buffers) and the loss tensor its replays
+/// write.
+#[derive(Debug, Default)]
+pub struct GraphedStep {
+    warmed_up: bool,
+    captured: Option<(StepGraph, Tensor)>,
+    replays: usize,
+}
+
+impl GraphedStep {
+    /// Nothing captured yet: the first step of the loop warms up (eagerly), the second
+    /// captures.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The captured graph, once there is one.
+    pub fn graph(&self) -> Option<&StepGraph> {
+        self.captured.as_ref().map(|(g, _)| g)
+    }
+
+    /// Steps run by replaying the graph (the others ran eagerly).
+    pub fn replays(&self) -> usize {
+        self.replays
     }
 }
 
@@ -105,13 +217,18 @@ fn backward(loss: &Tensor, scaler: Option<&GradScaler>) -> Result<()> {
 /// cast to the parameters' dtype, the f16 logits to f32 for the loss, the backward pass
 /// runs on `loss * scale`, and each step is `scaler.step(optimizer)` (grads unscaled, the
 /// step skipped on inf/NaN) followed by `scaler.update()`. The logged loss is unscaled.
-#[allow(clippy::too_many_arguments)]
+/// A `scheduler` steps after every optimizer step.
+///
+/// With a `graph` (GPU devices): the first step runs eagerly (it makes the optimizer's
+/// state), the second is captured and replayed, and every later batch of the same shape
+/// is copied into the captured step's static buffers and replayed, one graph launch per
+/// step. A batch of another shape (the last, partial batch of an epoch) runs eagerly;
+/// set `drop_last` on the loader to skip it instead. The results are those of the eager
+/// loop, bit for bit: the optimizer reads its learning rate, step counts and scale from
+/// the device. Graph mode needs `zero_grad_every` 1 and a capturable optimizer.
 pub fn train_loop(
     loader: &mut DataLoader,
-    model: &mut dyn Module,
-    loss_fn: &CrossEntropyLoss,
-    optimizer: &mut dyn Optimizer,
-    mut scaler: Option<&mut GradScaler>,
+    trainee: &mut Trainee<'_>,
     opts: &LoopOptions,
     step_offset: u64,
     history: &mut History,
@@ -123,55 +240,88 @@ pub fn train_loop(
             "zero_grad_every and log_every must be at least 1",
         ));
     }
+    if trainee.graph.is_some() && opts.zero_grad_every != 1 {
+        return Err(Error::invalid(
+            "train_loop",
+            format!(
+                "a captured step is one whole step: gradient accumulation \
+                 (zero_grad_every {}) needs the eager loop",
+                opts.zero_grad_every
+            ),
+        ));
+    }
     let size = loader.dataset().len();
     let num_batches = loader.len();
     let start = Instant::now();
-    model.train(true);
+    trainee.model.train(true);
     let mut steps = 0;
     let mut batches = 0;
     for (batch, b) in loader.iter().enumerate() {
         let b = b?;
-        let pred = forward_in_param_dtype(model, &b.inputs)?;
-        let loss = loss_fn.forward(&loss_logits(&pred)?, &b.targets)?;
         let k = opts.zero_grad_every;
-        if batch % k == 0 {
-            optimizer.zero_grad(opts.set_to_none)?;
-        }
-        backward(&loss, scaler.as_deref())?;
-        if (batch + 1) % k == 0 || batch + 1 == num_batches {
-            match scaler.as_deref_mut() {
-                Some(s) => {
-                    s.step(optimizer)?;
-                    s.update()?;
-                }
-                None => optimizer.step()?,
-            }
+        // Gradient accumulation: zero_grad before the first batch of each group of K,
+        // step after its last (or after the epoch's last batch).
+        let stepping = (batch + 1) % k == 0 || batch + 1 == num_batches;
+        let loss = if k == 1 {
+            trainee.whole_step(&b, opts)?
+        } else {
+            trainee.step(&b, opts, batch % k == 0, stepping)?
+        };
+        if stepping {
             steps += 1;
+            if let Some(s) = trainee.scheduler.as_deref_mut() {
+                s.step(trainee.optimizer)?;
+            }
         }
         batches += 1;
-        let logged = if batch % opts.log_every == 0 {
-            let value = loss.item()?;
-            history.losses.push((step_offset + batch as u64, value));
-            Some(value)
-        } else {
-            None
-        };
-        match &mut report {
-            Report::Lines(out) => {
-                if let Some(value) = logged {
-                    let current = batch * b.inputs.shape()[0];
-                    writeln!(out, "{}", pyfmt::loss_line(value, current, size))
-                        .map_err(write_err)?;
-                }
-            }
-            Report::Callback(f) => f(batch, logged),
-        }
+        log(
+            &mut report,
+            history,
+            opts,
+            batch,
+            step_offset,
+            &b,
+            &loss,
+            size,
+        )?;
     }
     Ok(EpochStats {
         batches,
         steps,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Reads the loss back on a logged batch (the one host synchronisation between log
+/// lines), records it and reports.
+#[allow(clippy::too_many_arguments)]
+fn log(
+    report: &mut Report<'_>,
+    history: &mut History,
+    opts: &LoopOptions,
+    batch: usize,
+    step_offset: u64,
+    b: &Batch,
+    loss: &Tensor,
+    size: usize,
+) -> Result<()> {
+    let logged = if batch % opts.log_every == 0 {
+        let value = loss.item()?;
+        history.losses.push((step_offset + batch as u64, value));
+        Some(value)
+    } else {
+        None
+    };
+    match report {
+        Report::Lines(out) => {
+            if let Some(value) = logged {
+                let current = batch * b.inputs.shape()[0];
+                writeln!(out, "{}", pyfmt::loss_line(value, current, size)).map_err(write_err)?;
+            }
+        }
+        Report::Callback(f) => f(batch, logged),
+    }
+    Ok(())
 }
 
 /// The quickstart's `test_loop` without printing: `(correct fraction, average loss)`,

@@ -61,10 +61,28 @@ impl OptimizerKind {
         }
     }
 
-    /// Builds the optimizer over `params` with PyTorch's defaults and learning rate `lr`.
-    pub fn build(self, params: Vec<Tensor>, lr: f64, imp: Impl) -> Result<Box<dyn Optimizer>> {
+    /// Builds the optimizer over `params` with PyTorch's defaults, learning rate `lr` and,
+    /// for SGD, `momentum` (an error for Adam and AdamW, whose momentum is their betas).
+    pub fn build(
+        self,
+        params: Vec<Tensor>,
+        lr: f64,
+        momentum: f64,
+        imp: Impl,
+    ) -> Result<Box<dyn Optimizer>> {
+        if momentum != 0.0 && self != OptimizerKind::Sgd {
+            return Err(Error::invalid(
+                "optimizer",
+                format!(
+                    "momentum {momentum} is an SGD option; {} takes betas (its defaults)",
+                    self.name()
+                ),
+            ));
+        }
         let mut opt: Box<dyn Optimizer> = match self {
-            OptimizerKind::Sgd => Box::new(SGD::new(params, SgdConfig::new(lr))?),
+            OptimizerKind::Sgd => {
+                Box::new(SGD::new(params, SgdConfig::new(lr).momentum(momentum))?)
+            }
             OptimizerKind::Adam => Box::new(Adam::new(params, AdamConfig::new(lr))?),
             OptimizerKind::AdamW => Box::new(AdamW::new(params, AdamConfig::adamw(lr))?),
         };

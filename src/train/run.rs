@@ -7,12 +7,13 @@ use std::sync::Arc;
 use crate::base::{Error, Result};
 use crate::data::{DataLoader, Dataset, MnistDataset, Split};
 use crate::nn::{CrossEntropyLoss, Module, Sequential};
-use crate::optim::{GradScaler, Impl};
+use crate::optim::{GradScaler, Impl, LrScheduler};
 use crate::tensor::{DType, Device, Rng, Tensor};
 use crate::train::checkpoint::{Checkpoint, History};
-use crate::train::loops::{self, LoopOptions, Report};
+use crate::train::loops::{self, GraphedStep, LoopOptions, Report, Trainee};
 use crate::train::model::{quickstart_model, OptimizerKind, QUICKSTART_INPUTS};
 use crate::train::pyfmt;
+use crate::train::schedule::LrSchedule;
 
 /// Everything `gradstep train` takes. [`Default`] is the quickstart: SGD with lr 1e-3,
 /// batch 64, 5 epochs, shuffled, on the CPU.
@@ -22,8 +23,15 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Samples per batch (training and test).
     pub batch_size: usize,
-    /// Learning rate.
+    /// Learning rate (the base lr of a schedule).
     pub lr: f64,
+    /// SGD's momentum (0: none, as in the quickstart).
+    pub momentum: f64,
+    /// A learning-rate schedule stepped after every optimizer step.
+    pub lr_schedule: Option<LrSchedule>,
+    /// Capture the training step as a graph after a warm-up step and replay it per batch
+    /// (GPU devices; see [`crate::train::train_loop`]).
+    pub graph: bool,
     /// The optimizer.
     pub optimizer: OptimizerKind,
     /// How `step` is computed.
@@ -32,6 +40,8 @@ pub struct TrainConfig {
     pub device: Device,
     /// Parameter dtype (F16 means mixed precision).
     pub dtype: DType,
+    /// Mixed precision: the GradScaler's initial scale (PyTorch's default 65536).
+    pub init_scale: f64,
     /// Seeds the initialisation and the shuffling.
     pub seed: u64,
     /// Reshuffle the training set every epoch.
@@ -58,10 +68,14 @@ impl Default for TrainConfig {
             epochs: 5,
             batch_size: 64,
             lr: 1e-3,
+            momentum: 0.0,
+            lr_schedule: None,
+            graph: false,
             optimizer: OptimizerKind::Sgd,
             imp: Impl::default(),
             device: Device::Cpu,
             dtype: DType::F32,
+            init_scale: 65536.0,
             seed: 0,
             shuffle: true,
             loop_options: LoopOptions::default(),
@@ -86,10 +100,15 @@ pub struct TrainReport {
     pub epochs_run: usize,
     /// Batches trained by this run.
     pub batches: usize,
+    /// Of those, the steps replayed from the captured graph (`graph` runs).
+    pub replayed_steps: usize,
     /// Seconds spent in the training loops (not in testing).
     pub train_seconds: f64,
     /// The trained parameters by name.
     pub parameters: Vec<(String, Tensor)>,
+    /// Mixed precision: the GradScaler's scale at the end (below the initial scale after
+    /// a skipped step, as long as fewer steps than its growth interval, 2000, ran).
+    pub grad_scale: Option<f64>,
 }
 
 impl TrainReport {
@@ -152,6 +171,15 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     if cfg.epochs == 0 {
         return Err(Error::invalid("train", "epochs must be at least 1"));
     }
+    if cfg.graph && !cfg.device.is_gpu() {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "--graph captures the step as a GPU graph: {} has none (use cuda or emu)",
+                cfg.device
+            ),
+        ));
+    }
     let train_data = load_split(&cfg.data_dir, Split::Train, cfg.train_samples)?;
     let test_data = load_split(&cfg.data_dir, Split::Test, cfg.test_samples)?;
     check_input_size(train_data.as_ref(), &cfg.data_dir)?;
@@ -167,11 +195,24 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
 
     let mut rng = Rng::new(cfg.seed);
     let mut model = quickstart_model(&mut rng, cfg.dtype, cfg.device)?;
-    let mut optimizer = cfg.optimizer.build(model.parameters(), cfg.lr, cfg.imp)?;
+    let mut optimizer = cfg
+        .optimizer
+        .build(model.parameters(), cfg.lr, cfg.momentum, cfg.imp)?;
+    // Built before a checkpoint is applied: its base lrs are the configured ones.
+    let mut scheduler = cfg
+        .lr_schedule
+        .map(|s| s.build(optimizer.as_mut()))
+        .transpose()?;
     // Mixed precision: f16 parameters, f32 master weights in the optimizer, a GradScaler.
     let mut scaler = if cfg.dtype == DType::F16 {
         optimizer.core_mut().set_master_weights(true);
-        Some(GradScaler::new(cfg.device)?)
+        Some(GradScaler::with_options(
+            cfg.device,
+            cfg.init_scale,
+            2.0,
+            0.5,
+            2000,
+        )?)
     } else {
         None
     };
@@ -198,14 +239,26 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         history = meta.history.clone();
         first_epoch = meta.epoch;
     }
+    if let Some(s) = scheduler.as_mut() {
+        // The schedule continues after the steps of the resumed epochs.
+        let per_epoch = train_loader
+            .len()
+            .div_ceil(cfg.loop_options.zero_grad_every);
+        for _ in 0..first_epoch * per_epoch {
+            s.step(optimizer.as_mut())?;
+        }
+    }
+    let mut graph = cfg.graph.then(GraphedStep::new);
 
     let mut report = TrainReport {
         device: cfg.device,
         history: History::default(),
         epochs_run: 0,
         batches: 0,
+        replayed_steps: 0,
         train_seconds: 0.0,
         parameters: Vec::new(),
+        grad_scale: None,
     };
     let per_epoch = train_loader.len() as u64;
     for t in first_epoch..cfg.epochs {
@@ -223,12 +276,17 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             Some(_) => Report::Callback(&mut tick),
             None => Report::Lines(&mut *out),
         };
+        let mut trainee = Trainee {
+            model: &mut model,
+            loss_fn: &loss_fn,
+            optimizer: optimizer.as_mut(),
+            scaler: scaler.as_mut(),
+            scheduler: scheduler.as_mut().map(|s| &mut **s as &mut dyn LrScheduler),
+            graph: graph.as_mut(),
+        };
         let stats = loops::train_loop(
             &mut train_loader,
-            &mut model,
-            &loss_fn,
-            optimizer.as_mut(),
-            scaler.as_mut(),
+            &mut trainee,
             &cfg.loop_options,
             offset,
             &mut history,
@@ -259,7 +317,9 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     }
     writeln!(out, "Done!").map_err(w)?;
     report.history = history;
+    report.replayed_steps = graph.as_ref().map_or(0, GraphedStep::replays);
     report.parameters = model.named_parameters();
+    report.grad_scale = scaler.map(|s| s.state_dict()).transpose()?.map(|s| s.scale);
     Ok(report)
 }
 

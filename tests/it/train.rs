@@ -136,9 +136,11 @@ fn prints_the_quickstart_lines() {
 }
 
 /// Two epochs straight and one epoch + resume + one epoch give identical parameters.
-fn check_resume(optimizer: OptimizerKind, imp: Impl, dtype: DType) {
+fn check_resume(optimizer: OptimizerKind, imp: Impl, dtype: DType, schedule: Option<&str>) {
     let dir = scratch(&format!("resume-{}-{dtype}", optimizer.name()));
     let mut cfg = config(2);
+    // A resumed schedule continues from the steps already taken.
+    cfg.lr_schedule = schedule.map(|s| train::LrSchedule::parse(s).unwrap());
     cfg.optimizer = optimizer;
     cfg.imp = imp;
     cfg.dtype = dtype;
@@ -210,17 +212,27 @@ fn check_resume(optimizer: OptimizerKind, imp: Impl, dtype: DType) {
 
 #[test]
 fn resume_continues_exactly_sgd() {
-    check_resume(OptimizerKind::Sgd, Impl::Fused, DType::F32);
+    check_resume(OptimizerKind::Sgd, Impl::Fused, DType::F32, None);
 }
 
 #[test]
 fn resume_continues_exactly_adam() {
-    check_resume(OptimizerKind::Adam, Impl::Foreach, DType::F32);
+    check_resume(
+        OptimizerKind::Adam,
+        Impl::Foreach,
+        DType::F32,
+        Some("cosine:15"),
+    );
 }
 
 #[test]
 fn resume_continues_exactly_f16_adamw() {
-    check_resume(OptimizerKind::AdamW, Impl::Fused, DType::F16);
+    check_resume(
+        OptimizerKind::AdamW,
+        Impl::Fused,
+        DType::F16,
+        Some("step:3:0.8"),
+    );
 }
 
 #[test]
@@ -393,7 +405,7 @@ fn bad_checkpoints_leave_the_model_untouched() {
     // Resuming with another optimizer: an error, nothing changes.
     let c = Checkpoint::load(&ckpt).unwrap();
     let mut opt = OptimizerKind::Adam
-        .build(model.parameters(), 1e-3, Impl::Fused)
+        .build(model.parameters(), 1e-3, 0.0, Impl::Fused)
         .unwrap();
     let e = c
         .apply_training(&mut model, opt.as_mut(), "adam", None, &ckpt)
@@ -459,6 +471,39 @@ fn bad_input_is_a_one_line_error() {
     if Device::cuda_if_available(0) == Device::Cpu {
         assert_one_line_error(&["train", "--data-dir", data, "--device", "cuda"], "CUDA");
     }
+    assert_one_line_error(
+        &["train", "--data-dir", data, "--device", "cpu", "--graph"],
+        "--graph",
+    );
+    assert_one_line_error(
+        &["train", "--data-dir", data, "--lr-schedule", "exp:0.9"],
+        "unknown schedule 'exp'",
+    );
+    assert_one_line_error(
+        &[
+            "train",
+            "--data-dir",
+            data,
+            "--optimizer",
+            "adam",
+            "--momentum",
+            "0.9",
+        ],
+        "SGD option",
+    );
+    assert_one_line_error(
+        &[
+            "train",
+            "--data-dir",
+            data,
+            "--device",
+            "emu",
+            "--graph",
+            "--zero-grad-every",
+            "2",
+        ],
+        "gradient accumulation",
+    );
     // Images of 32x32 do not fit the 784-input model.
     let wrong = dir.join("wrong");
     std::fs::create_dir_all(&wrong).unwrap();
@@ -539,4 +584,75 @@ fn cli_trains_saves_and_evaluates() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(eval_out.lines().nth(1), report.last().copied());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `train --graph` against the eager run: the same printed lines and parameters, bit for
+/// bit, with a learning rate that changes every batch; most steps replayed.
+fn graph_matches_eager(cfg: TrainConfig) -> train::TrainReport {
+    let (eager, eager_text) = run(&cfg);
+    let (graph, graph_text) = run(&TrainConfig {
+        graph: true,
+        ..cfg.clone()
+    });
+    assert_eq!(eager_text, graph_text, "{:?}", cfg.optimizer);
+    for ((name, a), (_, b)) in eager.parameters.iter().zip(&graph.parameters) {
+        let bits = |t: &Tensor| -> Vec<u64> {
+            t.to_vec_f64()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(a), bits(b), "{name}");
+    }
+    // Per epoch: one eager warm-up step (the first epoch only), the partial last batch
+    // eagerly, every other batch replayed (the capture's own step included).
+    let per_epoch = cfg.train_samples.unwrap().div_ceil(cfg.batch_size);
+    assert_eq!(eager.replayed_steps, 0);
+    assert_eq!(graph.replayed_steps, cfg.epochs * (per_epoch - 1) - 1);
+    assert_eq!(eager.grad_scale, graph.grad_scale);
+    graph
+}
+
+/// Two epochs of five batches (the last one partial) on the emulated GPU.
+fn graph_config(optimizer: OptimizerKind, lr: f64, schedule: &str) -> TrainConfig {
+    TrainConfig {
+        device: Device::Emu,
+        optimizer,
+        lr,
+        lr_schedule: Some(train::LrSchedule::parse(schedule).unwrap()),
+        train_samples: Some(150),
+        test_samples: Some(64),
+        loop_options: train::LoopOptions {
+            log_every: 1,
+            ..Default::default()
+        },
+        ..config(2)
+    }
+}
+
+#[test]
+fn graph_training_prints_what_eager_training_prints() {
+    let _ = graph_matches_eager(TrainConfig {
+        momentum: 0.9,
+        ..graph_config(OptimizerKind::Sgd, 0.05, "step:1:0.9")
+    });
+    let _ = graph_matches_eager(graph_config(OptimizerKind::Adam, 1e-3, "cosine:7"));
+    let _ = graph_matches_eager(graph_config(OptimizerKind::AdamW, 1e-3, "linear:0.25:1:12"));
+}
+
+#[test]
+fn graph_training_in_f16_skips_steps_as_eager_training_does() {
+    // An initial scale of 2^24 overflows the f16 gradients: the GradScaler skips steps
+    // and backs off, inside the captured step as in the eager one.
+    let init_scale = 16777216.0;
+    let cfg = TrainConfig {
+        dtype: DType::F16,
+        init_scale,
+        momentum: 0.9,
+        ..graph_config(OptimizerKind::Sgd, 0.05, "step:2:0.8")
+    };
+    let report = graph_matches_eager(cfg);
+    let scale = report.grad_scale.unwrap();
+    assert!(scale < init_scale, "no step was skipped: scale {scale}");
 }

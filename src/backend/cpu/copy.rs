@@ -60,6 +60,15 @@ impl Memory for CpuBackend {
         ))
     }
 
+    fn write_host(&self, dst: &RawTensor, host: &CpuStorage) -> Result<()> {
+        with_any!(dst.dtype(), |T| {
+            let src = T::slice(host).ok_or_else(|| {
+                crate::base::Error::invalid("copy_", "host data of another dtype")
+            })?;
+            write::<T, _>("copy_", dst, |d| d.copy_from_slice(src))
+        })
+    }
+
     fn fill_(&self, t: &RawTensor, value: f64) -> Result<()> {
         with_any!(t.dtype(), |T| write::<T, _>("fill_", t, |d| d
             .fill(T::from_f64(value))))

@@ -7,14 +7,18 @@
 
 mod blas;
 mod error;
+mod graph;
 mod modules;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{result as cu, CudaContext, CudaStream};
 
-use crate::backend::gpu::{DeviceApi, GemmDesc, KernelId, LaunchConfig, Params, Stream};
+use crate::backend::gpu::{
+    DeviceApi, DeviceGraph, GemmDesc, KernelId, LaunchConfig, Params, Stream,
+};
 use crate::base::Device;
 use crate::base::{Error, Result};
 
@@ -50,6 +54,9 @@ pub struct CudaApi {
     blas: OnceLock<Option<blas::Blas>>,
     /// Whether `cuMemAllocAsync` is supported (memory pools).
     async_alloc: bool,
+    /// Whether the stream is being captured (allocations then must not be stream
+    /// ordered, or they would become nodes of the graph).
+    capturing: std::sync::atomic::AtomicBool,
 }
 
 impl CudaApi {
@@ -76,6 +83,7 @@ impl CudaApi {
             kernels: modules::KernelCache::new(),
             blas: OnceLock::new(),
             async_alloc,
+            capturing: Default::default(),
         })
     }
 
@@ -111,7 +119,7 @@ unsafe impl DeviceApi for CudaApi {
         // SAFETY: the stream belongs to this context; the memory is handed out uninitialised
         // as raw bytes, and every later use is queued on the same stream.
         let r = unsafe {
-            if self.async_alloc {
+            if self.async_alloc && !self.capturing.load(Ordering::Acquire) {
                 cu::malloc_async(self.stream.cu_stream(), bytes)
             } else {
                 cu::malloc_sync(bytes)
@@ -147,6 +155,15 @@ unsafe impl DeviceApi for CudaApi {
         // driver has copied it into a staging buffer before the call returns and the
         // slice may be dropped afterwards.
         unsafe { cu::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(format!("copying {} bytes to {}", src.len(), self.device), e))
+    }
+
+    unsafe fn write_now(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.bind("cuMemcpyHtoD")?;
+        // SAFETY: `dst` holds `src.len()` bytes that no queued or captured work uses (the
+        // caller's contract). A synchronous copy on the legacy stream: not part of a
+        // capture of the device's (non-blocking) stream, allowed in relaxed capture mode.
+        unsafe { cu::memcpy_htod_sync(dst, src) }
             .map_err(|e| error::cuda(format!("copying {} bytes to {}", src.len(), self.device), e))
     }
 
@@ -219,6 +236,55 @@ unsafe impl DeviceApi for CudaApi {
             )
         }
         .map_err(|e| error::kernel(kernel.name(), &format!("cuLaunchKernel {cfg:?}"), e))
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        use cudarc::driver::sys::CUstreamCaptureMode;
+        self.bind("cuStreamBeginCapture")?;
+        self.capturing.store(true, Ordering::Release);
+        // Relaxed: the caching allocator may call cuMemAlloc during the capture.
+        // SAFETY: the stream is this device's and lives as long as `self`.
+        let r = unsafe {
+            cu::stream::begin_capture(
+                self.stream.cu_stream(),
+                CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
+            )
+        };
+        r.map_err(|e| {
+            self.capturing.store(false, Ordering::Release);
+            error::cuda(format!("starting a capture on {}", self.device), e)
+        })
+    }
+
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+        self.bind("cuStreamEndCapture")?;
+        // SAFETY: the stream is this device's.
+        let g = unsafe { cu::stream::end_capture(self.stream.cu_stream()) };
+        self.capturing.store(false, Ordering::Release);
+        let g = g.map_err(|e| error::cuda(format!("ending a capture on {}", self.device), e))?;
+        // SAFETY: the graph just came from cuStreamEndCapture.
+        Ok(Box::new(unsafe { graph::CudaGraph::instantiate(g)? }))
+    }
+
+    fn abort_capture(&self) {
+        if self.bind("cuStreamEndCapture").is_ok() {
+            // SAFETY: the stream is this device's; the graph, if any, is destroyed.
+            if let Ok(g) = unsafe { cu::stream::end_capture(self.stream.cu_stream()) } {
+                let _ = unsafe { cu::graph::destroy(g) };
+            }
+        }
+        self.capturing.store(false, Ordering::Release);
+    }
+
+    unsafe fn launch_graph(&self, g: &dyn DeviceGraph) -> Result<()> {
+        let g = g
+            .as_any()
+            .downcast_ref::<graph::CudaGraph>()
+            .ok_or_else(|| Error::invalid("cuda", "a graph recorded by another backend"))?;
+        self.bind("cuGraphLaunch")?;
+        // SAFETY: the graph is this device's; the caller keeps its memory allocated.
+        unsafe { cu::graph::launch(g.exec(), self.stream.cu_stream()) }
+            .map_err(|e| error::cuda(format!("launching a graph on {}", self.device), e))
     }
 
     unsafe fn gemm(&self, g: &GemmDesc) -> Result<bool> {

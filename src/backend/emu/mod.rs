@@ -20,6 +20,7 @@
 //!   host work of planning and issuing launches, measured alone (`benches/host_overhead`).
 
 mod ffi;
+mod graph;
 mod launch;
 mod memory;
 
@@ -28,7 +29,7 @@ use std::sync::{Mutex, OnceLock};
 
 #[cfg(test)]
 use crate::backend::gpu::KernelArgs;
-use crate::backend::gpu::{DeviceApi, KernelId, LaunchConfig, Params, Stream};
+use crate::backend::gpu::{DeviceApi, DeviceGraph, KernelId, LaunchConfig, Params, Stream};
 use crate::base::{Error, Result};
 
 pub(crate) use memory::holds;
@@ -116,7 +117,13 @@ fn install_fault_handler() {
 /// after another, as on a CUDA stream.
 pub struct EmuApi {
     schedule: Schedule,
-    stream: Mutex<()>,
+    stream: Mutex<StreamState>,
+}
+
+/// What the device's stream lock protects: the recording of a capture under way.
+#[derive(Default)]
+struct StreamState {
+    recording: Option<Vec<graph::Recorded>>,
 }
 
 impl EmuApi {
@@ -138,7 +145,7 @@ impl EmuApi {
         install_fault_handler();
         EmuApi {
             schedule,
-            stream: Mutex::new(()),
+            stream: Mutex::new(StreamState::default()),
         }
     }
 
@@ -152,8 +159,19 @@ impl EmuApi {
 
     /// Holds the device's stream while `f` runs.
     fn in_order<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = self.stream();
         f()
+    }
+
+    fn stream(&self) -> std::sync::MutexGuard<'_, StreamState> {
+        self.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `r` when a capture is under way (then it must not run); else `None`.
+    fn record(&self, r: impl FnOnce() -> Result<graph::Recorded>) -> Option<Result<()>> {
+        let mut s = self.stream();
+        let rec = s.recording.as_mut()?;
+        Some(r().map(|r| rec.push(r)))
     }
 }
 
@@ -173,11 +191,18 @@ unsafe impl DeviceApi for EmuApi {
     }
     unsafe fn memset_zero(&self, ptr: u64, bytes: usize) -> Result<()> {
         memory::check_range("emu memset", ptr, bytes)?;
+        if let Some(r) = self.record(|| Ok(graph::Recorded::Memset { ptr, bytes })) {
+            return r;
+        }
         // SAFETY: the range lies inside a live allocation.
         self.in_order(|| unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) });
         Ok(())
     }
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        // SAFETY: forwarded contract (the emulator completes every call on return).
+        unsafe { self.write_now(src, dst) }
+    }
+    unsafe fn write_now(&self, src: &[u8], dst: u64) -> Result<()> {
         memory::check_range("emu htod", dst, src.len())?;
         // SAFETY: the destination range lies inside a live allocation, distinct from `src`.
         self.in_order(|| unsafe {
@@ -196,6 +221,9 @@ unsafe impl DeviceApi for EmuApi {
     unsafe fn dtod(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         memory::check_range("emu dtod (source)", src, bytes)?;
         memory::check_range("emu dtod (destination)", dst, bytes)?;
+        if let Some(r) = self.record(|| Ok(graph::Recorded::Copy { src, dst, bytes })) {
+            return r;
+        }
         // SAFETY: both ranges lie inside live allocations; `copy` allows overlap.
         self.in_order(|| unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) });
         Ok(())
@@ -218,8 +246,31 @@ unsafe impl DeviceApi for EmuApi {
             kernel: format!("#{}", kernel.0),
             msg: "kernel id out of range of the emulated kernel table".into(),
         })?;
+        // SAFETY: forwarded contract: the arguments match the kernel's parameters.
+        if let Some(r) = self.record(|| unsafe { graph::Recorded::launch(desc, *cfg, args) }) {
+            return r;
+        }
         // SAFETY: forwarded contract.
         self.in_order(|| unsafe { launch::run(desc, cfg, args, self.options()) })
+    }
+    fn begin_capture(&self) -> Result<()> {
+        self.stream().recording = Some(Vec::new());
+        Ok(())
+    }
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>> {
+        let ops = self.stream().recording.take().unwrap_or_default();
+        Ok(Box::new(graph::EmuGraph(ops)))
+    }
+    fn abort_capture(&self) {
+        self.stream().recording = None;
+    }
+    unsafe fn launch_graph(&self, g: &dyn DeviceGraph) -> Result<()> {
+        let g = g
+            .as_any()
+            .downcast_ref::<graph::EmuGraph>()
+            .ok_or_else(|| Error::invalid("emu", "a graph recorded by another backend"))?;
+        // SAFETY: forwarded contract.
+        self.in_order(|| unsafe { g.run(self.options()) })
     }
     fn caches_blocks(&self) -> bool {
         !sanitize_enabled()

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     allocs: AtomicU64,
     frees: AtomicU64,
     stream_waits: AtomicU64,
+    graph_launches: AtomicU64,
 }
 
 /// What a counter counts.
@@ -39,6 +40,8 @@ pub(crate) enum Event {
     Free,
     /// A stream made to wait for another.
     StreamWait,
+    /// A captured graph launched.
+    GraphLaunch,
 }
 
 impl Counters {
@@ -57,6 +60,7 @@ impl Counters {
             Event::Alloc => &self.allocs,
             Event::Free => &self.frees,
             Event::StreamWait => &self.stream_waits,
+            Event::GraphLaunch => &self.graph_launches,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -74,6 +78,7 @@ impl Counters {
             allocs: l(&self.allocs),
             frees: l(&self.frees),
             stream_waits: l(&self.stream_waits),
+            graph_launches: l(&self.graph_launches),
         }
     }
 }

@@ -8,8 +8,10 @@
 mod alloc;
 mod args;
 mod counters;
+mod graph;
 pub(crate) mod kernels;
 mod ops;
+mod status;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -18,7 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub(crate) use alloc::Allocator;
 pub(crate) use args::{KernelArgs, LaunchConfig};
 pub(crate) use counters::{Counters, Event};
+pub(crate) use graph::{CapturedGraph, DeviceGraph};
 pub(crate) use kernels::KernelId;
+pub(crate) use status::Status;
 
 use crate::backend::{CounterSnapshot, MemoryStats};
 use crate::base::{DType, Device, DeviceBuffer, Error, Result};
@@ -108,6 +112,13 @@ pub(crate) unsafe trait DeviceApi: Send + Sync {
     /// # Safety
     /// `dst..dst + src.len()` is memory of this device.
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()>;
+    /// Copies host bytes to the device at once, outside stream order and outside any
+    /// capture under way (it is not recorded); returns when the copy is complete.
+    ///
+    /// # Safety
+    /// `dst..dst + src.len()` is memory of this device that no queued or recorded work
+    /// uses before this call returns.
+    unsafe fn write_now(&self, src: &[u8], dst: u64) -> Result<()>;
     /// Copies device bytes to the host; returns when the copy is complete.
     ///
     /// # Safety
@@ -140,6 +151,17 @@ pub(crate) unsafe trait DeviceApi: Send + Sync {
     unsafe fn gemm(&self, _g: &GemmDesc) -> Result<bool> {
         Ok(false)
     }
+    /// Starts recording the work issued from now on into a graph instead of running it.
+    fn begin_capture(&self) -> Result<()>;
+    /// Ends the recording: the graph of the work issued since `begin_capture`.
+    fn end_capture(&self) -> Result<Box<dyn DeviceGraph>>;
+    /// Abandons a recording.
+    fn abort_capture(&self);
+    /// Runs a graph this backend recorded, in stream order.
+    ///
+    /// # Safety
+    /// The memory the graph's work uses is still allocated to it.
+    unsafe fn launch_graph(&self, g: &dyn DeviceGraph) -> Result<()>;
     /// Whether freed blocks may be cached for reuse (not under the emulator's sanitizer,
     /// which guards each buffer's exact end and must see every use after a free).
     fn caches_blocks(&self) -> bool {
@@ -155,6 +177,13 @@ pub(crate) struct GpuDevice {
     mem: Arc<Allocator>,
     counters: Arc<Counters>,
     per_kernel: Vec<std::sync::atomic::AtomicU64>,
+    /// The sticky error record of the checking kernels (set once, at creation).
+    status: OnceLock<Status>,
+    /// Whether a capture is under way (mirrors `capture`, for the hot paths).
+    capturing: std::sync::atomic::AtomicBool,
+    capture: graph::CaptureCell,
+    /// Signalled when a capture ends (threads waiting to issue work go on).
+    capture_ended: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -179,6 +208,41 @@ impl GpuDevice {
             api,
             counters,
             per_kernel: KernelId::all().map(|_| Default::default()).collect(),
+            status: OnceLock::new(),
+            capturing: Default::default(),
+            capture: Default::default(),
+            capture_ended: Default::default(),
+        }
+    }
+
+    /// The sticky error record, for the checking kernels' arguments.
+    pub(crate) fn status(&self) -> Result<&Status> {
+        if let Some(s) = self.status.get() {
+            return Ok(s);
+        }
+        let s = Status::new(self.alloc_zeroed(status::SLOTS * status::STATUS_BYTES)?);
+        Ok(self.status.get_or_init(|| s))
+    }
+
+    /// Reports (and clears) an error a kernel recorded since the last check. Reads the
+    /// record: a host synchronisation, done only where one happens anyway.
+    pub(crate) fn check_status(&self) -> Result<()> {
+        if self.capturing() {
+            return Err(graph::refused(
+                "a host synchronisation (reading back a value)",
+            ));
+        }
+        let Some(s) = self.status.get() else {
+            return Ok(());
+        };
+        let mut bytes: status::StatusBytes = [0; status::STATUS_BYTES];
+        self.dtoh(s.ptr(), &mut bytes)?;
+        match Status::error_of(&bytes) {
+            None => Ok(()),
+            Some(e) => {
+                self.memset_zero(s.ptr(), status::STATUS_BYTES)?;
+                Err(e)
+            }
         }
     }
 
@@ -223,6 +287,7 @@ impl GpuDevice {
 
     /// A buffer of `bytes` bytes (uninitialised), from the cache when it has a block.
     pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        self.capturing(); // waits while another thread captures
         if bytes == 0 {
             // SAFETY: an empty buffer owns nothing and releases nothing.
             return Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), 0, 0) });
@@ -236,6 +301,29 @@ impl GpuDevice {
     pub(crate) fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceBuffer> {
         let b = self.alloc(bytes)?;
         self.memset_zero(b.ptr(), bytes)?;
+        Ok(b)
+    }
+
+    /// A buffer holding `src`, for data a captured step reads but does not write from the
+    /// host (a launch table): uploaded in stream order, or, during a capture, written at
+    /// once into a block no captured work has used, held for the graph (a replay reads
+    /// what was written; the upload itself is not part of the graph). Counted as a copy.
+    pub(crate) fn upload_fixed(&self, src: &[u8]) -> Result<DeviceBuffer> {
+        if !self.capturing() {
+            let b = self.alloc(src.len())?;
+            self.htod(src, b.ptr())?;
+            return Ok(b);
+        }
+        if src.is_empty() {
+            return self.alloc(0);
+        }
+        let (ptr, _) = self.mem.take_fixed(src.len())?;
+        // SAFETY: the block was just handed out by `mem` for `src.len()` bytes.
+        let b = unsafe { DeviceBuffer::from_raw(self.mem.clone(), ptr, src.len()) };
+        self.counters.record(Event::HtoD);
+        // SAFETY: a fixed block was free before (no queued work uses it: the capture
+        // started after a synchronisation) and no captured work used it.
+        unsafe { self.api.write_now(src, ptr) }?;
         Ok(b)
     }
 
@@ -257,6 +345,7 @@ impl GpuDevice {
                 ),
             });
         }
+        self.capturing(); // waits while another thread captures
         self.counters.record(Event::Launch);
         self.per_kernel[kernel.0 as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut params = args.as_params();
@@ -269,6 +358,7 @@ impl GpuDevice {
         if bytes == 0 {
             return Ok(());
         }
+        self.capturing(); // waits while another thread captures
         self.counters.record(Event::Memset);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
         unsafe { self.api.memset_zero(ptr, bytes) }
@@ -278,6 +368,9 @@ impl GpuDevice {
     pub(crate) fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         if src.is_empty() {
             return Ok(());
+        }
+        if self.capturing() {
+            return Err(graph::refused("a copy from the host (an upload)"));
         }
         self.counters.record(Event::HtoD);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
@@ -289,6 +382,11 @@ impl GpuDevice {
         if dst.is_empty() {
             return Ok(());
         }
+        if self.capturing() {
+            return Err(graph::refused(
+                "a host synchronisation (a copy to the host)",
+            ));
+        }
         self.counters.record(Event::DtoH);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
         unsafe { self.api.dtoh(src, dst) }
@@ -299,6 +397,7 @@ impl GpuDevice {
         if bytes == 0 {
             return Ok(());
         }
+        self.capturing(); // waits while another thread captures
         self.counters.record(Event::DtoD);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
         unsafe { self.api.dtod(src, dst, bytes) }
@@ -312,20 +411,26 @@ impl GpuDevice {
         if waiter == on {
             return Ok(());
         }
+        self.capturing(); // waits while another thread captures
         self.counters.record(Event::StreamWait);
         // SAFETY: forwarded contract.
         unsafe { self.api.stream_wait(waiter, on) }
     }
 
-    /// Waits for all queued work. Counted.
+    /// Waits for all queued work and reports a deferred kernel error. Counted.
     pub(crate) fn synchronize(&self) -> Result<()> {
+        if self.capturing() {
+            return Err(graph::refused("a host synchronisation"));
+        }
         self.counters.record(Event::Sync);
-        self.api.synchronize()
+        self.api.synchronize()?;
+        self.check_status()
     }
 
     /// A vendor GEMM when the backend has one (counted as one launch); `Ok(false)` otherwise.
     pub(crate) fn gemm(&self, g: &GemmDesc) -> Result<bool> {
-        // SAFETY: crate-private; the matmul planner describes its own operands.
+        self.capturing(); // waits while another thread captures
+                          // SAFETY: crate-private; the matmul planner describes its own operands.
         let done = unsafe { self.api.gemm(g)? };
         if done {
             self.counters.record(Event::Launch);
@@ -352,6 +457,8 @@ pub(crate) fn get(device: Device) -> Result<Arc<GpuDevice>> {
         _ => return Err(crate::backend::not_built(device)),
     };
     let d = Arc::new(GpuDevice::new(device, api));
+    // Zeroed now, eagerly: a first use inside a capture could not zero it.
+    d.status()?;
     map.insert(device, d.clone());
     Ok(d)
 }

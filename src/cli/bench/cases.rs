@@ -3,6 +3,7 @@
 //! `gradstep bench` and the criterion benches share them (this file uses only the public
 //! API, through `super::api`, so the benches include it as it is).
 
+use super::api::graph::StepGraph;
 use super::api::nn::{CrossEntropyLoss, Module, Sequential};
 use super::api::optim::{
     zero_grad_params, Adam, AdamConfig, AdamW, GradArena, Impl, Optimizer, SgdConfig, ZeroMode, SGD,
@@ -226,13 +227,14 @@ const QUICKSTART_SIDE: usize = 28;
 
 /// One step of PyTorch's quickstart on a fixed synthetic batch: forward, cross-entropy
 /// loss, `zero_grad()` (set_to_none), backward, SGD step (lr 1e-3, the fused
-/// implementation).
+/// implementation); eagerly, or replayed from a captured graph.
 pub struct TrainCase {
     model: Sequential,
     loss: CrossEntropyLoss,
     opt: Box<dyn Optimizer>,
     inputs: Tensor,
     targets: Tensor,
+    graph: Option<StepGraph>,
 }
 
 impl TrainCase {
@@ -269,16 +271,35 @@ impl TrainCase {
             opt,
             inputs,
             targets,
+            graph: None,
         })
     }
 
-    /// One training step.
-    pub fn run(&mut self) -> Result<()> {
+    /// From now on [`Self::run`] replays the step: one eager warm-up step, then the
+    /// capture (a GPU device).
+    pub fn capture(&mut self) -> Result<()> {
+        self.eager_step()?;
+        let (inputs, targets) = (self.inputs.clone(), self.targets.clone());
+        let (graph, _loss) =
+            StepGraph::capture(inputs.device(), &[&inputs, &targets], || self.eager_step())?;
+        self.graph = Some(graph);
+        Ok(())
+    }
+
+    fn eager_step(&mut self) -> Result<()> {
         let pred = self.model.forward(&self.inputs)?;
         let loss = self.loss.forward(&pred, &self.targets)?;
         self.opt.zero_grad(true)?;
         loss.backward()?;
         self.opt.step()
+    }
+
+    /// One training step.
+    pub fn run(&mut self) -> Result<()> {
+        match &self.graph {
+            Some(g) => g.replay(),
+            None => self.eager_step(),
+        }
     }
 
     /// `(tensors, elements)` of the model's parameters.

@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// Batch size of the training step.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Also time the training step replayed from a captured graph (cuda, emu).
+    #[arg(long)]
+    pub graph: bool,
     /// Size of each buffer of the copy-bandwidth measurement, MiB (0: skip it).
     #[arg(long, value_name = "MIB")]
     pub copy_mib: Option<usize>,
@@ -111,6 +114,24 @@ fn config(args: &BenchArgs) -> Result<BenchConfig> {
         cfg.copy_bytes = mib << 20;
     }
     cfg.train_batch = args.batch;
+    if args.graph {
+        if !args.what.contains(&What::Train) {
+            return Err(Error::invalid(
+                "bench",
+                "--graph captures the training step: add `train` to what is measured",
+            ));
+        }
+        if !args.device.is_gpu() {
+            return Err(Error::invalid(
+                "bench",
+                format!(
+                    "--graph needs a GPU device (cuda or emu), not {}",
+                    args.device
+                ),
+            ));
+        }
+        cfg.train_graph = true;
+    }
     if args.plot.is_some() {
         if !args.what.contains(&What::Zero) {
             return Err(Error::invalid(

@@ -16,7 +16,7 @@
 mod api {
     pub use crate::backend::CounterSnapshot;
     pub use crate::tensor::Rng;
-    pub use crate::{nn, optim, train, DType, Device, Error, Result, Tensor};
+    pub use crate::{graph, nn, optim, train, DType, Device, Error, Result, Tensor};
 }
 
 pub(crate) mod cases;
@@ -94,6 +94,8 @@ pub struct BenchConfig {
     pub copy_bytes: usize,
     /// Batch size of the training step.
     pub train_batch: usize,
+    /// Also measure the training step replayed from a captured graph.
+    pub train_graph: bool,
 }
 
 impl BenchConfig {
@@ -124,6 +126,7 @@ impl BenchConfig {
             timing: TimingOptions::default(),
             copy_bytes: if device == Device::Emu { 0 } else { COPY_BYTES },
             train_batch: 64,
+            train_graph: false,
         }
     }
 
@@ -269,17 +272,30 @@ fn step_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64
         .collect()
 }
 
-fn train_record(cfg: &BenchConfig, dtype: DType) -> Record {
+/// Eager training steps before a training record is counted or timed.
+const TRAIN_SETTLE_STEPS: usize = 4;
+
+/// The quickstart training step, eager or (`graph`) replayed from a captured graph.
+fn train_record(cfg: &BenchConfig, dtype: DType, graph: bool) -> Record {
     let mut rec = Record {
         bench: "train".into(),
         set: Some(format!("quickstart-b{}", cfg.train_batch)),
         dtype: Some(dtype.as_str().into()),
         optimizer: Some("sgd".into()),
-        imp: Some("fused".into()),
+        imp: Some(if graph { "fused+graph" } else { "fused" }.into()),
         ..Default::default()
     };
     let result = (|| -> Result<()> {
         let mut case = TrainCase::new(cfg.device, dtype, cfg.train_batch, 0)?;
+        // The caching allocator and the optimizer's table cache settle over the first
+        // steps (the old grads are live during the second step's forward pass; the
+        // grads of the first three steps land at new addresses): count a steady step.
+        for _ in 0..TRAIN_SETTLE_STEPS {
+            case.run()?;
+        }
+        if graph {
+            case.capture()?;
+        }
         (rec.tensors, rec.numel) = case.size();
         measure(cfg, None, &mut rec, None, &mut || case.run())
     })();
@@ -377,8 +393,10 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
             }
             What::Train => {
                 for &dtype in &cfg.dtypes {
-                    let r = train_record(cfg, dtype);
-                    push(&mut report, r);
+                    push(&mut report, train_record(cfg, dtype, false));
+                    if cfg.train_graph {
+                        push(&mut report, train_record(cfg, dtype, true));
+                    }
                 }
             }
         }

@@ -114,7 +114,8 @@ impl Report {
     }
 
     /// A human-readable table: one line per record, times per call, effective GB/s, % of
-    /// the copy bandwidth, and launches/memsets/syncs per call where counted.
+    /// the copy bandwidth, and per call where counted: kernel launches, memsets, graph
+    /// launches, host syncs and driver allocations.
     pub fn table(&self) -> String {
         let m = &self.meta;
         let mut out = format!(
@@ -130,7 +131,7 @@ impl Report {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<5} {:<10} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>5}",
+            "{:<5} {:<14} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
             "bench",
             "set",
             "dtype",
@@ -142,7 +143,9 @@ impl Report {
             "%copy",
             "launches",
             "memsets",
-            "syncs"
+            "graphs",
+            "syncs",
+            "allocs"
         );
         for r in self.results.iter().filter(|r| r.bench != "copy") {
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -151,7 +154,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<5} {:<10} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>5}",
+                "{:<5} {:<14} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
                 r.bench,
                 opt(&r.set),
                 opt(&r.dtype),
@@ -166,7 +169,9 @@ impl Report {
                 r.pct_copy.map_or("-".into(), |p| format!("{p:.0}%")),
                 counts(|c| c.launches),
                 counts(|c| c.memsets),
+                counts(|c| c.graph_launches),
                 counts(|c| c.syncs),
+                counts(|c| c.allocs),
             );
         }
         for r in self.results.iter().filter(|r| r.error.is_some()) {

@@ -201,8 +201,14 @@ pub struct CallCounts {
     pub dtoh: u64,
     /// Device-to-device copies.
     pub dtod: u64,
-    /// Device allocations.
+    /// Driver allocations (the caching allocator's misses).
     pub allocs: u64,
+    /// Driver frees.
+    #[serde(default)]
+    pub frees: u64,
+    /// Captured graphs launched.
+    #[serde(default)]
+    pub graph_launches: u64,
 }
 
 impl From<CounterSnapshot> for CallCounts {
@@ -215,6 +221,8 @@ impl From<CounterSnapshot> for CallCounts {
             dtoh: s.dtoh,
             dtod: s.dtod,
             allocs: s.allocs,
+            frees: s.frees,
+            graph_launches: s.graph_launches,
         }
     }
 }

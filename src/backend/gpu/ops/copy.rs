@@ -105,6 +105,7 @@ impl Memory for GpuDevice {
         };
         let mut out = CpuStorage::zeros(x.dtype(), x.numel())?;
         self.dtoh(ptr(x)?, out.as_bytes_mut())?;
+        self.check_status()?;
         Ok(out)
     }
 
@@ -121,6 +122,10 @@ impl Memory for GpuDevice {
             return Ok(());
         }
         write_dense(self, "copy_", src, ptr(dst)?, dst.dtype())
+    }
+
+    fn write_host(&self, dst: &RawTensor, host: &CpuStorage) -> Result<()> {
+        self.htod(host.as_bytes(), ptr(dst)?)
     }
 
     fn fill_(&self, t: &RawTensor, value: f64) -> Result<()> {

@@ -1,14 +1,14 @@
 //! Embedding lookup and gradient, argmax: `kernels/index.cu`.
 //!
 //! Index validation: the lookup kernel never reads through an out-of-range index; it
-//! records the first such position in a device word that the host reads back after the
-//! launch (one 8-byte copy, which synchronises) to return an error, as the CPU backend
-//! does. The gradient kernel skips out-of-range indices without a synchronisation.
+//! writes NaN there and reports the first such position in the device's sticky error
+//! record, which the host reads at its next synchronisation (see `gpu::Status`). The
+//! gradient kernel skips out-of-range indices.
 
-use super::plan::{elementwise_config, float_kernel, ptr, read_u64, zeros, StridedLayout};
+use super::plan::{elementwise_config, float_kernel, ptr, zeros, StridedLayout};
 use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs};
 use crate::backend::{Indexing, Memory};
-use crate::base::{CpuStorage, DType, Error, RawTensor, Result};
+use crate::base::{DType, RawTensor, Result};
 
 impl Indexing for GpuDevice {
     fn embedding(&self, weight: &RawTensor, idx: &RawTensor) -> Result<RawTensor> {
@@ -24,8 +24,7 @@ impl Indexing for GpuDevice {
         if n == 0 {
             return Ok(out);
         }
-        let dev = self;
-        let bad = dev.alloc_zeroed(8)?;
+        let (status, seq) = self.status()?.args();
         let mut args = KernelArgs::new();
         args.push(ptr(weight)?)
             .push(ws[0] as u64)
@@ -36,20 +35,9 @@ impl Indexing for GpuDevice {
         args.push(v as u64)
             .push(d as u64)
             .push(ptr(&out)?)
-            .push(bad.ptr());
-        dev.launch(kernel, elementwise_config(n), &mut args)?;
-        let pos = read_u64(dev, bad.ptr())?;
-        if pos != 0 {
-            let i = (pos - 1) as usize;
-            let value = match self.download(idx)? {
-                CpuStorage::I64(v) => v.get(i).copied().unwrap_or_default(),
-                _ => 0,
-            };
-            return Err(Error::invalid(
-                OP,
-                format!("index {value} (position {i}) is outside 0..{v}"),
-            ));
-        }
+            .push(status)
+            .push(seq);
+        self.launch(kernel, elementwise_config(n), &mut args)?;
         Ok(out)
     }
 

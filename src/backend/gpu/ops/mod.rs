@@ -6,8 +6,9 @@
 //! Arguments were validated by `tensor::prim`; these check only what that leaves open
 //! (sizes of statistics tensors, index ranges) and never panic.
 //!
-//! Host synchronisation happens only where a value must come back: the index checks of
-//! cross-entropy and embedding (one 8-byte read each).
+//! No primitive synchronises with the host: the index checks of cross-entropy and
+//! embedding report into the device's sticky error record (`gpu::Status`), read at the
+//! next download or `Device::synchronize`.
 
 mod copy;
 mod elementwise;

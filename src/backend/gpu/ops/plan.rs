@@ -185,13 +185,6 @@ pub(super) fn vector_stride(
     Ok(t.layout().strides().first().copied().unwrap_or(1) as u64)
 }
 
-/// Reads one u64 back from device memory (a synchronisation).
-pub(super) fn read_u64(dev: &GpuDevice, addr: u64) -> Result<u64> {
-    let mut b = [0u8; 8];
-    dev.dtoh(addr, &mut b)?;
-    Ok(u64::from_ne_bytes(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,11 @@ use crate::base::{DType, RawTensor, Result};
 
 impl Random for GpuDevice {
     fn dropout_mask(&self, shape: &[usize], p: f64, seed: u64, dtype: DType) -> Result<RawTensor> {
+        if self.capturing() {
+            return Err(crate::backend::gpu::graph::refused(
+                "dropout (its seed is a host value that every replay would repeat)",
+            ));
+        }
         let device = self.device();
         let kernels = k::DROPOUT_MASK;
         let kernel = float_kernel("dropout", dtype, device, kernels)?;

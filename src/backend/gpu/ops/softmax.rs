@@ -2,17 +2,16 @@
 //! `kernels/softmax.cu`.
 //!
 //! Target validation: the forward kernel never reads a logit through an out-of-range
-//! target; it records the first such row in a device word that the host reads back
-//! after the launch (one 8-byte copy, which synchronises) to return an error as the CPU
-//! backend does. The backward skips such rows (gradient 0) without a synchronisation:
-//! its targets are the forward's, already checked.
+//! target; it reports the first such row in the device's sticky error record, which the
+//! host reads at its next synchronisation (no synchronisation here: see `gpu::Status`).
+//! The row's loss is NaN; the backward gives it a zero gradient.
 
-use super::plan::{float_kernel, ptr, read_u64, vector_stride, Rows};
+use super::plan::{float_kernel, ptr, vector_stride, Rows};
 use crate::backend::gpu::{kernels::k, GpuDevice, KernelArgs, KernelId, LaunchConfig};
 use crate::backend::{
     stats_dtype, CrossEntropyGrad, CrossEntropyIn, CrossEntropyOpts, Memory, Reduction, Softmaxes,
 };
-use crate::base::{Error, RawTensor, Result};
+use crate::base::{RawTensor, Result};
 
 /// Shape and options of one cross-entropy launch; mirrors `CeParams` in softmax.cu.
 #[repr(C)]
@@ -53,7 +52,7 @@ impl CeParams {
 }
 
 /// Bytes of the forward's zeroed scratch header (`CeScratch` in softmax.cu).
-const CE_SCRATCH_BYTES: usize = 16;
+const CE_SCRATCH_BYTES: usize = 8;
 
 /// Launches a softmax kernel over rows of `inputs` (the forward's `x`, or the backward's
 /// `y` and `dy`, all of one shape): a pointer and a row view per input, then the output,
@@ -128,23 +127,10 @@ impl Softmaxes for GpuDevice {
             .push(ptr(&lse)?)
             .push(partials)
             .push(scratch.ptr());
+        let (status, seq) = self.status()?.args();
+        args.push(status).push(seq);
         let cfg = LaunchConfig::linear(blocks as u32, super::plan::row_threads(p.classes as usize));
         self.launch(kernel, cfg, &mut args)?;
-        let bad = read_u64(self, scratch.ptr() + 8)?;
-        if bad != 0 {
-            let row = (bad - 1) as usize;
-            let mut b = [0u8; 8];
-            self.dtoh(ptr(target)? + (row as u64 * p.ts * 8), &mut b)?;
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "target {} (row {row}) is outside 0..{} and is not ignore_index {}",
-                    i64::from_ne_bytes(b),
-                    p.classes,
-                    opts.ignore_index
-                ),
-            ));
-        }
         Ok([loss, lse])
     }
 

@@ -1,0 +1,214 @@
+//! Capturing a device's work into a graph and replaying it: the mechanism under
+//! `gradstep::graph::StepGraph`, shared by CUDA (stream capture, `cuGraphLaunch`) and the
+//! emulator (each launch recorded with its parameter bytes copied at capture time).
+//!
+//! While a device captures, nothing it is given runs; work that cannot be recorded is
+//! refused with an error naming it: a host synchronisation (a download, `item`,
+//! `Device::synchronize`), a copy from the host (a table or a batch uploaded during the
+//! step: upload it before capturing), a second capture. Host values frozen into the
+//! recorded launches that may change later are registered ([`GpuDevice::freeze`]) and
+//! checked at every replay.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::counters::Event;
+use super::GpuDevice;
+use crate::base::{Error, Result};
+
+/// A backend's recorded graph (a `CUgraphExec`, or the emulator's list of launches).
+pub(crate) trait DeviceGraph: Send + Sync {
+    /// The concrete graph, for the backend that made it.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A host value a captured launch holds by value, and where its current value is.
+struct Frozen {
+    what: String,
+    value: f64,
+    source: Arc<AtomicU64>,
+}
+
+/// The state of a capture under way.
+pub(super) struct Capture {
+    graph_id: u64,
+    /// The capturing thread.
+    thread: std::thread::ThreadId,
+    frozen: Vec<Frozen>,
+}
+
+/// A captured graph of one device, with the memory it may write held for it.
+pub(crate) struct CapturedGraph {
+    device: Arc<GpuDevice>,
+    graph: Box<dyn DeviceGraph>,
+    graph_id: u64,
+    frozen: Vec<Frozen>,
+}
+
+impl Drop for CapturedGraph {
+    fn drop(&mut self) {
+        self.device.mem.drop_graph(self.graph_id);
+    }
+}
+
+/// The error of an operation a capture cannot record.
+pub(super) fn refused(what: &str) -> Error {
+    Error::invalid(
+        "graph capture",
+        format!(
+            "{what} cannot be captured into a graph (replays run no host code): do it \
+             before or after the captured step"
+        ),
+    )
+}
+
+impl GpuDevice {
+    /// Whether this thread is capturing. A capture is of the whole device (its one
+    /// stream), so another thread's work would land in the graph: while one thread
+    /// captures, every other thread that issues work to the device waits here until the
+    /// capture ends. One atomic load when nothing is captured.
+    pub(crate) fn capturing(&self) -> bool {
+        if !self.capturing.load(Ordering::Acquire) {
+            return false;
+        }
+        let me = std::thread::current().id();
+        let mut state = self.capture_state();
+        loop {
+            match state.as_ref() {
+                None => return false,
+                Some(c) if c.thread == me => return true,
+                Some(_) => {
+                    state = self
+                        .capture_ended
+                        .wait(state)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+            }
+        }
+    }
+
+    /// The capture state, locked.
+    fn capture_state(&self) -> std::sync::MutexGuard<'_, Option<Capture>> {
+        self.capture.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts capturing: from now on the device's work is recorded, not run.
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        if self.capturing() {
+            return Err(refused("a second capture inside a capture"));
+        }
+        let mut state = self.capture_state();
+        // Another thread may have started one since `capturing` returned.
+        while state.is_some() {
+            state = self
+                .capture_ended
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        let graph_id = self.mem.begin_graph();
+        if let Err(e) = self.api.begin_capture() {
+            self.mem.end_capture(graph_id);
+            self.mem.drop_graph(graph_id);
+            return Err(e);
+        }
+        *state = Some(Capture {
+            graph_id,
+            thread: std::thread::current().id(),
+            frozen: Vec::new(),
+        });
+        self.capturing.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Ends the capture: the graph of everything issued since [`Self::begin_capture`].
+    pub(crate) fn end_capture(self: &Arc<Self>) -> Result<CapturedGraph> {
+        let c = self.finish_capture()?;
+        self.mem.end_capture(c.graph_id);
+        match self.api.end_capture() {
+            Ok(graph) => Ok(CapturedGraph {
+                device: self.clone(),
+                graph,
+                graph_id: c.graph_id,
+                frozen: c.frozen,
+            }),
+            Err(e) => {
+                self.mem.drop_graph(c.graph_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Abandons a capture after an error; nothing recorded is kept.
+    pub(crate) fn abort_capture(&self) {
+        if let Ok(c) = self.finish_capture() {
+            self.api.abort_capture();
+            self.mem.end_capture(c.graph_id);
+            self.mem.drop_graph(c.graph_id);
+        }
+    }
+
+    fn finish_capture(&self) -> Result<Capture> {
+        if !self.capturing() {
+            return Err(Error::invalid(
+                "graph capture",
+                "this thread is not capturing",
+            ));
+        }
+        let c = self
+            .capture_state()
+            .take()
+            .ok_or_else(|| Error::invalid("graph capture", "no capture is under way"))?;
+        self.capturing.store(false, Ordering::Release);
+        self.capture_ended.notify_all();
+        Ok(c)
+    }
+
+    /// Registers a host value that a launch being captured holds by value (`what` names
+    /// it; `source` holds its current value as f64 bits): a replay after it changed is
+    /// refused. A no-op when not capturing.
+    pub(crate) fn freeze(&self, what: impl Into<String>, value: f64, source: &Arc<AtomicU64>) {
+        if let Some(c) = self.capture_state().as_mut() {
+            c.frozen.push(Frozen {
+                what: what.into(),
+                value,
+                source: source.clone(),
+            });
+        }
+    }
+
+    /// Runs a captured graph of this device: one graph launch, no kernel launch issued
+    /// from the host, no synchronisation. An error (and nothing run) when a frozen host
+    /// value changed since the capture.
+    pub(crate) fn replay(&self, g: &CapturedGraph) -> Result<()> {
+        if !std::ptr::eq(self, &*g.device) {
+            return Err(Error::invalid(
+                "graph replay",
+                "the graph was captured on another device",
+            ));
+        }
+        if self.capturing() {
+            return Err(refused("replaying a graph"));
+        }
+        for f in &g.frozen {
+            let now = f64::from_bits(f.source.load(Ordering::Acquire));
+            if now.to_bits() != f.value.to_bits() {
+                return Err(Error::invalid(
+                    "graph replay",
+                    format!(
+                        "the captured step holds {} = {} by value, but it is {now} now: \
+                         the replay would use the old value. Capture a step that reads it \
+                         from the device (a capturable optimizer), or capture again",
+                        f.what, f.value
+                    ),
+                ));
+            }
+        }
+        self.counters.record(Event::GraphLaunch);
+        // SAFETY: the graph's memory is pinned to it until `g` is dropped (graph pools).
+        unsafe { self.api.launch_graph(g.graph.as_ref()) }
+    }
+}
+
+/// Shared by `Mutex<Option<Capture>>` users.
+pub(super) type CaptureCell = Mutex<Option<Capture>>;
