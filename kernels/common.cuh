@@ -50,6 +50,8 @@ __device__ __forceinline__ double gs_abs(double x) { return fabs(x); }
 
 // Negative infinity of a compute type.
 template <typename C> __device__ __forceinline__ C gs_neg_inf() { return (C)(-1.0 / 0.0); }
+// Whether a compute value is NaN (kernels are compiled without fast-math).
+template <typename C> __device__ __forceinline__ bool gs_isnan(C x) { return x != x; }
 
 // ---- strided layouts -------------------------------------------------------------
 

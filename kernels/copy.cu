@@ -1,30 +1,6 @@
 // Fill, copy and cast kernels.
 #include "common.cuh"
 
-template <typename T>
-__device__ void fill(T* out, u64 n, double value) {
-    typedef typename Compute<T>::type C;
-    GS_GRID_LOOP(i, n) { gs_store(out, i, (C)value); }
-}
-
-extern "C" __global__ void fill_f32(float* out, u64 n, double value) { fill(out, n, value); }
-extern "C" __global__ void fill_f16(__half* out, u64 n, double value) { fill(out, n, value); }
-extern "C" __global__ void fill_f64(double* out, u64 n, double value) { fill(out, n, value); }
-
-// The value converted toward zero, saturating at the i64 range; NaN gives 0 (as Rust's
-// `as i64`).
-__device__ __forceinline__ i64 f64_to_i64(double v) {
-    if (v != v) return 0;
-    if (v >= 9223372036854775807.0) return 9223372036854775807LL;
-    if (v <= -9223372036854775808.0) return (-9223372036854775807LL - 1);
-    return (i64)v;
-}
-
-extern "C" __global__ void fill_i64(i64* out, u64 n, double value) {
-    const i64 v = f64_to_i64(value);
-    GS_GRID_LOOP(i, n) { out[i] = v; }
-}
-
 // y[i] = x[layout(i)]: a strided view made dense. Bitwise, so one kernel per element
 // width serves every dtype of that width.
 template <typename W>
@@ -36,16 +12,37 @@ extern "C" __global__ void copy_b16(const unsigned short* x, GsLayout xl, unsign
 extern "C" __global__ void copy_b32(const unsigned int* x, GsLayout xl, unsigned int* y, u64 n) { copy_strided(x, xl, y, n); }
 extern "C" __global__ void copy_b64(const u64* x, GsLayout xl, u64* y, u64 n) { copy_strided(x, xl, y, n); }
 
+// The value converted toward zero, saturating at the i64 range; NaN gives 0 (as Rust's
+// `as i64`).
+__device__ __forceinline__ i64 f64_to_i64(double v) {
+    if (v != v) return 0;
+    if (v >= 9223372036854775807.0) return 9223372036854775807LL;
+    if (v <= -9223372036854775808.0) return (-9223372036854775807LL - 1);
+    return (i64)v;
+}
+
 // Every element type through f64, which holds f16 and f32 exactly.
 __device__ __forceinline__ double to_f64(__half v) { return (double)__half2float(v); }
 __device__ __forceinline__ double to_f64(float v) { return (double)v; }
 __device__ __forceinline__ double to_f64(double v) { return v; }
 __device__ __forceinline__ double to_f64(i64 v) { return (double)v; }
 
-__device__ __forceinline__ void from_f64(__half* p, u64 i, double v) { p[i] = __float2half_rn((float)v); }
+// f64 to every element type, rounded once (f16 straight from the double, not via f32).
+__device__ __forceinline__ void from_f64(__half* p, u64 i, double v) { p[i] = __double2half(v); }
 __device__ __forceinline__ void from_f64(float* p, u64 i, double v) { p[i] = (float)v; }
 __device__ __forceinline__ void from_f64(double* p, u64 i, double v) { p[i] = v; }
 __device__ __forceinline__ void from_f64(i64* p, u64 i, double v) { p[i] = f64_to_i64(v); }
+
+// out[i] = value converted to T (once).
+template <typename T>
+__device__ void fill(T* out, u64 n, double value) {
+    GS_GRID_LOOP(i, n) { from_f64(out, i, value); }
+}
+
+extern "C" __global__ void fill_f32(float* out, u64 n, double value) { fill(out, n, value); }
+extern "C" __global__ void fill_f16(__half* out, u64 n, double value) { fill(out, n, value); }
+extern "C" __global__ void fill_f64(double* out, u64 n, double value) { fill(out, n, value); }
+extern "C" __global__ void fill_i64(i64* out, u64 n, double value) { fill(out, n, value); }
 
 // y[i] = convert(x[layout(i)]). Float to integer truncates toward zero.
 template <typename S, typename D>

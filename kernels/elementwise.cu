@@ -10,7 +10,7 @@ enum UnaryCode {
 };
 
 // Mirrors `BinaryOp`.
-enum BinaryCode { B_ADD = 0, B_SUB, B_MUL, B_DIV };
+enum BinaryCode { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_THRESHOLD_BWD };
 
 template <typename C> __device__ __forceinline__ C unary_fn(int op, C x) {
     const C half = (C)0.5, one = (C)1;
@@ -25,7 +25,7 @@ template <typename C> __device__ __forceinline__ C unary_fn(int op, C x) {
         case U_SQRT: return gs_sqrt(x);
         case U_TANH: return gs_tanh(x);
         case U_SIGMOID: return one / (one + gs_exp(-x));
-        case U_RELU: return x > (C)0 ? x : (C)0;
+        case U_RELU: return x < (C)0 ? (C)0 : x;  // NaN stays NaN, as torch
         case U_GELU: return half * x * (one + gs_erf(x * inv_sqrt2));
         case U_GELU_TANH: {
             C t = gs_tanh(k_tanh * (x + c_tanh * x * x * x));
@@ -54,6 +54,7 @@ template <typename C> __device__ __forceinline__ C binary_fn(int op, C a, C b) {
         case B_SUB: return a - b;
         case B_MUL: return a * b;
         case B_DIV: return a / b;
+        case B_THRESHOLD_BWD: return b <= (C)0 ? (C)0 : a;
         default: return a;
     }
 }

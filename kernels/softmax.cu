@@ -7,10 +7,18 @@
 // leading dims, `cs`: the stride of the last dim). Outputs are dense.
 #include "common.cuh"
 
-// Running max and sum of exp(x - max) of a set of values.
+// Running max and sum of exp(x - max) of a set of values, with PyTorch's non-finite
+// results: a NaN anywhere makes both NaN, and a +inf makes the sum NaN (its term is
+// exp(inf - inf)), so that every output of such a row is NaN, as torch's two-pass
+// kernels give. The combine is order-independent for these, whatever the block size.
 template <typename C> struct MaxSum {
     C m, s;
 };
+
+// The pair of one value.
+template <typename C> __device__ __forceinline__ MaxSum<C> gs_max_sum_of(C v) {
+    return MaxSum<C>{v, v == -gs_neg_inf<C>() ? v - v : (C)1};
+}
 
 template <typename C> __device__ __forceinline__ MaxSum<C> gs_shfl_xor(MaxSum<C> v, int o) {
     return MaxSum<C>{gs_shfl_xor(v.m, o), gs_shfl_xor(v.s, o)};
@@ -18,6 +26,7 @@ template <typename C> __device__ __forceinline__ MaxSum<C> gs_shfl_xor(MaxSum<C>
 
 struct MaxSumOp {
     template <typename C> __device__ __forceinline__ MaxSum<C> operator()(MaxSum<C> a, MaxSum<C> b) const {
+        if (gs_isnan(a.m) || gs_isnan(b.m)) return MaxSum<C>{a.m + b.m, a.s + b.s};  // NaN
         if (a.m < b.m) {
             MaxSum<C> t = a;
             a = b;
@@ -33,7 +42,7 @@ template <typename T, typename C = typename Compute<T>::type>
 __device__ MaxSum<C> row_max_sum(const T* row, u64 cs, u64 d, MaxSum<C>* scratch) {
     const MaxSum<C> empty = {gs_neg_inf<C>(), (C)0};
     MaxSum<C> acc = empty;
-    GS_BLOCK_LOOP(j, d) { acc = MaxSumOp()(acc, MaxSum<C>{gs_load(row, j * cs), (C)1}); }
+    GS_BLOCK_LOOP(j, d) { acc = MaxSumOp()(acc, gs_max_sum_of<C>(gs_load(row, j * cs))); }
     return gs_block_reduce(acc, MaxSumOp(), empty, scratch);
 }
 
@@ -148,7 +157,7 @@ __device__ void cross_entropy_fwd(const T* logits, const i64* target, CeParams p
         MaxSumX<C> acc = empty;
         GS_BLOCK_LOOP(c, p.classes) {
             const C v = gs_load(row, c * p.ls_col);
-            acc = MaxSumXOp()(acc, MaxSumX<C>{{v, (C)1}, v});
+            acc = MaxSumXOp()(acc, MaxSumX<C>{gs_max_sum_of<C>(v), v});
         }
         acc = gs_block_reduce(acc, MaxSumXOp(), empty, red);
         if (threadIdx.x == 0) {

@@ -318,23 +318,83 @@ void fiber_entry() {
 struct sigaction g_previous_segv;
 struct sigaction g_previous_bus;
 
+// Only async-signal-safe calls from here on: write(2), sigaction, abort and plain code.
 void write_str(const char* s) { (void)!write(2, s, strlen(s)); }
 
-void on_fault(int sig, siginfo_t* info, void*) {
-    const gs_emu_launch* l = tl_launch;
-    if (l == nullptr) {
-        // Not ours: restore the previous handler and let the access fault again.
-        sigaction(sig, sig == SIGSEGV ? &g_previous_segv : &g_previous_bus, nullptr);
+// Appends the decimal digits of `v` to `out` (at least 21 bytes of room).
+char* put_dec(char* out, unsigned long long v) {
+    char tmp[21];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0) *out++ = tmp[--n];
+    return out;
+}
+
+// Appends `0x` and the hex digits of `v` to `out` (at least 19 bytes of room).
+char* put_hex(char* out, unsigned long long v) {
+    *out++ = '0';
+    *out++ = 'x';
+    int shift = 60;
+    while (shift > 0 && ((v >> shift) & 0xf) == 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) *out++ = "0123456789abcdef"[(v >> shift) & 0xf];
+    return out;
+}
+
+// Hands a fault that is not a kernel's to the handler installed before ours. Ours stays
+// installed: a default disposition is taken for this one fault only (the access faults
+// again on return and ends the process as it would have without the emulator).
+void chain_fault(int sig, siginfo_t* info, void* ctx) {
+    const struct sigaction& prev = sig == SIGSEGV ? g_previous_segv : g_previous_bus;
+    if (prev.sa_flags & SA_SIGINFO) {
+        if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, ctx);
         return;
     }
+    if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+        prev.sa_handler(sig);
+        return;
+    }
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, nullptr);
+}
+
+void on_fault(int sig, siginfo_t* info, void* ctx) {
+    const gs_emu_launch* l = tl_launch;
+    if (l == nullptr) {
+        chain_fault(sig, info, ctx);
+        return;
+    }
+    // "gradstep emu: invalid memory access at ADDR in kernel `NAME`, block (x, y, z),
+    // thread (x, y, z)", built without the (unsafe here) stdio functions.
     char buf[512];
-    snprintf(buf, sizeof buf,
-             "gradstep emu: invalid memory access at %p in kernel `%s`, block (%u, %u, %u), "
-             "thread (%u, %u, %u)\n",
-             info->si_addr, l->desc->name, gs_emu_block_idx.x, gs_emu_block_idx.y,
-             gs_emu_block_idx.z, gs_emu_thread_idx.x, gs_emu_thread_idx.y, gs_emu_thread_idx.z);
+    char* p = buf;
+    char* end = buf + sizeof buf - 80;  // room for the numbers after the name
+    const char* head = "gradstep emu: invalid memory access at ";
+    for (const char* c = head; *c; c++) *p++ = *c;
+    p = put_hex(p, (unsigned long long)(uintptr_t)info->si_addr);
+    for (const char* c = " in kernel `"; *c; c++) *p++ = *c;
+    for (const char* c = l->desc->name; *c && p < end; c++) *p++ = *c;
+    const unsigned v[6] = {gs_emu_block_idx.x,  gs_emu_block_idx.y,  gs_emu_block_idx.z,
+                           gs_emu_thread_idx.x, gs_emu_thread_idx.y, gs_emu_thread_idx.z};
+    const char* sep[6] = {"`, block (", ", ", ", ", "), thread (", ", ", ", "};
+    for (int i = 0; i < 6; i++) {
+        for (const char* c = sep[i]; *c; c++) *p++ = *c;
+        p = put_dec(p, v[i]);
+    }
+    *p++ = ')';
+    *p++ = '\n';
+    *p = 0;
     write_str(buf);
-    signal(SIGABRT, SIG_DFL);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGABRT, &dfl, nullptr);
     abort();
 }
 

@@ -149,3 +149,41 @@ extern "C" __global__ void emu_test_empty() {}
 extern "C" __global__ void emu_test_barriers(int rounds) {
     for (int r = 0; r < rounds; r++) __syncthreads();
 }
+
+// ---- fault handling outside kernels (tests/emu_sanitize.rs) ----------------------------
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_recovered = 0;
+
+// A program's own SIGSEGV handler that repairs the access (as garbage collectors and
+// other runtimes do): the faulting page is made readable and the access retried.
+static void recovering_handler(int, siginfo_t* info, void*) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    mprotect((void*)((uintptr_t)info->si_addr & ~(page - 1)), page, PROT_READ | PROT_WRITE);
+    g_recovered = g_recovered + 1;
+}
+
+// Installs `recovering_handler` for SIGSEGV (call before the emulator installs its own).
+extern "C" void gs_emu_test_install_recovering_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = recovering_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, nullptr);
+}
+
+// Reads a PROT_NONE page outside any kernel; returns how many faults were repaired so far.
+extern "C" int gs_emu_test_fault_outside_kernel(void) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void* p = mmap(nullptr, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    volatile int* q = (volatile int*)p;
+    int v = *q;
+    munmap(p, page);
+    return (int)g_recovered + v;
+}

@@ -77,6 +77,22 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`
     Div,
+    /// `0` where `b <= 0`, else `a`: relu's backward from its output `b` (torch's
+    /// `threshold_backward`: a NaN `b` passes the gradient, a dead unit drops even a
+    /// non-finite one).
+    ThresholdBackward,
+}
+
+impl BinaryOp {
+    /// Every op, in declaration order.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) const ALL: [BinaryOp; 5] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::ThresholdBackward,
+    ];
 }
 
 /// How a loss reduces over the batch.

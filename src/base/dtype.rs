@@ -92,8 +92,52 @@ impl Element for f16 {
         self.to_f64()
     }
     fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
+        f16_from_f64(v)
     }
+}
+
+/// `v` rounded once to the nearest f16 (ties to even). `half::f16::from_f64` goes through
+/// f32 where the CPU has F16C, and that first rounding can move a value onto a tie (e.g.
+/// `1 + 2^-11 + 2^-40` would become 1.0 instead of `1 + 2^-10`); the kernels round the
+/// same way as this.
+pub fn f16_from_f64(v: f64) -> f16 {
+    let x = v.to_bits();
+    let sign = ((x >> 48) & 0x8000) as u16;
+    let exp = ((x >> 52) & 0x7ff) as i32;
+    let man = x & ((1 << 52) - 1);
+    if exp == 0x7ff {
+        // inf, or a quiet NaN keeping the top payload bits
+        let nan = if man != 0 {
+            0x200 | (man >> 42) as u16
+        } else {
+            0
+        };
+        return f16::from_bits(sign | 0x7c00 | nan);
+    }
+    let e = exp - 1023 + 15;
+    if e >= 0x1f {
+        return f16::from_bits(sign | 0x7c00);
+    }
+    let (q, rem, halfway) = if e <= 0 {
+        if e < -10 {
+            return f16::from_bits(sign); // below half the smallest subnormal
+        }
+        let m = man | (1 << 52);
+        let shift = (43 - e) as u32;
+        (m >> shift, m & ((1 << shift) - 1), 1u64 << (shift - 1))
+    } else {
+        (
+            ((e as u64) << 10) | (man >> 42),
+            man & ((1 << 42) - 1),
+            1u64 << 41,
+        )
+    };
+    let q = if rem > halfway || (rem == halfway && q & 1 == 1) {
+        q + 1 // may carry into inf: correct
+    } else {
+        q
+    };
+    f16::from_bits(sign | q as u16)
 }
 
 /// `Element` for a primitive number type, converting with `as` (round to nearest for
@@ -113,3 +157,29 @@ macro_rules! element_as {
 }
 
 element_as!(f32 => F32, f64 => F64, i64 => I64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_from_f64_rounds_once_like_the_exact_conversion() {
+        let tie_through_f32 = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(f16_from_f64(tie_through_f32).to_f64(), 1.0 + 2f64.powi(-10));
+        assert_eq!(f16_from_f64(1.0 + 2f64.powi(-11)).to_f64(), 1.0); // a true tie: even
+                                                                      // Every f16 value, the midpoints between neighbours, and specials.
+        for bits in 0..=0x7bffu16 {
+            let a = f16::from_bits(bits).to_f64();
+            let b = f16::from_bits(bits + 1).to_f64();
+            for v in [a, -a, (a + b) / 2.0, a + (b - a) * 0.25, a + (b - a) * 0.75] {
+                let want = f16::from_f32(v as f32); // exact here: v fits in f32
+                assert_eq!(f16_from_f64(v).to_bits(), want.to_bits(), "{v}");
+            }
+        }
+        assert_eq!(f16_from_f64(65520.0).to_bits(), 0x7c00); // rounds up to inf
+        assert_eq!(f16_from_f64(f64::NEG_INFINITY).to_bits(), 0xfc00);
+        assert!(f16_from_f64(f64::NAN).is_nan());
+        assert_eq!(f16_from_f64(2f64.powi(-26)).to_bits(), 0);
+        assert_eq!(f16_from_f64(2f64.powi(-25) * 1.5).to_bits(), 1);
+    }
+}

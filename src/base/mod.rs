@@ -6,15 +6,17 @@ mod device;
 mod dtype;
 mod error;
 mod layout;
+mod memory;
 mod rng;
 mod storage;
 
 pub use device::Device;
-pub use dtype::{DType, Element};
+pub use dtype::{f16_from_f64, DType, Element};
 pub use error::{Error, Result};
 pub use layout::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, Layout, StridedIndex,
 };
+pub use memory::{ensure_host_fits, host_bytes, try_vec_with_capacity};
 pub use rng::Rng;
 pub use storage::CpuStorage;
 pub(crate) use storage::{lock_host, HostGuard, RawTensor, StorageCell};

@@ -51,11 +51,8 @@ impl CpuStorage {
     /// Zero-filled storage; `OutOfMemory` instead of an abort when the host cannot hold it.
     pub fn zeros(dtype: DType, n: usize) -> Result<Self> {
         fn vec<T: Clone>(zero: T, n: usize, dtype: DType) -> Result<Vec<T>> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
-                device: Device::Cpu,
-                bytes: n.saturating_mul(dtype.size_in_bytes()),
-            })?;
+            debug_assert_eq!(std::mem::size_of::<T>(), dtype.size_in_bytes());
+            let mut v = super::try_vec_with_capacity(n)?;
             v.resize(n, zero);
             Ok(v)
         }

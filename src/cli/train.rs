@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::train::{parse_impl, EvalConfig, LoopOptions, LrSchedule, OptimizerKind, TrainConfig};
+use crate::train::{
+    parse_impl, EvalConfig, LoopOptions, LrSchedule, OptimizerKind, ResumeOverrides, TrainConfig,
+};
 use crate::{DType, Device, Error, Result};
 use clap::Args;
 
@@ -14,15 +16,15 @@ pub(crate) struct TrainArgs {
     /// Total number of epochs (a resumed run continues up to this count).
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Optimizer: sgd, adam or adamw.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
+    /// Samples per batch [default: 64; with --resume, the checkpoint's]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate [default: 0.001; with --resume, the checkpoint's]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimizer: sgd, adam or adamw [default: sgd; with --resume, the checkpoint's]
+    #[arg(long)]
+    pub optimizer: Option<String>,
     /// SGD's momentum (0: none, as in the quickstart).
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f64,
@@ -40,9 +42,10 @@ pub(crate) struct TrainArgs {
     /// Device: auto (a GPU when there is one), cpu, cuda, cuda:N or emu.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Parameter dtype: f32, or f16 for mixed precision.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Parameter dtype: f32, or f16 for mixed precision [default: f32; with --resume,
+    /// the checkpoint's]
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Mixed precision: the GradScaler's initial scale.
     #[arg(long, default_value_t = 65536.0)]
     pub init_scale: f64,
@@ -58,7 +61,9 @@ pub(crate) struct TrainArgs {
     /// Write a checkpoint here after every epoch (atomically).
     #[arg(long)]
     pub save: Option<PathBuf>,
-    /// Continue from a checkpoint written by --save.
+    /// Continue from a checkpoint written by --save. Its optimizer, dtype, batch size and
+    /// lr are used unless the flag is given, which then overrides it (said on stderr).
+    /// --save may name the same file.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Write a PNG of the training loss and the test accuracy here.
@@ -119,8 +124,8 @@ impl TrainArgs {
         let defaults = TrainConfig::default();
         Ok(TrainConfig {
             epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
+            lr: self.lr.unwrap_or(defaults.lr),
             momentum: self.momentum,
             lr_schedule: self
                 .lr_schedule
@@ -128,10 +133,16 @@ impl TrainArgs {
                 .map(LrSchedule::parse)
                 .transpose()?,
             graph: self.graph,
-            optimizer: OptimizerKind::parse(&self.optimizer)?,
+            optimizer: match &self.optimizer {
+                Some(o) => OptimizerKind::parse(o)?,
+                None => defaults.optimizer,
+            },
             imp: parse_impl(&self.imp)?,
             device: Device::parse(&self.device)?,
-            dtype: parse_dtype(&self.dtype)?,
+            dtype: match &self.dtype {
+                Some(d) => parse_dtype(d)?,
+                None => defaults.dtype,
+            },
             init_scale: self.init_scale,
             seed: self.seed,
             shuffle: true,
@@ -146,6 +157,12 @@ impl TrainArgs {
             data_dir: self.data_dir.clone().unwrap_or(defaults.data_dir),
             train_samples: self.train_samples,
             test_samples: self.test_samples,
+            resume_overrides: ResumeOverrides {
+                lr: self.lr.is_some(),
+                optimizer: self.optimizer.is_some(),
+                dtype: self.dtype.is_some(),
+                batch_size: self.batch_size.is_some(),
+            },
         })
     }
 }
@@ -153,6 +170,7 @@ impl TrainArgs {
 /// Trains the quickstart model; stdout gets PyTorch's lines, stderr a speed summary.
 pub(crate) fn train(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
+    check_outputs(args)?;
     // On a worker of the rayon pool, a parallel op starts on this thread at once instead
     // of waking a worker and blocking until it is done (about 20% faster on 2 cores).
     let report = rayon::scope(|_| {
@@ -182,6 +200,27 @@ pub(crate) fn train(args: &TrainArgs) -> Result<ExitCode> {
         eprintln!("plot written to {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before any work, an output that cannot be written or that is the same file
+/// as another output or the checkpoint read. `--save` may name the `--resume` file: the
+/// run continues that checkpoint and replaces it, atomically, after each epoch.
+fn check_outputs(args: &TrainArgs) -> Result<()> {
+    let mut named: Vec<(&str, &std::path::Path)> = Vec::new();
+    if let Some(p) = &args.plot {
+        named.push(("--plot", p));
+    }
+    if let Some(p) = &args.save {
+        crate::io::check_output(p)?;
+        crate::io::check_distinct(&[named.as_slice(), &[("--save", p)]].concat())?;
+    }
+    if let Some(p) = &args.resume {
+        crate::io::check_distinct(&[named.as_slice(), &[("--resume", p)]].concat())?;
+    }
+    if let Some(p) = &args.plot {
+        crate::io::check_output(p)?;
+    }
+    Ok(())
 }
 
 /// Evaluates a saved model on the test set and prints the quickstart's test report.

@@ -35,15 +35,46 @@ pub fn read_idx(path: &Path, rank: Option<usize>) -> Result<IdxArray> {
     parse_idx(&bytes, rank).map_err(|msg| format_error(path, msg))
 }
 
-/// The decompressed bytes of a gzip file.
+/// The decompressed bytes of a gzip file (every member of a multi-member file, as
+/// `gzip -d` gives them). Decompression stops one byte past the length the IDX header
+/// declares, so a small file that inflates without bound (a gzip bomb) costs no more
+/// memory than the array it claims to hold; `parse_idx` then reports the trailing bytes.
 #[cfg(feature = "gzip")]
 fn gunzip(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(raw.len() * 4);
-    flate2::read::GzDecoder::new(raw)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("corrupt gzip stream: {e}"))?;
+    let corrupt = |e: std::io::Error| format!("corrupt gzip stream: {e}");
+    let mut dec = flate2::read::MultiGzDecoder::new(raw);
+    let mut out = Vec::new();
+    // The magic number, then the dimensions it announces.
+    (&mut dec).take(4).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() == 4 {
+        let dims = 4 * out[3] as u64;
+        (&mut dec)
+            .take(dims)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?;
+    }
+    let Some(len) = declared_len(&out) else {
+        return Ok(out); // a short or malformed header: parse_idx names the problem
+    };
+    let rest = (len - out.len()) as u64 + 1;
+    out.try_reserve(raw.len().saturating_mul(4).min(len + 1 - out.len()))
+        .map_err(|_| format!("{len} bytes of data do not fit in memory"))?;
+    dec.take(rest).read_to_end(&mut out).map_err(corrupt)?;
     Ok(out)
+}
+
+/// The total length (header and data) that a complete IDX header announces, or `None`
+/// when `head` is not one or the length overflows.
+#[cfg(feature = "gzip")]
+fn declared_len(head: &[u8]) -> Option<usize> {
+    let rank = *head.get(3)? as usize;
+    let header = 4 + 4 * rank;
+    let dims = head.get(4..header)?;
+    dims.chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .try_fold(1usize, |n, d| n.checked_mul(d))?
+        .checked_add(header)
 }
 
 /// Without the `gzip` feature a compressed file is an error saying so.

@@ -23,6 +23,9 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// The number of classes of MNIST-style data (labels `0..10`).
+pub const MNIST_CLASSES: usize = 10;
+
 /// Which half of the data set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
@@ -89,18 +92,44 @@ impl MnistDataset {
                 ),
             });
         }
+        if let Some(i) = labels
+            .data
+            .iter()
+            .position(|&l| l as usize >= MNIST_CLASSES)
+        {
+            return Err(Error::Format {
+                path: labels_path.display().to_string(),
+                msg: format!(
+                    "label {} of sample {i} is not a class (expected 0..{MNIST_CLASSES})",
+                    labels.data[i]
+                ),
+            });
+        }
         MnistDataset::from_parts(images.data, labels.data, images.dims[1], images.dims[2])
     }
 
     /// A data set from raw pixels (`n * rows * cols` bytes, row-major) and `n` labels.
+    /// Every label must be below [`MNIST_CLASSES`].
     pub fn from_parts(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
-        if rows * cols == 0 || images.len() != labels.len() * rows * cols {
+        let bytes = rows
+            .checked_mul(cols)
+            .and_then(|px| px.checked_mul(labels.len()));
+        if rows == 0 || cols == 0 || bytes != Some(images.len()) {
             return Err(Error::invalid(
                 "MnistDataset",
                 format!(
                     "{} pixel bytes do not make {} images of {rows}x{cols}",
                     images.len(),
                     labels.len()
+                ),
+            ));
+        }
+        if let Some(i) = labels.iter().position(|&l| l as usize >= MNIST_CLASSES) {
+            return Err(Error::invalid(
+                "MnistDataset",
+                format!(
+                    "label {} of sample {i} is not a class (expected 0..{MNIST_CLASSES})",
+                    labels[i]
                 ),
             ));
         }

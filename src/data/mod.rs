@@ -13,4 +13,4 @@ mod mnist;
 
 pub use dataset::{check_indices, Batch, Dataset, HostBatch};
 pub use loader::{Batches, DataLoader};
-pub use mnist::{default_data_dir, MnistDataset, Split, FASHION_MNIST_CLASSES};
+pub use mnist::{default_data_dir, MnistDataset, Split, FASHION_MNIST_CLASSES, MNIST_CLASSES};

@@ -6,8 +6,7 @@
 //! writes the same format, so its state dicts load here directly.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
@@ -120,41 +119,9 @@ pub fn load(path: &Path) -> Result<TensorFile> {
     decode(&bytes, path)
 }
 
-/// Writes `file` to `path` atomically: the bytes go to a temporary file in the same
-/// directory, which is flushed to disk and then renamed over `path`. A crash leaves either
-/// the old file or the new one, never a mix.
+/// Writes `file` to `path` atomically (see [`super::write_atomic`]: a symlink is
+/// written through, a crash leaves the old file or the new one).
 pub fn save(path: &Path, file: &TensorFile) -> Result<()> {
     let bytes = encode(file)?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("save", format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    // Persist the rename itself; not every platform can open a directory, so best effort.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    super::write_atomic(path, &bytes)
 }

@@ -1,6 +1,6 @@
 //! Elementwise functions of one tensor and the scalar affine map.
 
-use crate::backend::UnaryOp;
+use crate::backend::{BinaryOp, UnaryOp};
 use crate::base::Result;
 use crate::tensor::graph::{needs_grad, non_differentiable, record, SavedTensor};
 use crate::tensor::prim;
@@ -111,7 +111,7 @@ impl Tensor {
     pub fn relu(&self) -> Result<Tensor> {
         unary_op("ReluBackward", UnaryOp::Relu, self, Keep::Output, |g, y| {
             // The step mask is a constant: relu's second derivative is zero.
-            g.mul(&prim::unary(UnaryOp::Step, y)?)
+            prim::binary(BinaryOp::ThresholdBackward, g, y)
         })
     }
 

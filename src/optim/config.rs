@@ -165,7 +165,31 @@ fn check(what: &str, v: f64, ok: bool) -> Result<()> {
     }
 }
 
+/// Keys PyTorch's optimizers write into each `param_groups` entry beside the
+/// hyperparameters (implementation flags and the schedulers' `initial_lr`): accepted in a
+/// loaded state dict and ignored.
+pub const TORCH_GROUP_FLAGS: [&str; 5] = [
+    "foreach",
+    "fused",
+    "capturable",
+    "differentiable",
+    "initial_lr",
+];
+
 impl Hyper {
+    /// The optimizer's name: `sgd`, `adam` or `adamw`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Hyper::Sgd(_) => "sgd",
+            Hyper::Adam {
+                decoupled: false, ..
+            } => "adam",
+            Hyper::Adam {
+                decoupled: true, ..
+            } => "adamw",
+        }
+    }
+
     /// Validates like PyTorch's constructors.
     pub fn validate(&self) -> Result<()> {
         match self {
@@ -259,7 +283,25 @@ impl Hyper {
 
     /// Reads hyperparameters of the same kind as `self` from a `param_groups` entry;
     /// missing keys keep `self`'s values.
+    ///
+    /// `lr` must be present; a key that is neither one of `self`'s hyperparameters nor
+    /// one of the flags PyTorch writes beside them ([`TORCH_GROUP_FLAGS`], ignored) is an
+    /// error naming it.
     pub fn from_json(&self, m: &Map<String, Value>) -> Result<Hyper> {
+        let known = self.to_json();
+        if let Some(k) = m
+            .keys()
+            .find(|k| !known.contains_key(*k) && !TORCH_GROUP_FLAGS.contains(&k.as_str()))
+        {
+            return Err(Error::Optim(format!(
+                "param group key '{k}' is not a hyperparameter of {} (expected {:?})",
+                self.name(),
+                known.keys().collect::<Vec<_>>()
+            )));
+        }
+        if !m.contains_key("lr") {
+            return Err(Error::Optim("param group has no 'lr'".into()));
+        }
         let num = |k: &str, d: f64| -> Result<f64> {
             match m.get(k) {
                 None => Ok(d),

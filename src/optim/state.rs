@@ -191,12 +191,21 @@ impl OptimCore {
                         rhs: t.shape().to_vec(),
                     });
                 }
+                if !t.dtype().is_float() {
+                    return Err(Error::Optim(format!(
+                        "tensor {key} has dtype {}, not a float type",
+                        t.dtype()
+                    )));
+                }
                 let v = t.to_vec_f64()?;
                 let dtype = self.state_dtype(i);
                 buffers.push((name, Tensor::from_f64s(&v, p.shape(), dtype, p.device())?));
             }
             let step = match ps.step {
-                Some(s) => Some(Tensor::from_f64s(&[s], &[], DType::F32, p.device())?),
+                Some(s) => {
+                    check_step(i, s)?;
+                    Some(Tensor::from_f64s(&[s], &[], DType::F32, p.device())?)
+                }
                 None => None,
             };
             new_state[i] = Some(ParamState {
@@ -205,6 +214,7 @@ impl OptimCore {
                 buffers,
             });
         }
+        self.check_tensor_keys(sd)?;
         let masters = self.loaded_masters(sd)?;
         for (gi, h) in hypers.into_iter().enumerate() {
             self.groups[gi].hyper = h;
@@ -220,7 +230,40 @@ impl OptimCore {
     }
 }
 
+/// The largest step count a state dict may hold: steps are counted in f32 on the device
+/// (as PyTorch's capturable optimizers do), exact up to 2^24.
+pub const MAX_STEP: f64 = (1u64 << 24) as f64;
+
+/// A loaded step count must be a whole number of updates in `0..=MAX_STEP`.
+fn check_step(index: usize, step: f64) -> Result<()> {
+    if !(0.0..=MAX_STEP).contains(&step) || step.fract() != 0.0 {
+        return Err(Error::Optim(format!(
+            "param {index}: step {step} is not a count of updates (a whole number in 0..={MAX_STEP})"
+        )));
+    }
+    Ok(())
+}
+
 impl OptimCore {
+    /// Refuses a state dict carrying a tensor that no parameter's state names (a
+    /// `state.<i>.<name>` not listed for param `i`, or master weights of no f16 param).
+    fn check_tensor_keys(&self, sd: &StateDict) -> Result<()> {
+        for key in sd.tensors.keys() {
+            let listed = sd
+                .meta
+                .state
+                .iter()
+                .any(|(&i, ps)| ps.buffers.iter().any(|name| tensor_key(i, name) == *key));
+            let master = (0..self.params.len()).any(|i| master_key(i) == *key);
+            if !listed && !master {
+                return Err(Error::Optim(format!(
+                    "unexpected tensor {key}: no parameter's state lists it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The master weights a state dict carries, checked against the parameters: None
     /// when it has none or this optimizer keeps none (they are then made from the
     /// parameters at the next step).
@@ -233,9 +276,10 @@ impl OptimCore {
             let Some(t) = sd.tensors.get(&master_key(i)) else {
                 continue;
             };
-            if p.dtype() != DType::F16 || t.shape() != p.shape() {
+            if p.dtype() != DType::F16 || t.shape() != p.shape() || !t.dtype().is_float() {
                 return Err(Error::Optim(format!(
-                    "master weights {:?} for param {i} ({} {:?})",
+                    "master weights {} {:?} for param {i} ({} {:?})",
+                    t.dtype(),
                     t.shape(),
                     p.dtype(),
                     p.shape()

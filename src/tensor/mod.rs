@@ -31,7 +31,7 @@ pub use crate::base::{
 pub use graph::{AutogradMeta, BackwardCtx, Node, SavedTensor};
 
 use crate::backend::backend;
-use crate::base::{Error, RawTensor, Result, StorageCell};
+use crate::base::{f16_from_f64, Error, RawTensor, Result, StorageCell};
 
 /// An n-dimensional array on a device, cheap to clone (clones share data and identity).
 #[derive(Clone)]
@@ -207,6 +207,7 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let n = checked_numel("from_f64s", shape)?;
+        crate::base::ensure_host_fits(n, dtype)?;
         if data.len() != n {
             return Err(Error::invalid(
                 "from_f64s",
@@ -214,7 +215,7 @@ impl Tensor {
             ));
         }
         let cpu = match dtype {
-            DType::F16 => CpuStorage::F16(data.iter().map(|&v| f16::from_f64(v)).collect()),
+            DType::F16 => CpuStorage::F16(data.iter().map(|&v| f16_from_f64(v)).collect()),
             DType::F32 => CpuStorage::F32(data.iter().map(|&v| v as f32).collect()),
             DType::F64 => CpuStorage::F64(data.to_vec()),
             DType::I64 => CpuStorage::I64(data.iter().map(|&v| v as i64).collect()),
@@ -269,6 +270,8 @@ impl Tensor {
     pub fn randn(shape: &[usize], seed: u64, dtype: DType, device: Device) -> Result<Tensor> {
         let mut rng = Rng::new(seed);
         let n = checked_numel("randn", shape)?;
+        crate::base::ensure_host_fits(n, DType::F64)?;
+        crate::base::ensure_host_fits(n, dtype)?;
         let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
         Tensor::from_f64s(&v, shape, dtype, device)
     }
@@ -283,6 +286,8 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let n = checked_numel("rand", shape)?;
+        crate::base::ensure_host_fits(n, DType::F64)?;
+        crate::base::ensure_host_fits(n, dtype)?;
         let v: Vec<f64> = (0..n).map(|_| rng.uniform_range(lo, hi)).collect();
         Tensor::from_f64s(&v, shape, dtype, device)
     }

@@ -13,6 +13,22 @@ use crate::backend::{
 use crate::base::{DType, Device, Error, Result};
 use crate::tensor::Tensor;
 
+/// `OutOfMemory` before a CPU op allocates an output of `n` elements of `dtype` that the
+/// host cannot hold (a view such as `expand` can have far more elements than its
+/// storage); device allocators report that themselves.
+fn fits(device: Device, n: usize, dtype: DType) -> Result<()> {
+    if device == Device::Cpu {
+        crate::base::ensure_host_fits(n, dtype)
+    } else {
+        Ok(())
+    }
+}
+
+/// `fits` for an output of `x`'s size and dtype.
+fn fits_like(x: &Tensor) -> Result<()> {
+    fits(x.device(), x.numel(), x.dtype())
+}
+
 /// Wraps a backend's output.
 fn out(raw: Result<crate::base::RawTensor>) -> Result<Tensor> {
     raw.map(Tensor::from_raw)
@@ -76,6 +92,7 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// `op(x)` elementwise.
 pub(crate) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     float("unary", x)?;
+    fits_like(x)?;
     out(backend(x.device())?.unary(op, x.raw()))
 }
 
@@ -83,13 +100,19 @@ pub(crate) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_dtype("binary", a, b)?;
     float("binary", a)?;
-    crate::base::broadcast_shapes("binary", a.shape(), b.shape())?;
+    let shape = crate::base::broadcast_shapes("binary", a.shape(), b.shape())?;
+    fits(
+        a.device(),
+        crate::base::checked_numel("binary", &shape)?,
+        a.dtype(),
+    )?;
     out(backend(a.device())?.binary(op, a.raw(), b.raw()))
 }
 
 /// `x * mul + add` elementwise (scalars computed in f32, or f64 for f64 tensors).
 pub(crate) fn affine(x: &Tensor, mul: f64, add: f64) -> Result<Tensor> {
     float("affine", x)?;
+    fits_like(x)?;
     out(backend(x.device())?.affine(x.raw(), mul, add))
 }
 
@@ -123,22 +146,28 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if rb > 2 && a.shape()[..ra - 2] != b.shape()[..rb - 2] {
         return Err(bad());
     }
+    let rows = crate::base::checked_numel("matmul", &a.shape()[..ra - 1])?;
+    let n = rows.checked_mul(b.shape()[rb - 1]).ok_or_else(bad)?;
+    fits(a.device(), n, a.dtype())?;
     out(backend(a.device())?.matmul(a.raw(), b.raw()))
 }
 
 /// A contiguous copy.
 pub(crate) fn contiguous(x: &Tensor) -> Result<Tensor> {
+    fits_like(x)?;
     out(backend(x.device())?.cast(x.raw(), x.dtype()))
 }
 
 /// A contiguous copy converted to `dtype`.
 pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    fits(x.device(), x.numel(), dtype)?;
     out(backend(x.device())?.cast(x.raw(), dtype))
 }
 
 /// Softmax (or log-softmax) over the last dim, max-subtracted.
 pub(crate) fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
     float("softmax", x)?;
+    fits_like(x)?;
     out(backend(x.device())?.softmax(x.raw(), log))
 }
 
@@ -146,6 +175,7 @@ pub(crate) fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
 pub(crate) fn softmax_backward(y: &Tensor, dy: &Tensor, log: bool) -> Result<Tensor> {
     same_dtype("softmax_backward", y, dy)?;
     same_shape("softmax_backward", y, dy)?;
+    fits_like(y)?;
     out(backend(y.device())?.softmax_backward(y.raw(), dy.raw(), log))
 }
 
@@ -197,6 +227,7 @@ pub(crate) fn cross_entropy_backward(
     opts: &CrossEntropyOpts,
 ) -> Result<Tensor> {
     check_ce(logits, target, opts)?;
+    fits_like(logits)?;
     let input = CrossEntropyIn {
         logits: logits.raw(),
         target: target.raw(),
@@ -229,6 +260,7 @@ pub(crate) fn layer_norm(
             });
         }
     }
+    fits_like(x)?;
     let a = LayerNormIn {
         x: x.raw(),
         weight: weight.map(Tensor::raw),
@@ -252,6 +284,7 @@ pub(crate) fn layer_norm_backward(
     weight: Option<&Tensor>,
 ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
     same_dtype("layer_norm_backward", dy, x)?;
+    fits_like(x)?;
     let a = LayerNormGrad {
         dy: dy.raw(),
         x: x.raw(),
@@ -278,6 +311,8 @@ pub(crate) fn embedding(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
             format!("weight must be 2-D, got {:?}", weight.shape()),
         ));
     }
+    let n = idx.numel().checked_mul(weight.shape()[1]);
+    fits(weight.device(), n.unwrap_or(usize::MAX), weight.dtype())?;
     out(backend(weight.device())?.embedding(weight.raw(), idx.raw()))
 }
 
@@ -296,6 +331,9 @@ pub(crate) fn embedding_backward(
             rhs: idx.shape().to_vec(),
         });
     }
+    let d = grad.shape().last().copied().unwrap_or(1);
+    let n = num_embeddings.checked_mul(d).unwrap_or(usize::MAX);
+    fits(grad.device(), n, grad.dtype())?;
     out(backend(grad.device())?.embedding_backward(grad.raw(), idx.raw(), num_embeddings))
 }
 
@@ -311,6 +349,7 @@ pub(crate) fn dropout_mask(
     if !(0.0..1.0).contains(&p) {
         return Err(Error::invalid("dropout", format!("p = {p} outside [0, 1)")));
     }
+    fits(device, crate::base::checked_numel("dropout", shape)?, dtype)?;
     out(backend(device)?.dropout_mask(shape, p, seed, dtype))
 }
 

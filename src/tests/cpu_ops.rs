@@ -199,7 +199,7 @@ fn binary_ops_broadcast_like_loops() {
         (&[300, 1], &[1, 200], &[300, 200]),
         (&[7, 1, 33], &[7, 5, 1], &[7, 5, 33]),
     ];
-    let ops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    let ops = BinaryOp::ALL;
     for dtype in FLOATS {
         for (i, &(sa, sb, shape)) in pairs.iter().enumerate() {
             let (a, av) = random(sa, 2 * i as u64, -2.0, 2.0, dtype);
@@ -220,6 +220,13 @@ fn binary_ops_broadcast_like_loops() {
                             BinaryOp::Sub => x - z,
                             BinaryOp::Mul => x * z,
                             BinaryOp::Div => x / z,
+                            BinaryOp::ThresholdBackward => {
+                                if z <= 0.0 {
+                                    0.0
+                                } else {
+                                    x
+                                }
+                            }
                         }
                     })
                     .collect();

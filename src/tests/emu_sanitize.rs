@@ -81,6 +81,33 @@ fn a_write_past_the_end_names_the_kernel() {
 }
 
 #[test]
+fn child_fault_outside_then_inside_a_kernel() {
+    if is_child("child_fault_outside_then_inside_a_kernel") {
+        // SAFETY: test hooks of the emulator: a handler that repairs a PROT_NONE page,
+        // installed before the emulator's own, and one read of such a page.
+        unsafe { emu::ffi::gs_emu_test_install_recovering_handler() };
+        gpu::get(Device::Emu).unwrap();
+        let repaired = unsafe { emu::ffi::gs_emu_test_fault_outside_kernel() };
+        println!("repaired outside: {repaired}");
+        // The emulator's handler must still name the kernel of the next fault.
+        let r = write_floats(1000, 1000);
+        println!("returned: {r:?}");
+    }
+}
+
+#[test]
+fn a_fault_outside_a_kernel_goes_to_the_previous_handler_and_leaves_ours_installed() {
+    let (out, stderr) = aborted_child_stderr("child_fault_outside_then_inside_a_kernel");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("repaired outside: 1"), "stdout: {stdout}");
+    assert!(
+        stderr.contains("invalid memory access") && stderr.contains("emu_test_write_past_end"),
+        "stderr: {stderr}"
+    );
+    assert!(!stdout.contains("returned:"), "stdout: {stdout}");
+}
+
+#[test]
 fn child_shared_past_end() {
     if is_child("child_shared_past_end") {
         let dev = gpu::get(Device::Emu).unwrap();

@@ -54,6 +54,62 @@ pub struct CheckpointMeta {
     /// The mixed-precision GradScaler (f16 training only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<ScalerState>,
+    /// The run's settings that a resumed run keeps unless told otherwise (absent in
+    /// checkpoints of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<RunSettings>,
+}
+
+/// What a run was started with, kept so that `--resume` continues the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Parameter dtype: `f32`, or `f16` (mixed precision).
+    pub dtype: String,
+    /// The base learning rate (a schedule's starting point).
+    pub lr: f64,
+}
+
+/// More completed epochs than this in a checkpoint is corruption, not a long run.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
+impl CheckpointMeta {
+    /// Checks the values, not only their types: the epoch count and the history agree
+    /// and are sane, the RNG state can generate, the settings are usable. The error
+    /// names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.epoch > MAX_EPOCHS {
+            return Err(format!(
+                "epoch {} is beyond any run (at most {MAX_EPOCHS})",
+                self.epoch
+            ));
+        }
+        let h = &self.history;
+        if h.accuracy.len() > self.epoch || h.test_loss.len() > self.epoch {
+            return Err(format!(
+                "history has {} accuracies and {} test losses for {} completed epochs",
+                h.accuracy.len(),
+                h.test_loss.len(),
+                self.epoch
+            ));
+        }
+        if self.rng_state == Some([0; 4]) {
+            return Err("rng_state is all zeros, which the generator cannot leave".into());
+        }
+        if let Some(s) = &self.settings {
+            if s.batch_size == 0 {
+                return Err("settings.batch_size is 0".into());
+            }
+            if s.dtype != "f32" && s.dtype != "f16" {
+                return Err(format!("settings.dtype {:?} is not f32 or f16", s.dtype));
+            }
+            if !(s.lr.is_finite() && s.lr >= 0.0) {
+                return Err(format!("settings.lr {} is not a learning rate", s.lr));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A checkpoint in memory: the parameters, the optimizer state and the metadata.
@@ -91,9 +147,18 @@ impl Checkpoint {
                 optimizer_state: state.meta.clone(),
                 history: history.clone(),
                 scaler,
+                settings: None,
             }),
             optimizer: state,
         })
+    }
+
+    /// The checkpoint with the run's settings recorded (for `--resume`).
+    pub fn with_settings(mut self, settings: RunSettings) -> Checkpoint {
+        if let Some(m) = self.meta.as_mut() {
+            m.settings = Some(settings);
+        }
+        self
     }
 
     /// Writes the checkpoint atomically (see [`io::save`]).
@@ -132,6 +197,10 @@ impl Checkpoint {
                         msg: format!("checkpoint format {:?}, expected {FORMAT:?}", meta.format),
                     });
                 }
+                meta.validate().map_err(|msg| Error::Format {
+                    path: path.display().to_string(),
+                    msg: format!("bad checkpoint metadata: {msg}"),
+                })?;
                 Some(meta)
             }
         };
@@ -252,6 +321,30 @@ impl Checkpoint {
                 }
             )));
         }
+        self.apply_parts(model, Some(optimizer), scaler, path)
+    }
+
+    /// Restores what a resumed run keeps: the parameters always, the optimizer state when
+    /// `optimizer` is given, the scaler when `scaler` is given and the checkpoint has one.
+    /// Everything is checked first; on any error, nothing changes. The caller has decided
+    /// that the parts fit (see [`Self::apply_training`] for the strict rule).
+    pub fn apply_parts(
+        &self,
+        model: &mut dyn Module,
+        optimizer: Option<&mut dyn Optimizer>,
+        scaler: Option<&mut GradScaler>,
+        path: &Path,
+    ) -> Result<&CheckpointMeta> {
+        let bad = |msg: String| Error::Format {
+            path: path.display().to_string(),
+            msg,
+        };
+        let meta = self.meta.as_ref().ok_or_else(|| {
+            bad(
+                "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)"
+                    .into(),
+            )
+        })?;
         self.check_model(model, path)?;
         // Built (and checked) before anything changes.
         let restored_scaler = match (&scaler, &meta.scaler) {
@@ -261,9 +354,11 @@ impl Checkpoint {
             ),
             _ => None,
         };
-        optimizer
-            .load_state_dict(&self.optimizer)
-            .map_err(|e| bad(format!("optimizer state: {e}")))?;
+        if let Some(optimizer) = optimizer {
+            optimizer
+                .load_state_dict(&self.optimizer)
+                .map_err(|e| bad(format!("optimizer state: {e}")))?;
+        }
         self.apply_model(model, path)?;
         if let (Some(s), Some(r)) = (scaler, restored_scaler) {
             *s = r;

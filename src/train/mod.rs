@@ -14,12 +14,12 @@ pub(crate) mod pyfmt;
 mod run;
 mod schedule;
 
-pub use checkpoint::{Checkpoint, CheckpointMeta, History};
+pub use checkpoint::{Checkpoint, CheckpointMeta, History, RunSettings, MAX_EPOCHS};
 pub use loops::{
     evaluate, test_loop, train_loop, EpochStats, GraphedStep, LoopOptions, Report, Trainee,
 };
 pub use model::{
     parse_impl, quickstart_model, OptimizerKind, QUICKSTART_CLASSES, QUICKSTART_INPUTS,
 };
-pub use run::{eval, load_model, train, EvalConfig, TrainConfig, TrainReport};
+pub use run::{eval, load_model, train, EvalConfig, ResumeOverrides, TrainConfig, TrainReport};
 pub use schedule::LrSchedule;

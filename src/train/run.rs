@@ -9,7 +9,7 @@ use crate::data::{DataLoader, Dataset, MnistDataset, Split};
 use crate::nn::{CrossEntropyLoss, Module, Sequential};
 use crate::optim::{GradScaler, Impl, LrScheduler};
 use crate::tensor::{DType, Device, Rng, Tensor};
-use crate::train::checkpoint::{Checkpoint, History};
+use crate::train::checkpoint::{Checkpoint, CheckpointMeta, History, RunSettings};
 use crate::train::loops::{self, GraphedStep, LoopOptions, Report, Trainee};
 use crate::train::model::{quickstart_model, OptimizerKind, QUICKSTART_INPUTS};
 use crate::train::pyfmt;
@@ -60,6 +60,144 @@ pub struct TrainConfig {
     pub train_samples: Option<usize>,
     /// Use only the first N test samples.
     pub test_samples: Option<usize>,
+    /// Which settings override a resumed checkpoint's (see [`ResumeOverrides`]).
+    pub resume_overrides: ResumeOverrides,
+}
+
+/// The rule for a resumed run whose settings disagree with its checkpoint (PyTorch's:
+/// the loaded state wins unless the setting is given explicitly). A `false` field takes
+/// the checkpoint's value; a `true` one keeps the configured value, and the run says so
+/// on stderr. `gradstep train` sets a field when its flag is on the command line.
+///
+/// Overriding the optimizer keeps the parameters and starts the optimizer afresh (its
+/// state does not fit another optimizer); overriding the dtype casts the parameters and
+/// starts a fresh GradScaler (f16) or drops it (f32); overriding the batch size keeps the
+/// shuffling generator; overriding the lr sets every group's lr (or a schedule's base).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResumeOverrides {
+    /// `lr` overrides the checkpoint's learning rate.
+    pub lr: bool,
+    /// `optimizer` overrides the checkpoint's optimizer.
+    pub optimizer: bool,
+    /// `dtype` overrides the checkpoint's parameter dtype.
+    pub dtype: bool,
+    /// `batch_size` overrides the checkpoint's batch size.
+    pub batch_size: bool,
+}
+
+/// What a resumed run takes from its checkpoint: the config it runs with, whether the
+/// optimizer state and the scaler are restored, and the notes for stderr.
+struct Resumed {
+    cfg: TrainConfig,
+    optimizer_state: bool,
+    scaler_state: bool,
+    set_lr: bool,
+    notes: Vec<String>,
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    if d == DType::F16 {
+        "f16"
+    } else {
+        "f32"
+    }
+}
+
+/// Applies [`ResumeOverrides`] to `cfg` for a checkpoint with `meta`.
+fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Result<Resumed> {
+    let mut r = Resumed {
+        cfg: cfg.clone(),
+        optimizer_state: true,
+        scaler_state: true,
+        set_lr: false,
+        notes: Vec::new(),
+    };
+    let o = cfg.resume_overrides;
+    let from = path.display();
+    let saved_opt = OptimizerKind::parse(&meta.optimizer).map_err(|e| Error::Format {
+        path: from.to_string(),
+        msg: format!("optimizer: {e}"),
+    })?;
+    if saved_opt != cfg.optimizer {
+        if o.optimizer {
+            r.optimizer_state = false;
+            r.notes.push(format!(
+                "--optimizer {} overrides {}'s {}: the parameters are resumed, the optimizer starts afresh",
+                cfg.optimizer.name(), from, saved_opt.name()
+            ));
+        } else {
+            r.cfg.optimizer = saved_opt;
+            r.notes.push(format!(
+                "resuming with {from}'s optimizer {}",
+                saved_opt.name()
+            ));
+        }
+    }
+    let saved_dtype = match &meta.settings {
+        Some(s) if s.dtype == "f16" => DType::F16,
+        Some(_) => DType::F32,
+        None if meta.scaler.is_some() => DType::F16,
+        None => DType::F32,
+    };
+    if saved_dtype != cfg.dtype {
+        if o.dtype {
+            r.scaler_state = false;
+            r.notes.push(format!(
+                "--dtype {} overrides {}'s {}: the parameters are cast{}",
+                dtype_name(cfg.dtype),
+                from,
+                dtype_name(saved_dtype),
+                if cfg.dtype == DType::F16 {
+                    ", the GradScaler starts afresh"
+                } else {
+                    ", the GradScaler is dropped"
+                }
+            ));
+        } else {
+            r.cfg.dtype = saved_dtype;
+            r.notes.push(format!(
+                "resuming with {from}'s dtype {}",
+                dtype_name(saved_dtype)
+            ));
+        }
+    }
+    if let Some(s) = &meta.settings {
+        if s.batch_size != cfg.batch_size {
+            if o.batch_size {
+                r.notes.push(format!(
+                    "--batch-size {} overrides {}'s {}",
+                    cfg.batch_size, from, s.batch_size
+                ));
+            } else {
+                r.cfg.batch_size = s.batch_size;
+                r.notes.push(format!(
+                    "resuming with {from}'s batch size {}",
+                    s.batch_size
+                ));
+            }
+        }
+    }
+    // The base lr: saved in the settings, else the first group's (older checkpoints).
+    let saved_lr = match &meta.settings {
+        Some(s) => Some(s.lr),
+        None => meta
+            .optimizer_state
+            .param_groups
+            .first()
+            .and_then(|g| g.hyper.get("lr"))
+            .and_then(|v| v.as_f64()),
+    };
+    if let Some(lr) = saved_lr.filter(|&lr| lr != cfg.lr) {
+        if o.lr {
+            r.set_lr = true;
+            r.notes
+                .push(format!("--lr {} overrides {}'s {lr}", cfg.lr, from));
+        } else {
+            r.cfg.lr = lr;
+            r.notes.push(format!("resuming with {from}'s lr {lr}"));
+        }
+    }
+    Ok(r)
 }
 
 impl Default for TrainConfig {
@@ -85,6 +223,7 @@ impl Default for TrainConfig {
             data_dir: crate::data::default_data_dir(),
             train_samples: None,
             test_samples: None,
+            resume_overrides: ResumeOverrides::default(),
         }
     }
 }
@@ -129,6 +268,19 @@ fn load_split(dir: &Path, split: Split, limit: Option<usize>) -> Result<Arc<dyn 
         Some(n) => d.take(n),
         None => d,
     };
+    if d.len() == 0 {
+        let (which, flag) = match split {
+            Split::Train => ("training", "train"),
+            Split::Test => ("test", "test"),
+        };
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "the {which} set in {} is empty (check --{flag}-samples and the data files)",
+                dir.display()
+            ),
+        ));
+    }
     Ok(Arc::new(d))
 }
 
@@ -161,7 +313,33 @@ fn open_device(device: Device) -> Result<()> {
 /// On the CPU, call it on a rayon worker (`rayon::scope(|_| train(..))`, as `gradstep
 /// train` does): parallel ops then start on the calling thread instead of waking the
 /// pool and waiting, about 20% faster on 2 cores.
+///
+/// With `resume`, settings that disagree with the checkpoint follow
+/// [`ResumeOverrides`]; each disagreement is a `note:` line on stderr.
 pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
+    let resume = cfg
+        .resume
+        .as_deref()
+        .map(|p| Checkpoint::load(p).map(|c| (p, c)))
+        .transpose()?;
+    let resumed = match &resume {
+        Some((path, ckpt)) => match &ckpt.meta {
+            Some(meta) => Some(resolve_resume(cfg, meta, path)?),
+            None => {
+                return Err(Error::Format {
+                    path: path.display().to_string(),
+                    msg: "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)".into(),
+                })
+            }
+        },
+        None => None,
+    };
+    if let Some(r) = &resumed {
+        for n in &r.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    let cfg = resumed.as_ref().map_or(cfg, |r| &r.cfg);
     if cfg.dtype != DType::F32 && cfg.dtype != DType::F16 {
         return Err(Error::invalid(
             "train",
@@ -180,15 +358,13 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             ),
         ));
     }
+    if let Some(p) = &cfg.save {
+        crate::io::check_output(p)?;
+    }
     let train_data = load_split(&cfg.data_dir, Split::Train, cfg.train_samples)?;
     let test_data = load_split(&cfg.data_dir, Split::Test, cfg.test_samples)?;
     check_input_size(train_data.as_ref(), &cfg.data_dir)?;
     check_input_size(test_data.as_ref(), &cfg.data_dir)?;
-    let resume = cfg
-        .resume
-        .as_deref()
-        .map(|p| Checkpoint::load(p).map(|c| (p, c)))
-        .transpose()?;
     open_device(cfg.device)?;
     let w = |e| Error::io("<output>", e);
     writeln!(out, "Using {} device", cfg.device).map_err(w)?;
@@ -225,14 +401,18 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
 
     let mut history = History::default();
     let mut first_epoch = 0;
-    if let Some((path, ckpt)) = &resume {
-        let meta = ckpt.apply_training(
+    if let (Some((path, ckpt)), Some(r)) = (&resume, &resumed) {
+        let meta = ckpt.apply_parts(
             &mut model,
-            optimizer.as_mut(),
-            cfg.optimizer.name(),
-            scaler.as_mut(),
+            r.optimizer_state.then_some(optimizer.as_mut()),
+            scaler.as_mut().filter(|_| r.scaler_state),
             path,
         )?;
+        if r.set_lr && scheduler.is_none() {
+            for g in 0..optimizer.param_groups().len() {
+                optimizer.set_lr(g, cfg.lr)?;
+            }
+        }
         if let Some(state) = meta.rng_state {
             train_loader.set_rng_state(state);
         }
@@ -249,6 +429,12 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         }
     }
     let mut graph = cfg.graph.then(GraphedStep::new);
+    if first_epoch >= cfg.epochs {
+        eprintln!(
+            "note: the checkpoint has {first_epoch} completed epochs and --epochs is {}: nothing to train",
+            cfg.epochs
+        );
+    }
 
     let mut report = TrainReport {
         device: cfg.device,
@@ -312,6 +498,11 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
                 train_loader.rng_state(),
                 &history,
             )?
+            .with_settings(RunSettings {
+                batch_size: cfg.batch_size,
+                dtype: dtype_name(cfg.dtype).into(),
+                lr: cfg.lr,
+            })
             .save(path)?;
         }
     }

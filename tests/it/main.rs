@@ -6,6 +6,7 @@
 mod common;
 
 mod autograd;
+mod bad_input;
 mod data_idx;
 mod gradcheck;
 mod nn;

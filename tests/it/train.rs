@@ -19,7 +19,7 @@ use gradstep::{DType, Device, Tensor};
 const TRAIN_N: usize = 320;
 const TEST_N: usize = 200;
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gradstep-train-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -43,7 +43,7 @@ fn write_split(dir: &Path, prefix: &str, d: &MnistDataset) {
 }
 
 /// A directory holding the first samples of the bundled Fashion-MNIST, uncompressed.
-fn small_data() -> &'static Path {
+pub(crate) fn small_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist");
@@ -64,7 +64,7 @@ fn small_data() -> &'static Path {
     })
 }
 
-fn config(epochs: usize) -> TrainConfig {
+pub(crate) fn config(epochs: usize) -> TrainConfig {
     TrainConfig {
         epochs,
         batch_size: 32,
@@ -73,7 +73,7 @@ fn config(epochs: usize) -> TrainConfig {
     }
 }
 
-fn run(cfg: &TrainConfig) -> (train::TrainReport, String) {
+pub(crate) fn run(cfg: &TrainConfig) -> (train::TrainReport, String) {
     let mut out = Vec::new();
     let report = train::train(cfg, &mut out).unwrap();
     (report, String::from_utf8(out).unwrap())

@@ -64,13 +64,44 @@ inline uint16_t float_to_half_bits_rn(float f) {
     return (uint16_t)(sign | q);
 }
 
+// double -> binary16 bits, rounded once (to nearest, ties to even): not through float,
+// whose own rounding could move a value onto a tie.
+inline uint16_t double_to_half_bits_rn(double d) {
+    uint64_t x;
+    std::memcpy(&x, &d, 8);
+    uint16_t sign = (uint16_t)((x >> 48) & 0x8000u);
+    uint32_t exp = (uint32_t)((x >> 52) & 0x7ffu);
+    uint64_t man = x & 0xfffffffffffffull;
+    if (exp == 0x7ff) {  // inf or NaN (quiet NaN, keeping the top payload bits)
+        return (uint16_t)(sign | 0x7c00u | (man ? (0x200u | (uint32_t)(man >> 42)) : 0u));
+    }
+    int e = (int)exp - 1023 + 15;
+    if (e >= 0x1f) return (uint16_t)(sign | 0x7c00u);  // overflow to inf
+    uint64_t q, rem, halfway;
+    if (e <= 0) {
+        // Subnormal half (or zero): shift the full significand right.
+        if (e < -10) return sign;  // below half the smallest subnormal: rounds to zero
+        uint64_t m = man | (1ull << 52);
+        uint32_t shift = (uint32_t)(43 - e);
+        q = m >> shift;
+        rem = m & ((1ull << shift) - 1ull);
+        halfway = 1ull << (shift - 1);
+    } else {
+        q = ((uint64_t)e << 10) | (man >> 42);
+        rem = man & ((1ull << 42) - 1ull);
+        halfway = 1ull << 41;
+    }
+    if (rem > halfway || (rem == halfway && (q & 1u))) q++;  // may carry into inf: correct
+    return (uint16_t)(sign | q);
+}
+
 }  // namespace gs_emu
 
 struct __half {
     uint16_t __x;
     __half() = default;
     __half(float f) : __x(gs_emu::float_to_half_bits_rn(f)) {}
-    __half(double d) : __x(gs_emu::float_to_half_bits_rn((float)d)) {}
+    __half(double d) : __x(gs_emu::double_to_half_bits_rn(d)) {}
     __half(int i) : __x(gs_emu::float_to_half_bits_rn((float)i)) {}
     operator float() const { return gs_emu::half_bits_to_float(__x); }
     __half& operator+=(__half o) { return *this = __half((float)*this + (float)o); }
@@ -107,7 +138,7 @@ inline bool operator>=(__half a, __half b) { return (float)a >= (float)b; }
 inline float __half2float(__half h) { return gs_emu::half_bits_to_float(h.__x); }
 inline __half __float2half(float f) { return gs_emu_half_from_bits(gs_emu::float_to_half_bits_rn(f)); }
 inline __half __float2half_rn(float f) { return __float2half(f); }
-inline __half __double2half(double d) { return __float2half((float)d); }
+inline __half __double2half(double d) { return gs_emu_half_from_bits(gs_emu::double_to_half_bits_rn(d)); }
 inline __half __int2half_rn(int i) { return __float2half((float)i); }
 inline float __low2float(__half2 h) { return __half2float(h.x); }
 inline float __high2float(__half2 h) { return __half2float(h.y); }

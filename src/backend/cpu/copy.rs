@@ -71,7 +71,7 @@ impl Memory for CpuBackend {
 
     fn fill_(&self, t: &RawTensor, value: f64) -> Result<()> {
         with_any!(t.dtype(), |T| write::<T, _>("fill_", t, |d| d
-            .fill(T::from_f64(value))))
+            .fill(<T as Element>::from_f64(value))))
     }
 
     fn zero_(&self, t: &RawTensor) -> Result<()> {

@@ -112,6 +112,9 @@ fn binary_t<T: Float>(
         BinaryOp::Sub => zip_float::<T>(a, b, s, |x, y| x - y),
         BinaryOp::Mul => zip_float::<T>(a, b, s, |x, y| x * y),
         BinaryOp::Div => zip_float::<T>(a, b, s, |x, y| x / y),
+        BinaryOp::ThresholdBackward => {
+            zip_float::<T>(a, b, s, |x, y| if y <= T::A::ZERO { T::A::ZERO } else { x })
+        }
     }
 }
 

@@ -74,6 +74,12 @@ extern "C" {
     pub(crate) fn gs_emu_guarded_alloc(bytes: usize) -> *mut c_void;
     pub(crate) fn gs_emu_guarded_free(p: *mut c_void, bytes: usize);
     pub(crate) fn gs_emu_install_fault_handler();
+    /// Test only: installs a SIGSEGV handler that repairs the faulting page.
+    #[cfg(test)]
+    pub(crate) fn gs_emu_test_install_recovering_handler();
+    /// Test only: faults once outside any kernel; returns the faults repaired so far.
+    #[cfg(test)]
+    pub(crate) fn gs_emu_test_fault_outside_kernel() -> i32;
 }
 
 /// The descriptor of kernel `i` of `kernels/*.cu` (`None` past the end of the table).

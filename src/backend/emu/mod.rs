@@ -19,7 +19,7 @@
 //! - `GRADSTEP_EMU_EXECUTE=0` validates and counts every launch without running it: the
 //!   host work of planning and issuing launches, measured alone (`benches/host_overhead`).
 
-mod ffi;
+pub(crate) mod ffi;
 mod graph;
 mod launch;
 mod memory;

@@ -111,7 +111,17 @@ fn config(args: &BenchArgs) -> Result<BenchConfig> {
         cfg.timing.min_seconds = t;
     }
     if let Some(mib) = args.copy_mib {
-        cfg.copy_bytes = mib << 20;
+        cfg.copy_bytes = mib.checked_mul(1 << 20).ok_or_else(|| {
+            Error::invalid(
+                "bench",
+                format!("--copy-mib {mib}: more bytes than fit in memory addresses"),
+            )
+        })?;
+        // Two buffers of that size on the host or the device; none can outgrow the host
+        // (the emulator's memory is host memory; a GPU reports its own limit).
+        if !args.device.is_gpu() || args.device == Device::Emu {
+            crate::base::host_bytes(args.device, cfg.copy_bytes, 2)?;
+        }
     }
     cfg.train_batch = args.batch;
     if args.graph {
@@ -153,6 +163,15 @@ fn config(args: &BenchArgs) -> Result<BenchConfig> {
 /// Runs the benchmarks.
 pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let cfg = config(args)?;
+    // The outputs are proved writable before the measurements, which take minutes.
+    let outputs: Vec<(&str, &std::path::Path)> = [("--json", &args.json), ("--plot", &args.plot)]
+        .into_iter()
+        .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+        .collect();
+    crate::io::check_distinct(&outputs)?;
+    for (_, p) in &outputs {
+        crate::io::check_output(p)?;
+    }
     if cfg.device == Device::Emu {
         eprintln!("note: the emulator runs every kernel on the host: launch counts only, no times");
     }

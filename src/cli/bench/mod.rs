@@ -188,6 +188,16 @@ pub fn copy_bandwidth(cfg: &BenchConfig) -> Result<Record> {
     Ok(rec)
 }
 
+/// The parameters of `set` with gradients, or `OutOfMemory` before anything is made when
+/// those alone are more than the host holds (the emulator's memory and CPU tensors are
+/// host memory; a GPU reports its own limit).
+fn set_params(cfg: &BenchConfig, set: ParamSet, dtype: DType) -> Result<Vec<crate::Tensor>> {
+    if matches!(cfg.device, Device::Cpu | Device::Emu) {
+        crate::base::host_bytes(cfg.device, set.numel(), 2 * dtype.size_in_bytes())?;
+    }
+    make_params(&set.shapes(), dtype, cfg.device, 0)
+}
+
 /// `rec` marked as failed with `e`.
 fn failed(mut rec: Record, e: &Error) -> Record {
     rec.error = Some(e.to_string());
@@ -205,7 +215,7 @@ fn zero_records(
         imp: Some(imp.name().into()),
         ..base_record("zero", set, dtype)
     };
-    let params = match make_params(&set.shapes(), dtype, cfg.device, 0) {
+    let params = match set_params(cfg, set, dtype) {
         Ok(p) => p,
         Err(e) => return impls.iter().map(|&i| failed(base(i), &e)).collect(),
     };
@@ -252,7 +262,7 @@ fn step_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64
             .iter()
             .flat_map(|&o| cfg.impls.iter().map(move |&i| (o, i)))
     };
-    let params = match make_params(&set.shapes(), dtype, cfg.device, 0) {
+    let params = match set_params(cfg, set, dtype) {
         Ok(p) => p,
         Err(e) => return all().map(|(o, i)| failed(base(o, i), &e)).collect(),
     };

@@ -15,6 +15,12 @@ pub enum ParamSet {
     Mixed(usize),
 }
 
+/// The mean number of elements of a mixed tensor (sizes 1..=16000).
+const MIXED_MEAN_NUMEL: usize = 8000;
+/// The largest mixed set [`ParamSet::parse`] takes: 64 GiB of f16 parameters and grads
+/// (the run itself checks the set against the memory there is).
+const MIXED_MAX_BYTES: usize = 1 << 36;
+
 impl ParamSet {
     /// The three standard sets, in the order the tables list them.
     pub const STANDARD: [ParamSet; 3] = [
@@ -41,12 +47,22 @@ impl ParamSet {
                 .strip_prefix("mixed")
                 .and_then(|n| n.parse::<usize>().ok())
                 .filter(|&n| n >= 1)
-                .map(ParamSet::Mixed)
                 .ok_or_else(|| {
                     Error::invalid(
                         "bench",
                         format!("unknown parameter set '{s}' (expected 10x10M, gpt2-124m or mixedN, e.g. mixed1000)"),
                     )
+                })
+                .and_then(|n| {
+                    // The sizes average 8000 elements: bound the set by what its f16
+                    // parameters and gradients alone would take, before listing it.
+                    match n.checked_mul(MIXED_MEAN_NUMEL * 4) {
+                        Some(bytes) if bytes <= MIXED_MAX_BYTES => Ok(ParamSet::Mixed(n)),
+                        bytes => Err(Error::OutOfMemory {
+                            device: Device::Cpu,
+                            bytes: bytes.unwrap_or(usize::MAX),
+                        }),
+                    }
                 }),
         }
     }
@@ -71,10 +87,14 @@ impl ParamSet {
 
     /// Total number of elements.
     pub fn numel(self) -> usize {
-        self.shapes()
-            .iter()
-            .map(|s| s.iter().product::<usize>())
-            .sum()
+        match self {
+            ParamSet::Mixed(n) => (0..n).map(mixed_size).sum(),
+            _ => self
+                .shapes()
+                .iter()
+                .map(|s| s.iter().product::<usize>())
+                .sum(),
+        }
     }
 }
 
@@ -107,7 +127,12 @@ pub fn gpt2_124m_shapes() -> Vec<Vec<usize>> {
 
 /// The sizes of the first `n` mixed tensors: `1 + (i * 7919 + 13) % 16000`.
 pub fn mixed_sizes(n: usize) -> Vec<usize> {
-    (0..n).map(|i| 1 + (i * 7919 + 13) % 16000).collect()
+    (0..n).map(mixed_size).collect()
+}
+
+/// The size of mixed tensor `i`.
+fn mixed_size(i: usize) -> usize {
+    1 + (i * 7919 + 13) % 16000
 }
 
 /// Leaf parameters of the given shapes (uniform in [-0.5, 0.5)), each with a gradient

@@ -110,7 +110,7 @@ impl Report {
 
     /// Writes the JSON text to `path`.
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json()? + "\n").map_err(|e| Error::io(path, e))
+        crate::io::write_atomic(path, (self.to_json()? + "\n").as_bytes())
     }
 
     /// A human-readable table: one line per record, times per call, effective GB/s, % of

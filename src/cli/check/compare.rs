@@ -40,13 +40,30 @@ pub fn within<T>(place: &str, r: std::result::Result<T, Stop>) -> std::result::R
 
 /// Whether `got` passes against `want`: finite and `|got - want| <= atol + rtol*|want|`,
 /// computed in f64.
+/// A non-finite `want` (from a case's `"nan"`, `"inf"`, `"-inf"`) is matched exactly:
+/// NaN by any NaN, an infinity by the same one; the tolerance does not apply.
 pub fn within_tolerance(got: f64, want: f64, tol: Tolerance) -> bool {
+    if !want.is_finite() {
+        return non_finite_match(got, want);
+    }
     got.is_finite() && (got - want).abs() <= tol.atol + tol.rtol * want.abs()
+}
+
+/// `got` is the non-finite `want`: both NaN, or the same infinity.
+fn non_finite_match(got: f64, want: f64) -> bool {
+    (want.is_nan() && got.is_nan()) || got == want
 }
 
 /// How far `got` is from `want` in units of the tolerance: `|got-want| / (atol +
 /// rtol*|want|)`; infinite for a non-finite `got`.
 pub fn tolerance_ratio(got: f64, want: f64, tol: Tolerance) -> f64 {
+    if !want.is_finite() {
+        return if non_finite_match(got, want) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
     if !got.is_finite() {
         return f64::INFINITY;
     }
@@ -64,7 +81,13 @@ pub fn tolerance_ratio(got: f64, want: f64, tol: Tolerance) -> f64 {
 /// The element of largest [`tolerance_ratio`], NaN counting as worst (then infinity);
 /// ties go to the first. `None` for empty slices.
 pub fn worst_element(got: &[f64], want: &[f64], tol: Tolerance) -> Option<usize> {
-    let key = |i: usize| (got[i].is_nan(), tolerance_ratio(got[i], want[i], tol));
+    let key = |i: usize| {
+        let missed = !within_tolerance(got[i], want[i], tol);
+        (
+            missed && got[i].is_nan(),
+            tolerance_ratio(got[i], want[i], tol),
+        )
+    };
     let mut best: Option<(usize, (bool, f64))> = None;
     for i in 0..got.len().min(want.len()) {
         let k = key(i);
@@ -291,6 +314,11 @@ mod tests {
         assert!(within_tolerance(-2.0 - 2.9e-6, -2.0, TOL));
         assert!(!within_tolerance(f64::NAN, 0.0, TOL));
         assert!(!within_tolerance(f64::INFINITY, 1e300, TOL));
+        assert!(within_tolerance(f64::NAN, f64::NAN, TOL));
+        assert!(within_tolerance(f64::NEG_INFINITY, f64::NEG_INFINITY, TOL));
+        assert!(!within_tolerance(f64::INFINITY, f64::NEG_INFINITY, TOL));
+        assert!(!within_tolerance(1.0, f64::NAN, TOL));
+        assert!(!within_tolerance(f64::NAN, f64::INFINITY, TOL));
         assert!((tolerance_ratio(1.0 + 4e-6, 1.0, TOL) - 2.0).abs() < 1e-9);
     }
 

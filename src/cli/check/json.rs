@@ -1,10 +1,13 @@
 //! The case files' JSON shapes (`ops-ref/1`, `optim-ref/1`, `train-ref/1`) as serde types.
 //!
-//! Numbers are read as f64 (serde_json's `float_roundtrip` parses them exactly) and
+//! Numbers are read as f64 (serde_json's `float_roundtrip` parses them exactly; the
+//! strings `"nan"`, `"inf"`, `"-inf"` stand for non-finite values, see [`num`]) and
 //! converted to the case's dtype when tensors are made. Fields the runner must not
 //! depend on (`meta`, `torch_path`, `torch_compute`, `note`) are not read.
 
 use serde::Deserialize;
+
+use super::num;
 
 use crate::base::{Error, Result};
 use crate::tensor::DType;
@@ -24,6 +27,7 @@ pub struct TensorData {
     /// Sizes of each dim (`[]` for a 0-d tensor).
     pub shape: Vec<usize>,
     /// The values, row-major.
+    #[serde(deserialize_with = "num::de")]
     pub data: Vec<f64>,
 }
 
@@ -43,7 +47,7 @@ pub struct OpInput {
     /// Sizes of each dim.
     pub shape: Vec<usize>,
     /// Float values, for a float input.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub data: Option<Vec<f64>>,
     /// Integer values, for an integer input.
     #[serde(default)]
@@ -160,6 +164,7 @@ pub struct ParamSpec {
     /// Its shape.
     pub shape: Vec<usize>,
     /// Initial values.
+    #[serde(deserialize_with = "num::de")]
     pub init: Vec<f64>,
     /// When present (P), per-element lists hold `min(numel, P)` values, element i is
     /// value `i mod P`.
@@ -213,16 +218,16 @@ pub struct StateSpec {
     #[serde(default)]
     pub step: Option<f64>,
     /// SGD's momentum buffer.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub momentum_buffer: Option<Vec<f64>>,
     /// Adam's first moment.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub exp_avg: Option<Vec<f64>>,
     /// Adam's second moment.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub exp_avg_sq: Option<Vec<f64>>,
     /// AMSGrad's running maximum of the second moment.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub max_exp_avg_sq: Option<Vec<f64>>,
 }
 
@@ -230,6 +235,7 @@ pub struct StateSpec {
 #[derive(Clone, Debug, Deserialize)]
 pub struct OptimStep {
     /// Gradient of each param before the step (`null`: `.grad` is None).
+    #[serde(deserialize_with = "num::de")]
     pub grads: Vec<Option<Vec<f64>>>,
     /// The scaler's scale, when a scaler is used.
     #[serde(default)]
@@ -238,9 +244,10 @@ pub struct OptimStep {
     #[serde(default)]
     pub found_inf: Option<f64>,
     /// `.grad` of each param after the step (scaler cases only).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "num::de")]
     pub grads_after: Option<Vec<Option<Vec<f64>>>>,
     /// Every param after the step.
+    #[serde(deserialize_with = "num::de")]
     pub params: Vec<Vec<f64>>,
     /// Optimizer state of each param after the step (`null`: none).
     pub state: Vec<Option<StateSpec>>,
@@ -329,12 +336,16 @@ pub struct TrainStep {
     /// Indices into the case's batches used by this step.
     pub batches: Vec<usize>,
     /// The loss of each batch.
+    #[serde(deserialize_with = "num::de")]
     pub losses: Vec<f64>,
     /// The model output of each batch, flat.
+    #[serde(deserialize_with = "num::de")]
     pub logits: Vec<Vec<f64>>,
     /// `.grad` of every param before `step()`.
+    #[serde(deserialize_with = "num::de")]
     pub grads: Vec<Vec<f64>>,
     /// Every param after `step()`.
+    #[serde(deserialize_with = "num::de")]
     pub params: Vec<Vec<f64>>,
 }
 

@@ -18,6 +18,7 @@
 pub(crate) mod command;
 pub(crate) mod compare;
 pub(crate) mod json;
+mod num;
 mod ops;
 mod optim;
 mod train;

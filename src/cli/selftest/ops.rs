@@ -278,7 +278,7 @@ fn elementwise(c: &mut Checks) {
             });
         }
     }
-    let ops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    let ops = BinaryOp::ALL;
     // (shape a, view a, shape b, view b): same-shape dense (vector path with a tail),
     // unaligned, transposed against a broadcast row, a column broadcast, and empty.
     let cases: [(&[usize], View, &[usize], View); 5] = [
