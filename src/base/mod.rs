@@ -16,7 +16,9 @@ pub use error::{Error, Result};
 pub use layout::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, Layout, StridedIndex,
 };
-pub use memory::{ensure_host_fits, host_bytes, try_vec_with_capacity};
+#[cfg(feature = "cli")]
+pub use memory::host_bytes;
+pub use memory::{ensure_host_fits, try_vec_with_capacity};
 pub use rng::Rng;
 pub use storage::CpuStorage;
 pub(crate) use storage::{lock_host, HostGuard, RawTensor, StorageCell};
