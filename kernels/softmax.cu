@@ -172,7 +172,9 @@ __device__ void cross_entropy_fwd(const T* logits, const i64* target, CeParams p
                 } else {
                     const C nll = row_lse - gs_load(row, (u64)t * p.ls_col);
                     const C smooth = row_lse - acc.sum_x / (C)p.classes;
-                    l = ((C)1 - eps) * nll + eps * smooth;
+                    // Without smoothing the mean term is left out, not multiplied by 0:
+                    // an infinite logit off the target must not turn the loss into NaN.
+                    l = eps == (C)0 ? nll : ((C)1 - eps) * nll + eps * smooth;
                 }
                 block_count += (C)1;
             }
@@ -203,7 +205,9 @@ __device__ void cross_entropy_fwd(const T* logits, const i64* target, CeParams p
 
 // dlogits = g_r * (softmax(x_r) - (1 - eps) * onehot(t_r) - eps / classes), with g_r the
 // loss gradient of row r (divided by the number of non-ignored rows for R_MEAN, which
-// every block counts itself). Ignored rows and out-of-range targets give 0.
+// every block counts itself). An ignored row has g_r = 0 and no target: 0 where its
+// softmax is finite and NaN where it is not, as torch's log_softmax backward gives it.
+// Out-of-range targets (an error reported by the forward) give 0.
 template <typename T>
 __device__ void cross_entropy_bwd(const T* logits, const i64* target, const typename Compute<T>::type* lse,
                                   const T* grad, CeParams p, T* dx) {
@@ -220,11 +224,12 @@ __device__ void cross_entropy_bwd(const T* logits, const i64* target, const type
         const T* row = logits + r * p.ls_row;
         T* out = dx + r * p.classes;
         const i64 t = target[r * p.ts];
-        if (t == p.ignore_index || t < 0 || (u64)t >= p.classes) {
+        const bool ignored = t == p.ignore_index;
+        if (!ignored && (t < 0 || (u64)t >= p.classes)) {
             GS_BLOCK_LOOP(c, p.classes) { gs_store(out, c, (C)0); }
             continue;
         }
-        const C g = gs_load(grad, r * p.gs) * scale;
+        const C g = ignored ? (C)0 : gs_load(grad, r * p.gs) * scale;
         const C row_lse = lse[r * p.lse_s];
         GS_BLOCK_LOOP(c, p.classes) {
             const C prob = gs_exp(gs_load(row, c * p.ls_col) - row_lse);

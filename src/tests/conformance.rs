@@ -35,6 +35,10 @@ super::case_file_tests! {conform:
     optim_stress_emu => "optim_stress.json" on Emu,
     train_cpu => "train.json" on Cpu,
     train_emu => "train.json" on Emu,
+    nonfinite_ops_cpu => "nonfinite_ops.json" on Cpu,
+    nonfinite_ops_emu => "nonfinite_ops.json" on Emu,
+    nonfinite_optim_cpu => "nonfinite_optim.json" on Cpu,
+    nonfinite_optim_emu => "nonfinite_optim.json" on Emu,
 }
 
 /// Writes `content` to a fresh file under the target's temporary directory.

@@ -205,11 +205,13 @@ fn cross_entropy_backward_t<T: Float>(a: &CrossEntropyGrad<'_>) -> Result<RawTen
             for (i, o) in out.chunks_mut(c).enumerate() {
                 let r = r0 + i;
                 let t = targets[r];
-                if t == opts.ignore_index {
-                    o.fill(T::store(T::A::ZERO));
-                    continue;
-                }
-                let gr = T::A::of_f64(g[if per_row { r } else { 0 }] * scale);
+                // An ignored row has no target and a zero gradient: 0 where its softmax
+                // is finite, NaN where it is not (torch's log_softmax backward).
+                let gr = if t == opts.ignore_index {
+                    T::A::ZERO
+                } else {
+                    T::A::of_f64(g[if per_row { r } else { 0 }] * scale)
+                };
                 let l = T::A::of_f64(lse[r]);
                 for (j, (o, x)) in o.iter_mut().zip(&data[r * c..(r + 1) * c]).enumerate() {
                     let mut d = (x.load() - l).exp() - off;
