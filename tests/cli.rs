@@ -73,3 +73,272 @@ fn cli_check_exit_status_follows_failures() {
         "FAIL cli_bad.json neg/t/float32 [cpu]: output [1]: got 2 want 2.5 |diff| 5.0e-01 > 2.6e-05 (rtol 1e-05, atol 1e-06)\n1 passed, 1 failed\n"
     );
 }
+
+/// A scratch directory of its own for `name`.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Asserts that `args` fail with a non-zero exit and end in a one-line error (for
+/// `check`, a `FAIL` line for the case), without a panic, an abort or an allocator
+/// failure. Returns that line.
+fn assert_clean_failure(args: &[&str]) -> String {
+    let (code, stdout, stderr) = gradstep(args);
+    assert!(
+        matches!(code, Some(1) | Some(2)),
+        "{args:?}: exit {code:?}\n{stdout}{stderr}"
+    );
+    for bad in [
+        "panicked",
+        "backtrace",
+        "memory allocation",
+        "capacity overflow",
+        "internal error",
+    ] {
+        assert!(!stderr.contains(bad), "{args:?}: {stderr}");
+    }
+    if args[0] == "check" && stderr.is_empty() {
+        let fail = stdout.lines().find(|l| l.starts_with("FAIL "));
+        return fail
+            .unwrap_or_else(|| panic!("{args:?}: {stdout}"))
+            .to_string();
+    }
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{args:?}: {stderr}");
+    last.to_string()
+}
+
+#[test]
+fn a_battery_of_bad_inputs_gives_one_line_errors() {
+    let dir = temp_dir("battery");
+    let d = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
+    // A case whose shape's size overflows: taken as 2 elements before sizes were checked.
+    let huge_case = temp_file(
+        "cli_huge_shape.json",
+        r#"{"format": "ops-ref/1", "meta": {}, "cases": [{
+            "id": "neg/huge/float32", "op": "neg", "dtype": "float32",
+            "inputs": [{"shape": [9223372036854775809, 2], "data": [1.5, -2.0], "requires_grad": false}],
+            "output": {"shape": [2], "data": [-1.5, 2.0]},
+            "grad_output": {"shape": [2], "data": [1.0, 1.0]},
+            "grads": [null], "tolerance": {"rtol": 1e-05, "atol": 1e-06}}]}"#,
+    );
+    let huge_case = huge_case.to_str().expect("utf-8").to_string();
+    std::fs::create_dir_all(dir.join("a-dir")).unwrap();
+    let quick = [
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+    ];
+    let train = |extra: &[&str]| -> Vec<String> {
+        ["train"]
+            .iter()
+            .chain(&quick)
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let same = d("same.bin");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "bench".into(),
+                "step".into(),
+                "--set".into(),
+                "mixed99999999999".into(),
+                "--quick".into(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "out of memory",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "zero".into(),
+                "--copy-mib".into(),
+                "99999999999999".into(),
+                "--quick".into(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "memory",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "zero".into(),
+                "--copy-mib".into(),
+                "18446744073709551615".into(),
+                "--quick".into(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "memory",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "train".into(),
+                "--batch".into(),
+                "4000000000".into(),
+                "--quick".into(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "failed",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "train".into(),
+                "--batch".into(),
+                "99999999999999".into(),
+                "--quick".into(),
+                "--device".into(),
+                "emu".into(),
+            ],
+            "failed",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "zero".into(),
+                "--json".into(),
+                same.clone(),
+                "--plot".into(),
+                same.clone(),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "same file",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "zero".into(),
+                "--json".into(),
+                d("a-dir"),
+                "--device".into(),
+                "cpu".into(),
+            ],
+            "a directory",
+        ),
+        (vec!["check".into(), huge_case.clone()], "more elements"),
+        (
+            vec![
+                "check".into(),
+                huge_case.clone(),
+                "--device".into(),
+                "emu".into(),
+            ],
+            "more elements",
+        ),
+        (train(&["--save", &same, "--plot", &same]), "same file"),
+        (train(&["--save", &d("a-dir")]), "a directory"),
+        (train(&["--save", "/dev/null"]), "device node"),
+        (train(&["--save", &d("no-dir/x.st")]), "does not exist"),
+        (train(&["--plot", &d("no-dir/x.png")]), "does not exist"),
+        (train(&["--resume", &d("missing.st")]), "missing.st"),
+        (
+            ["train", "--device", "cpu", "--train-samples", "0"]
+                .map(String::from)
+                .to_vec(),
+            "empty",
+        ),
+        (
+            ["train", "--device", "cpu", "--test-samples", "0"]
+                .map(String::from)
+                .to_vec(),
+            "empty",
+        ),
+        (train(&["--batch-size", "0"]), "batch"),
+        (train(&["--lr", "nan"]), "learning rate"),
+        (train(&["--data-dir", &d("a-dir")]), "missing"),
+    ];
+    for (args, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let last = assert_clean_failure(&args);
+        assert!(
+            last.contains(want) || stderr_has(&args, want),
+            "{args:?}: {last}"
+        );
+    }
+    // Nothing was written where a refused output pointed.
+    assert!(!dir.join("same.bin").exists());
+    assert!(dir.join("a-dir").is_dir());
+}
+
+/// Whether a rerun of `args` mentions `want` anywhere on stderr (bench failures name the
+/// cause on a line above the summary).
+fn stderr_has(args: &[&str], want: &str) -> bool {
+    gradstep(args).2.contains(want)
+}
+
+#[test]
+fn resume_then_plot_onto_the_checkpoint_is_refused_and_the_checkpoint_kept() {
+    let dir = temp_dir("resume-plot");
+    let ckpt = dir.join("ckpt.safetensors");
+    let ckpt = ckpt.to_str().expect("utf-8");
+    let quick = [
+        "train",
+        "--device",
+        "cpu",
+        "--train-samples",
+        "64",
+        "--test-samples",
+        "32",
+    ];
+    let (code, _, stderr) = gradstep(&[&quick[..], &["--epochs", "1", "--save", ckpt]].concat());
+    assert_eq!(code, Some(0), "{stderr}");
+    let before = std::fs::read(ckpt).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("ckpt.safetensors", dir.join("link.safetensors")).unwrap();
+    let link = dir.join("link.safetensors");
+    for plot in [ckpt, link.to_str().expect("utf-8")] {
+        let args = [
+            &quick[..],
+            &["--epochs", "2", "--resume", ckpt, "--plot", plot],
+        ]
+        .concat();
+        let last = assert_clean_failure(&args);
+        assert!(last.contains("same file"), "{last}");
+    }
+    assert_eq!(
+        std::fs::read(ckpt).unwrap(),
+        before,
+        "the checkpoint is unchanged"
+    );
+    // Resuming with another optimizer named explicitly overrides it, and says so.
+    let args = [
+        &quick[..],
+        &[
+            "--epochs",
+            "2",
+            "--resume",
+            ckpt,
+            "--optimizer",
+            "adam",
+            "--save",
+            ckpt,
+        ],
+    ]
+    .concat();
+    let (code, _, stderr) = gradstep(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("--optimizer adam overrides"), "{stderr}");
+    #[cfg(unix)]
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

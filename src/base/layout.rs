@@ -11,12 +11,17 @@ pub struct Layout {
     offset: usize,
 }
 
-/// The number of elements of `shape`, or an error naming `op` when the product does not
-/// fit in `usize` (a shape read from a file or a flag is checked with this before use).
+/// The number of elements of `shape`, or an error naming `op` when the product of its
+/// non-zero dims does not fit in `usize` (a shape read from a file or a flag is checked
+/// with this before use). Zero dims are left out of the check so that the product of any
+/// subset of a valid shape's dims fits too (`[0, 2^63, 2^63]` is refused, not 0).
 pub fn checked_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let empty = shape.contains(&0);
     shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .map(|n| if empty { 0 } else { n })
         .ok_or_else(|| {
             Error::invalid(
                 op,

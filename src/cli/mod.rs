@@ -1,7 +1,8 @@
 //! The `gradstep` command line (the `cli` feature): `train`, `eval`, `check` (replay
 //! PyTorch reference cases), `bench` and `selftest` (the GPU kernels against the CPU).
 //! Everything here is private to the crate except [`main`], which the `gradstep` binary
-//! calls; every error is one line (`error: ...`) with a non-zero exit status.
+//! calls, and [`replay_case_bytes`] (for tools and fuzzers); every error is one line
+//! (`error: ...`) with a non-zero exit status.
 
 pub(crate) mod bench;
 pub(crate) mod check;
@@ -14,6 +15,21 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::Device;
+
+/// Parses the bytes of a reference-case file (`ops-ref/1`, `optim-ref/1`, `train-ref/1`)
+/// and replays its cases on the CPU with every optimizer implementation, discarding the
+/// result lines: `(passed, failed)`. Any malformed input is an `Err`, never a panic.
+pub fn replay_case_bytes(bytes: &[u8]) -> crate::Result<(usize, usize)> {
+    let file = check::json::CaseFile::parse("<bytes>", bytes)?;
+    let s = check::run_cases(
+        "<bytes>",
+        &file,
+        Device::Cpu,
+        &check::ALL_IMPLS,
+        &mut std::io::sink(),
+    )?;
+    Ok((s.passed, s.failed))
+}
 
 /// Exit status of a run whose checks found failures.
 pub(crate) const EXIT_FAILURES: u8 = 1;

@@ -150,8 +150,9 @@ pub fn parse_idx(bytes: &[u8], rank: Option<usize>) -> std::result::Result<IdxAr
 
 /// Serialises an array as an uncompressed IDX file of unsigned bytes (for tests and tools).
 pub fn encode_idx(dims: &[usize], data: &[u8]) -> Result<Vec<u8>> {
-    let numel: usize = dims.iter().product();
-    if numel != data.len() || dims.len() > 255 || dims.iter().any(|&d| d > u32::MAX as usize) {
+    let numel = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if numel != Some(data.len()) || dims.len() > 255 || dims.iter().any(|&d| d > u32::MAX as usize)
+    {
         return Err(Error::invalid(
             "encode_idx",
             format!("{} bytes do not fit dimensions {dims:?}", data.len()),

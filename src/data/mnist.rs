@@ -69,7 +69,8 @@ pub struct MnistDataset {
 
 impl MnistDataset {
     /// Reads `{train,t10k}-images-idx3-ubyte` and `-labels-idx1-ubyte` from `dir`, each
-    /// gzip-compressed (`.gz`) or raw.
+    /// gzip-compressed (`.gz`) or raw. A label outside `0..MNIST_CLASSES` is an error
+    /// naming the file and the sample.
     pub fn load(dir: &Path, split: Split) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Format {
@@ -109,7 +110,8 @@ impl MnistDataset {
     }
 
     /// A data set from raw pixels (`n * rows * cols` bytes, row-major) and `n` labels.
-    /// Every label must be below [`MNIST_CLASSES`].
+    /// The labels are taken as they are ([`Self::load`] checks a file's against
+    /// [`MNIST_CLASSES`]).
     pub fn from_parts(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Result<Self> {
         let bytes = rows
             .checked_mul(cols)
@@ -121,15 +123,6 @@ impl MnistDataset {
                     "{} pixel bytes do not make {} images of {rows}x{cols}",
                     images.len(),
                     labels.len()
-                ),
-            ));
-        }
-        if let Some(i) = labels.iter().position(|&l| l as usize >= MNIST_CLASSES) {
-            return Err(Error::invalid(
-                "MnistDataset",
-                format!(
-                    "label {} of sample {i} is not a class (expected 0..{MNIST_CLASSES})",
-                    labels[i]
                 ),
             ));
         }

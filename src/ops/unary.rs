@@ -52,6 +52,23 @@ where
     }))
 }
 
+/// torch's `threshold_backward(g, y, 0)`: `g` where `y > 0` (or NaN), else 0 (a
+/// selection, so a dead unit drops even a non-finite `g`). Differentiable in `g` (the
+/// same selection), constant in `y` (relu's second derivative is zero).
+fn threshold_backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let out = prim::binary(BinaryOp::ThresholdBackward, g, y)?;
+    if !needs_grad(&[g]) {
+        return Ok(out);
+    }
+    let mask = y.clone();
+    Ok(record(
+        "ThresholdBackwardBackward",
+        &[g],
+        out,
+        move |gg, _| Ok(vec![Some(threshold_backward(gg, &mask)?)]),
+    ))
+}
+
 impl Tensor {
     /// `-x`.
     pub fn neg(&self) -> Result<Tensor> {
@@ -110,8 +127,7 @@ impl Tensor {
     /// `max(x, 0)`; the gradient at 0 is 0, as in PyTorch.
     pub fn relu(&self) -> Result<Tensor> {
         unary_op("ReluBackward", UnaryOp::Relu, self, Keep::Output, |g, y| {
-            // The step mask is a constant: relu's second derivative is zero.
-            prim::binary(BinaryOp::ThresholdBackward, g, y)
+            threshold_backward(g, &y.detach())
         })
     }
 

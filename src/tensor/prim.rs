@@ -311,8 +311,8 @@ pub(crate) fn embedding(weight: &Tensor, idx: &Tensor) -> Result<Tensor> {
             format!("weight must be 2-D, got {:?}", weight.shape()),
         ));
     }
-    let n = idx.numel().checked_mul(weight.shape()[1]);
-    fits(weight.device(), n.unwrap_or(usize::MAX), weight.dtype())?;
+    let n = idx.numel().saturating_mul(weight.shape()[1]);
+    fits(weight.device(), n, weight.dtype())?;
     out(backend(weight.device())?.embedding(weight.raw(), idx.raw()))
 }
 
@@ -332,7 +332,7 @@ pub(crate) fn embedding_backward(
         });
     }
     let d = grad.shape().last().copied().unwrap_or(1);
-    let n = num_embeddings.checked_mul(d).unwrap_or(usize::MAX);
+    let n = num_embeddings.saturating_mul(d);
     fits(grad.device(), n, grad.dtype())?;
     out(backend(grad.device())?.embedding_backward(grad.raw(), idx.raw(), num_embeddings))
 }

@@ -182,7 +182,13 @@ impl Checkpoint {
 
     /// Reads a checkpoint, or a bare state dict of model tensors (no metadata).
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let file = io::load(path)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::decode(&bytes, path)
+    }
+
+    /// Parses checkpoint (or bare state dict) bytes; `path` only names them in errors.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let file = io::decode(bytes, path)?;
         let meta = match file.metadata.get(META_KEY) {
             None => None,
             Some(json) => {

@@ -8,6 +8,7 @@ mod common;
 mod autograd;
 mod bad_input;
 mod data_idx;
+mod fuzz;
 mod gradcheck;
 mod nn;
 mod no_gpu;

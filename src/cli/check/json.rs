@@ -173,14 +173,14 @@ pub struct ParamSpec {
 }
 
 impl ParamSpec {
-    /// Number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+    /// Number of elements; an error when the shape's size overflows.
+    pub fn numel(&self) -> Result<usize> {
+        crate::base::checked_numel("case", &self.shape)
     }
 
     /// Expands one of this param's per-element lists to `numel` values.
     pub fn expand(&self, values: &[f64]) -> Result<Vec<f64>> {
-        expand(values, self.numel(), self.tile)
+        expand(values, self.numel()?, self.tile)
             .map_err(|msg| Error::invalid("case", format!("param \"{}\": {msg}", self.name)))
     }
 }
@@ -197,7 +197,7 @@ pub fn expand(
         None => Err(format!("{} values for {numel} elements", values.len())),
         Some(0) => Err("tile 0".into()),
         Some(p) if values.len() == numel.min(p) => {
-            let mut out = Vec::with_capacity(numel);
+            let mut out = crate::base::try_vec_with_capacity(numel).map_err(|e| e.to_string())?;
             while out.len() < numel {
                 out.extend_from_slice(&values[..(numel - out.len()).min(p)]);
             }
