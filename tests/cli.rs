@@ -129,142 +129,66 @@ fn a_battery_of_bad_inputs_gives_one_line_errors() {
     );
     let huge_case = huge_case.to_str().expect("utf-8").to_string();
     std::fs::create_dir_all(dir.join("a-dir")).unwrap();
-    let quick = [
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--train-samples",
-        "64",
-        "--test-samples",
-        "32",
-    ];
-    let train = |extra: &[&str]| -> Vec<String> {
-        ["train"]
-            .iter()
-            .chain(&quick)
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect()
-    };
-    let same = d("same.bin");
-    let cases: Vec<(Vec<String>, &str)> = vec![
+    // Each row: the arguments (split on spaces; `@D/` is the scratch directory, `@CASE`
+    // the case file, `@TRAIN` a quick training run) and a word the error must contain.
+    const TRAIN: &str = "train --epochs 1 --device cpu --train-samples 64 --test-samples 32";
+    let rows = [
         (
-            vec![
-                "bench".into(),
-                "step".into(),
-                "--set".into(),
-                "mixed99999999999".into(),
-                "--quick".into(),
-                "--device".into(),
-                "cpu".into(),
-            ],
+            "bench step --set mixed99999999999 --quick --device cpu",
             "out of memory",
         ),
         (
-            vec![
-                "bench".into(),
-                "zero".into(),
-                "--copy-mib".into(),
-                "99999999999999".into(),
-                "--quick".into(),
-                "--device".into(),
-                "cpu".into(),
-            ],
+            "bench zero --copy-mib 99999999999999 --quick --device cpu",
             "memory",
         ),
         (
-            vec![
-                "bench".into(),
-                "zero".into(),
-                "--copy-mib".into(),
-                "18446744073709551615".into(),
-                "--quick".into(),
-                "--device".into(),
-                "cpu".into(),
-            ],
+            "bench zero --copy-mib 18446744073709551615 --quick --device cpu",
             "memory",
         ),
         (
-            vec![
-                "bench".into(),
-                "train".into(),
-                "--batch".into(),
-                "4000000000".into(),
-                "--quick".into(),
-                "--device".into(),
-                "cpu".into(),
-            ],
+            "bench train --batch 4000000000 --quick --device cpu",
             "failed",
         ),
         (
-            vec![
-                "bench".into(),
-                "train".into(),
-                "--batch".into(),
-                "99999999999999".into(),
-                "--quick".into(),
-                "--device".into(),
-                "emu".into(),
-            ],
+            "bench train --batch 99999999999999 --quick --device emu",
             "failed",
         ),
         (
-            vec![
-                "bench".into(),
-                "zero".into(),
-                "--json".into(),
-                same.clone(),
-                "--plot".into(),
-                same.clone(),
-                "--device".into(),
-                "cpu".into(),
-            ],
+            "bench zero --json @D/same.bin --plot @D/same.bin --device cpu",
             "same file",
         ),
-        (
-            vec![
-                "bench".into(),
-                "zero".into(),
-                "--json".into(),
-                d("a-dir"),
-                "--device".into(),
-                "cpu".into(),
-            ],
-            "a directory",
-        ),
-        (vec!["check".into(), huge_case.clone()], "more elements"),
-        (
-            vec![
-                "check".into(),
-                huge_case.clone(),
-                "--device".into(),
-                "emu".into(),
-            ],
-            "more elements",
-        ),
-        (train(&["--save", &same, "--plot", &same]), "same file"),
-        (train(&["--save", &d("a-dir")]), "a directory"),
-        (train(&["--save", "/dev/null"]), "device node"),
-        (train(&["--save", &d("no-dir/x.st")]), "does not exist"),
-        (train(&["--plot", &d("no-dir/x.png")]), "does not exist"),
-        (train(&["--resume", &d("missing.st")]), "missing.st"),
-        (
-            ["train", "--device", "cpu", "--train-samples", "0"]
-                .map(String::from)
-                .to_vec(),
-            "empty",
-        ),
-        (
-            ["train", "--device", "cpu", "--test-samples", "0"]
-                .map(String::from)
-                .to_vec(),
-            "empty",
-        ),
-        (train(&["--batch-size", "0"]), "batch"),
-        (train(&["--lr", "nan"]), "learning rate"),
-        (train(&["--data-dir", &d("a-dir")]), "missing"),
+        ("bench zero --json @D/a-dir --device cpu", "a directory"),
+        ("check @CASE", "more elements"),
+        ("check @CASE --device emu", "more elements"),
+        ("@TRAIN --save @D/same.bin --plot @D/same.bin", "same file"),
+        ("@TRAIN --save @D/a-dir", "a directory"),
+        ("@TRAIN --save /dev/null", "device node"),
+        ("@TRAIN --save @D/no-dir/x.st", "does not exist"),
+        ("@TRAIN --plot @D/no-dir/x.png", "does not exist"),
+        ("@TRAIN --resume @D/missing.st", "missing.st"),
+        ("@TRAIN --batch-size 0", "batch"),
+        ("@TRAIN --lr nan", "learning rate"),
+        ("@TRAIN --data-dir @D/a-dir", "missing"),
+        ("train --device cpu --train-samples 0", "empty"),
+        ("train --device cpu --test-samples 0", "empty"),
     ];
+    let cases: Vec<(Vec<String>, &str)> = rows
+        .iter()
+        .map(|(line, want)| {
+            let args = line
+                .split(' ')
+                .flat_map(|a| match a {
+                    "@TRAIN" => TRAIN.split(' ').map(String::from).collect(),
+                    "@CASE" => vec![huge_case.clone()],
+                    _ => match a.strip_prefix("@D/") {
+                        Some(name) => vec![d(name)],
+                        None => vec![a.to_string()],
+                    },
+                })
+                .collect();
+            (args, *want)
+        })
+        .collect();
     for (args, want) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let last = assert_clean_failure(&args);

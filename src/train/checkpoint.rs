@@ -71,6 +71,14 @@ pub struct RunSettings {
     pub lr: f64,
 }
 
+/// An error about the checkpoint file at `path`.
+fn format_error(path: &Path, msg: String) -> Error {
+    Error::Format {
+        path: path.display().to_string(),
+        msg,
+    }
+}
+
 /// More completed epochs than this in a checkpoint is corruption, not a long run.
 pub const MAX_EPOCHS: usize = 1_000_000;
 
@@ -286,6 +294,17 @@ impl Checkpoint {
         model.load_state_dict(&state, true)
     }
 
+    /// The metadata of a training checkpoint; an error for a bare model file.
+    pub fn training_meta(&self, path: &Path) -> Result<&CheckpointMeta> {
+        self.meta.as_ref().ok_or_else(|| {
+            format_error(
+                path,
+                "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)"
+                    .into(),
+            )
+        })
+    }
+
     /// Restores a training run: checks everything first, then loads the optimizer state,
     /// the scaler and the parameters. On any error, none of them changes.
     pub fn apply_training(
@@ -296,16 +315,8 @@ impl Checkpoint {
         scaler: Option<&mut GradScaler>,
         path: &Path,
     ) -> Result<&CheckpointMeta> {
-        let bad = |msg: String| Error::Format {
-            path: path.display().to_string(),
-            msg,
-        };
-        let meta = self.meta.as_ref().ok_or_else(|| {
-            bad(
-                "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)"
-                    .into(),
-            )
-        })?;
+        let bad = |msg: String| format_error(path, msg);
+        let meta = self.training_meta(path)?;
         if meta.optimizer != optimizer_name {
             return Err(bad(format!(
                 "saved with optimizer {}, resumed with {optimizer_name}",
@@ -341,16 +352,8 @@ impl Checkpoint {
         scaler: Option<&mut GradScaler>,
         path: &Path,
     ) -> Result<&CheckpointMeta> {
-        let bad = |msg: String| Error::Format {
-            path: path.display().to_string(),
-            msg,
-        };
-        let meta = self.meta.as_ref().ok_or_else(|| {
-            bad(
-                "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)"
-                    .into(),
-            )
-        })?;
+        let bad = |msg: String| format_error(path, msg);
+        let meta = self.training_meta(path)?;
         self.check_model(model, path)?;
         // Built (and checked) before anything changes.
         let restored_scaler = match (&scaler, &meta.scaler) {

@@ -323,15 +323,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         .map(|p| Checkpoint::load(p).map(|c| (p, c)))
         .transpose()?;
     let resumed = match &resume {
-        Some((path, ckpt)) => match &ckpt.meta {
-            Some(meta) => Some(resolve_resume(cfg, meta, path)?),
-            None => {
-                return Err(Error::Format {
-                    path: path.display().to_string(),
-                    msg: "a bare model file, not a training checkpoint (no optimizer state, epoch or RNG)".into(),
-                })
-            }
-        },
+        Some((path, ckpt)) => Some(resolve_resume(cfg, ckpt.training_meta(path)?, path)?),
         None => None,
     };
     if let Some(r) = &resumed {

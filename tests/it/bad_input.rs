@@ -13,6 +13,7 @@ use gradstep::optim::{GradScaler, Optimizer, SgdConfig, SGD};
 use gradstep::train::{self, Checkpoint, TrainConfig};
 use gradstep::{DType, Device, Error, Tensor};
 
+use super::common::gzip;
 use super::train::{config, run, scratch, small_data};
 
 fn is_oom(r: gradstep::Result<Tensor>) -> bool {
@@ -278,12 +279,6 @@ fn resumed_settings_follow_the_checkpoint_unless_overridden() {
 }
 
 // ---- data ---------------------------------------------------------------------------------
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
-}
 
 #[test]
 fn multi_member_gzip_is_read_and_a_gzip_bomb_is_refused_in_bounded_memory() {

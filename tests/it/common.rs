@@ -110,3 +110,11 @@ macro_rules! case_file_tests {
     };
 }
 pub(crate) use case_file_tests;
+
+/// `bytes` gzip-compressed (one member).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}

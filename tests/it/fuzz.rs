@@ -6,7 +6,6 @@
 //! same on every machine; the cargo-fuzz targets in `fuzz/` run the same readers for as
 //! long as one wants.
 
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -14,6 +13,7 @@ use gradstep::data::idx::{encode_idx, parse_idx, read_idx};
 use gradstep::tensor::Rng;
 use gradstep::train::Checkpoint;
 
+use super::common::gzip;
 use super::train::{config, run, scratch};
 
 /// Mutants per reader.
@@ -115,12 +115,6 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], read: impl Fn(&[u8])) {
             panic!("{name}: mutant {i} panicked (bytes in {})", p.display());
         }
     }
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap()
 }
 
 #[test]
