@@ -168,6 +168,8 @@ fn a_battery_of_bad_inputs_gives_one_line_errors() {
         ("@TRAIN --resume @D/missing.st", "missing.st"),
         ("@TRAIN --batch-size 0", "batch"),
         ("@TRAIN --lr nan", "learning rate"),
+        ("@TRAIN --zero-grad-every 0", "at least 1"),
+        ("@TRAIN --log-every 0", "at least 1"),
         ("@TRAIN --data-dir @D/a-dir", "missing"),
         ("train --device cpu --train-samples 0", "empty"),
         ("train --device cpu --test-samples 0", "empty"),

@@ -5,8 +5,10 @@ use std::sync::OnceLock;
 
 use super::{DType, Device, Error, Result};
 
-/// Physical memory plus swap of this host in bytes (Linux: `/proc/meminfo`), or `None`
-/// where it cannot be read. An allocation larger than this can never succeed.
+/// The memory this process can have in bytes: physical memory plus swap (Linux:
+/// `/proc/meminfo`), or less where a control group limits it (cgroup v2 `memory.max`,
+/// v1 `memory.limit_in_bytes`); `None` where it cannot be read. An allocation larger
+/// than this can never succeed (one below it may still fail when others hold memory).
 pub fn host_memory_bytes() -> Option<u64> {
     static TOTAL: OnceLock<Option<u64>> = OnceLock::new();
     *TOTAL.get_or_init(|| {
@@ -21,11 +23,17 @@ pub fn host_memory_bytes() -> Option<u64> {
                 .ok()
         };
         let total = kib("MemTotal:")?;
-        Some(
-            total
-                .saturating_add(kib("SwapTotal:").unwrap_or(0))
-                .saturating_mul(1024),
-        )
+        let host = total
+            .saturating_add(kib("SwapTotal:").unwrap_or(0))
+            .saturating_mul(1024);
+        let limit = [
+            "/sys/fs/cgroup/memory.max",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok())
+        .min();
+        Some(limit.map_or(host, |l| l.min(host)))
     })
 }
 

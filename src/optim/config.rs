@@ -285,8 +285,8 @@ impl Hyper {
     /// missing keys keep `self`'s values.
     ///
     /// `lr` must be present; a key that is neither one of `self`'s hyperparameters nor
-    /// one of the flags PyTorch writes beside them ([`TORCH_GROUP_FLAGS`], ignored) is an
-    /// error naming it.
+    /// one of the flags PyTorch writes beside them (`foreach`, `fused`, `capturable`,
+    /// `differentiable`, `initial_lr`: ignored) is an error naming it.
     pub fn from_json(&self, m: &Map<String, Value>) -> Result<Hyper> {
         let known = self.to_json();
         if let Some(k) = m

@@ -27,6 +27,25 @@ pub struct LoopOptions {
     pub log_every: usize,
 }
 
+impl LoopOptions {
+    /// An error unless `zero_grad_every` and `log_every` are at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.zero_grad_every == 0 {
+            return Err(Error::invalid(
+                "train",
+                "--zero-grad-every (zero_grad_every) must be at least 1",
+            ));
+        }
+        if self.log_every == 0 {
+            return Err(Error::invalid(
+                "train",
+                "--log-every (log_every) must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LoopOptions {
     fn default() -> Self {
         LoopOptions {
@@ -234,12 +253,7 @@ pub fn train_loop(
     history: &mut History,
     mut report: Report<'_>,
 ) -> Result<EpochStats> {
-    if opts.zero_grad_every == 0 || opts.log_every == 0 {
-        return Err(Error::invalid(
-            "train_loop",
-            "zero_grad_every and log_every must be at least 1",
-        ));
-    }
+    opts.validate()?;
     if trainee.graph.is_some() && opts.zero_grad_every != 1 {
         return Err(Error::invalid(
             "train_loop",

@@ -341,6 +341,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     if cfg.epochs == 0 {
         return Err(Error::invalid("train", "epochs must be at least 1"));
     }
+    cfg.loop_options.validate()?;
     if cfg.graph && !cfg.device.is_gpu() {
         return Err(Error::invalid(
             "train",
