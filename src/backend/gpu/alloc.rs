@@ -141,22 +141,25 @@ impl Allocator {
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A block for `bytes` (> 0) bytes: `(address, size class)`.
-    pub(super) fn take(&self, bytes: usize) -> Result<(u64, usize)> {
-        self.take_block(bytes, false)
+    /// A block for `bytes` (> 0) bytes: `(address, size class)`. `mine`: the calling
+    /// thread is the one capturing (only its blocks join the graph; another thread's
+    /// allocation that raced with the start of a capture comes from the general pools and
+    /// its work then waits for the capture to end).
+    pub(super) fn take(&self, bytes: usize, mine: bool) -> Result<(u64, usize)> {
+        self.take_block(bytes, false, mine)
     }
 
     /// A block for `bytes` (> 0) bytes whose contents the host writes at once, outside
     /// the capture under way (if any): never a block the capture used before, and held
     /// for the graph until it is dropped.
     pub(super) fn take_fixed(&self, bytes: usize) -> Result<(u64, usize)> {
-        self.take_block(bytes, true)
+        self.take_block(bytes, true, true)
     }
 
-    fn take_block(&self, bytes: usize, fixed: bool) -> Result<(u64, usize)> {
+    fn take_block(&self, bytes: usize, fixed: bool, mine: bool) -> Result<(u64, usize)> {
         let class = size_class(bytes, self.cached);
         let mut p = self.pools();
-        let from_capture = if fixed {
+        let from_capture = if fixed || !mine {
             None
         } else {
             p.capturing()
@@ -169,7 +172,7 @@ impl Allocator {
         let ptr = match reused {
             Some(ptr) => ptr,
             None => {
-                let capturing = p.capturing().is_some();
+                let capturing = mine && p.capturing().is_some();
                 drop(p);
                 let ptr = match self.driver_alloc(class) {
                     Ok(ptr) => ptr,
@@ -187,7 +190,7 @@ impl Allocator {
                 ptr
             }
         };
-        if let Some(g) = p.capturing() {
+        if let Some(g) = p.capturing().filter(|_| mine) {
             g.pinned.insert(ptr);
             if fixed {
                 g.fixed.insert(ptr);

@@ -287,12 +287,12 @@ impl GpuDevice {
 
     /// A buffer of `bytes` bytes (uninitialised), from the cache when it has a block.
     pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
-        self.capturing(); // waits while another thread captures
+        let mine = self.capturing(); // waits while another thread captures
         if bytes == 0 {
             // SAFETY: an empty buffer owns nothing and releases nothing.
             return Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), 0, 0) });
         }
-        let (ptr, _) = self.mem.take(bytes)?;
+        let (ptr, _) = self.mem.take(bytes, mine)?;
         // SAFETY: the block was just handed out by `mem` for `bytes` bytes.
         Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), ptr, bytes) })
     }
