@@ -50,6 +50,19 @@ pub fn host_bytes(device: Device, n: usize, elem_bytes: usize) -> Result<usize> 
     }
 }
 
+/// [`host_bytes`] where `device`'s memory is host memory (the CPU and the emulator); a
+/// GPU reports its own limit, so there only the overflow is checked.
+#[cfg(feature = "cli")] // the benchmarks' sizes
+pub fn host_backed_bytes(device: Device, n: usize, elem_bytes: usize) -> Result<usize> {
+    match device {
+        Device::Cpu | Device::Emu => host_bytes(device, n, elem_bytes),
+        _ => n.checked_mul(elem_bytes).ok_or(Error::OutOfMemory {
+            device,
+            bytes: usize::MAX,
+        }),
+    }
+}
+
 /// `Ok` when a host buffer of `n` elements of `dtype` can exist at all.
 pub fn ensure_host_fits(n: usize, dtype: DType) -> Result<()> {
     host_bytes(Device::Cpu, n, dtype.size_in_bytes()).map(drop)

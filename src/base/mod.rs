@@ -17,7 +17,7 @@ pub use layout::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, Layout, StridedIndex,
 };
 #[cfg(feature = "cli")]
-pub use memory::host_bytes;
+pub use memory::host_backed_bytes;
 pub use memory::{ensure_host_fits, try_vec_with_capacity};
 pub use rng::Rng;
 pub use storage::CpuStorage;

@@ -248,14 +248,15 @@ impl OptimCore {
     /// Refuses a state dict carrying a tensor that no parameter's state names (a
     /// `state.<i>.<name>` not listed for param `i`, or master weights of no f16 param).
     fn check_tensor_keys(&self, sd: &StateDict) -> Result<()> {
+        let expected: std::collections::HashSet<String> = sd
+            .meta
+            .state
+            .iter()
+            .flat_map(|(&i, ps)| ps.buffers.iter().map(move |name| tensor_key(i, name)))
+            .chain((0..self.params.len()).map(master_key))
+            .collect();
         for key in sd.tensors.keys() {
-            let listed = sd
-                .meta
-                .state
-                .iter()
-                .any(|(&i, ps)| ps.buffers.iter().any(|name| tensor_key(i, name) == *key));
-            let master = (0..self.params.len()).any(|i| master_key(i) == *key);
-            if !listed && !master {
+            if !expected.contains(key) {
                 return Err(Error::Optim(format!(
                     "unexpected tensor {key}: no parameter's state lists it"
                 )));

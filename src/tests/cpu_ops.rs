@@ -203,10 +203,17 @@ fn binary_ops_broadcast_like_loops() {
     for dtype in FLOATS {
         for (i, &(sa, sb, shape)) in pairs.iter().enumerate() {
             let (a, av) = random(sa, 2 * i as u64, -2.0, 2.0, dtype);
-            let (b, bv) = random(sb, 2 * i as u64 + 1, 0.5, 3.0, dtype);
+            // Division keeps b away from 0; the threshold needs both signs.
+            let positive = random(sb, 2 * i as u64 + 1, 0.5, 3.0, dtype);
+            let signed = random(sb, 2 * i as u64 + 1, -3.0, 3.0, dtype);
             assert_eq!(broadcast_shapes("binary", sa, sb).unwrap(), shape);
             for op in ops {
-                let y = dispatch::binary(op, &a, &b).unwrap();
+                let (b, bv) = if op == BinaryOp::ThresholdBackward {
+                    &signed
+                } else {
+                    &positive
+                };
+                let y = dispatch::binary(op, &a, b).unwrap();
                 assert_eq!(y.shape(), shape);
                 let n: usize = shape.iter().product();
                 let want: Vec<f64> = (0..n)

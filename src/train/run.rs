@@ -95,14 +95,6 @@ struct Resumed {
     notes: Vec<String>,
 }
 
-fn dtype_name(d: DType) -> &'static str {
-    if d == DType::F16 {
-        "f16"
-    } else {
-        "f32"
-    }
-}
-
 /// Applies [`ResumeOverrides`] to `cfg` for a checkpoint with `meta`.
 fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Result<Resumed> {
     let mut r = Resumed {
@@ -134,8 +126,8 @@ fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Resu
         }
     }
     let saved_dtype = match &meta.settings {
-        Some(s) if s.dtype == "f16" => DType::F16,
-        Some(_) => DType::F32,
+        // Checked to be f32 or f16 when the checkpoint was loaded.
+        Some(s) => DType::parse(&s.dtype).unwrap_or(DType::F32),
         None if meta.scaler.is_some() => DType::F16,
         None => DType::F32,
     };
@@ -144,9 +136,9 @@ fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Resu
             r.scaler_state = false;
             r.notes.push(format!(
                 "--dtype {} overrides {}'s {}: the parameters are cast{}",
-                dtype_name(cfg.dtype),
+                cfg.dtype,
                 from,
-                dtype_name(saved_dtype),
+                saved_dtype,
                 if cfg.dtype == DType::F16 {
                     ", the GradScaler starts afresh"
                 } else {
@@ -155,10 +147,8 @@ fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Resu
             ));
         } else {
             r.cfg.dtype = saved_dtype;
-            r.notes.push(format!(
-                "resuming with {from}'s dtype {}",
-                dtype_name(saved_dtype)
-            ));
+            r.notes
+                .push(format!("resuming with {from}'s dtype {}", saved_dtype));
         }
     }
     if let Some(s) = &meta.settings {
@@ -493,7 +483,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             )?
             .with_settings(RunSettings {
                 batch_size: cfg.batch_size,
-                dtype: dtype_name(cfg.dtype).into(),
+                dtype: cfg.dtype.as_str().into(),
                 lr: cfg.lr,
             })
             .save(path)?;

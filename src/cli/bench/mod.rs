@@ -189,12 +189,9 @@ pub fn copy_bandwidth(cfg: &BenchConfig) -> Result<Record> {
 }
 
 /// The parameters of `set` with gradients, or `OutOfMemory` before anything is made when
-/// those alone are more than the host holds (the emulator's memory and CPU tensors are
-/// host memory; a GPU reports its own limit).
+/// those alone are more than the memory there is.
 fn set_params(cfg: &BenchConfig, set: ParamSet, dtype: DType) -> Result<Vec<crate::Tensor>> {
-    if matches!(cfg.device, Device::Cpu | Device::Emu) {
-        crate::base::host_bytes(cfg.device, set.numel(), 2 * dtype.size_in_bytes())?;
-    }
+    crate::base::host_backed_bytes(cfg.device, set.numel(), 2 * dtype.size_in_bytes())?;
     make_params(&set.shapes(), dtype, cfg.device, 0)
 }
 

@@ -293,7 +293,13 @@ fn elementwise(c: &mut Checks) {
             for (j, &(sa, va, sb, vb)) in cases.iter().enumerate() {
                 c.add(format!("binary/{op:?}/{dt}/case{j}"), move |dev| {
                     let a = Input::new(dev, sa, dt, va, (-2.0, 2.0), 21 + i as u64)?;
-                    let b = Input::new(dev, sb, dt, vb, (0.5, 2.0), 31 + j as u64)?;
+                    // Division keeps b away from 0; the threshold needs both signs.
+                    let range = if op == BinaryOp::ThresholdBackward {
+                        (-2.0, 2.0)
+                    } else {
+                        (0.5, 2.0)
+                    };
+                    let b = Input::new(dev, sb, dt, vb, range, 31 + j as u64)?;
                     parity(&[a, b], tol(dt), |_, t| {
                         Ok(vec![prim::binary(op, t[0], t[1])?])
                     })
