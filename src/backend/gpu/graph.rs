@@ -63,6 +63,13 @@ pub(super) fn refused(what: &str) -> Error {
     )
 }
 
+/// See [`GpuDevice::issue`].
+pub(crate) struct Issue<'a> {
+    /// This thread is the one capturing: its work is recorded.
+    pub(crate) mine: bool,
+    _held: Option<std::sync::RwLockReadGuard<'a, ()>>,
+}
+
 impl GpuDevice {
     /// Whether this thread is capturing. A capture is of the whole device (its one
     /// stream), so another thread's work would land in the graph: while one thread
@@ -88,6 +95,29 @@ impl GpuDevice {
         }
     }
 
+    /// The permit to issue one call: waits while another thread captures (as
+    /// [`Self::capturing`]); `mine` says whether this thread is the one capturing.
+    /// Otherwise it holds the device's issue lock until dropped, so that a capture cannot
+    /// begin between the check and the call's work, which would then land in its graph.
+    pub(crate) fn issue(&self) -> Issue<'_> {
+        loop {
+            if self.capturing() {
+                return Issue {
+                    mine: true,
+                    _held: None,
+                };
+            }
+            let held = self.issue_lock.read().unwrap_or_else(|e| e.into_inner());
+            // A capture may have begun since the check; with the lock held none can.
+            if !self.capturing.load(Ordering::Acquire) {
+                return Issue {
+                    mine: false,
+                    _held: Some(held),
+                };
+            }
+        }
+    }
+
     /// The capture state, locked.
     fn capture_state(&self) -> std::sync::MutexGuard<'_, Option<Capture>> {
         self.capture.lock().unwrap_or_else(|e| e.into_inner())
@@ -106,6 +136,8 @@ impl GpuDevice {
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
         }
+        // No other thread is inside a call from here on (see `issue`).
+        let _exclusive = self.issue_lock.write().unwrap_or_else(|e| e.into_inner());
         let graph_id = self.mem.begin_graph();
         if let Err(e) = self.api.begin_capture() {
             self.mem.end_capture(graph_id);
@@ -187,7 +219,8 @@ impl GpuDevice {
                 "the graph was captured on another device",
             ));
         }
-        if self.capturing() {
+        let issue = self.issue();
+        if issue.mine {
             return Err(refused("replaying a graph"));
         }
         for f in &g.frozen {

@@ -184,6 +184,10 @@ pub(crate) struct GpuDevice {
     capture: graph::CaptureCell,
     /// Signalled when a capture ends (threads waiting to issue work go on).
     capture_ended: std::sync::Condvar,
+    /// Held (shared) by every thread not capturing while it issues one call, and taken
+    /// exclusively to begin a capture: a call that passed the capture gate finishes
+    /// before a capture starts, so no other thread's work lands in a graph.
+    issue_lock: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for GpuDevice {
@@ -212,6 +216,7 @@ impl GpuDevice {
             capturing: Default::default(),
             capture: Default::default(),
             capture_ended: Default::default(),
+            issue_lock: Default::default(),
         }
     }
 
@@ -287,7 +292,8 @@ impl GpuDevice {
 
     /// A buffer of `bytes` bytes (uninitialised), from the cache when it has a block.
     pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
-        let mine = self.capturing(); // waits while another thread captures
+        let issue = self.issue(); // waits while another thread captures
+        let mine = issue.mine;
         if bytes == 0 {
             // SAFETY: an empty buffer owns nothing and releases nothing.
             return Ok(unsafe { DeviceBuffer::from_raw(self.mem.clone(), 0, 0) });
@@ -345,7 +351,7 @@ impl GpuDevice {
                 ),
             });
         }
-        self.capturing(); // waits while another thread captures
+        let _issue = self.issue(); // waits while another thread captures
         self.counters.record(Event::Launch);
         self.per_kernel[kernel.0 as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut params = args.as_params();
@@ -358,7 +364,7 @@ impl GpuDevice {
         if bytes == 0 {
             return Ok(());
         }
-        self.capturing(); // waits while another thread captures
+        let _issue = self.issue(); // waits while another thread captures
         self.counters.record(Event::Memset);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
         unsafe { self.api.memset_zero(ptr, bytes) }
@@ -369,7 +375,8 @@ impl GpuDevice {
         if src.is_empty() {
             return Ok(());
         }
-        if self.capturing() {
+        let issue = self.issue();
+        if issue.mine {
             return Err(graph::refused("a copy from the host (an upload)"));
         }
         self.counters.record(Event::HtoD);
@@ -382,7 +389,8 @@ impl GpuDevice {
         if dst.is_empty() {
             return Ok(());
         }
-        if self.capturing() {
+        let issue = self.issue();
+        if issue.mine {
             return Err(graph::refused(
                 "a host synchronisation (a copy to the host)",
             ));
@@ -397,7 +405,7 @@ impl GpuDevice {
         if bytes == 0 {
             return Ok(());
         }
-        self.capturing(); // waits while another thread captures
+        let _issue = self.issue(); // waits while another thread captures
         self.counters.record(Event::DtoD);
         // SAFETY: crate-private; callers pass ranges of their own device buffers.
         unsafe { self.api.dtod(src, dst, bytes) }
@@ -411,7 +419,7 @@ impl GpuDevice {
         if waiter == on {
             return Ok(());
         }
-        self.capturing(); // waits while another thread captures
+        let _issue = self.issue(); // waits while another thread captures
         self.counters.record(Event::StreamWait);
         // SAFETY: forwarded contract.
         unsafe { self.api.stream_wait(waiter, on) }
@@ -419,18 +427,20 @@ impl GpuDevice {
 
     /// Waits for all queued work and reports a deferred kernel error. Counted.
     pub(crate) fn synchronize(&self) -> Result<()> {
-        if self.capturing() {
+        let issue = self.issue();
+        if issue.mine {
             return Err(graph::refused("a host synchronisation"));
         }
         self.counters.record(Event::Sync);
         self.api.synchronize()?;
+        drop(issue);
         self.check_status()
     }
 
     /// A vendor GEMM when the backend has one (counted as one launch); `Ok(false)` otherwise.
     pub(crate) fn gemm(&self, g: &GemmDesc) -> Result<bool> {
-        self.capturing(); // waits while another thread captures
-                          // SAFETY: crate-private; the matmul planner describes its own operands.
+        let _issue = self.issue(); // waits while another thread captures
+                                   // SAFETY: crate-private; the matmul planner describes its own operands.
         let done = unsafe { self.api.gemm(g)? };
         if done {
             self.counters.record(Event::Launch);
