@@ -45,6 +45,8 @@ __device__ __forceinline__ float gs_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double gs_tanh(double x) { return tanh(x); }
 __device__ __forceinline__ float gs_erf(float x) { return erff(x); }
 __device__ __forceinline__ double gs_erf(double x) { return erf(x); }
+__device__ __forceinline__ float gs_pow(float x, float y) { return powf(x, y); }
+__device__ __forceinline__ double gs_pow(double x, double y) { return pow(x, y); }
 __device__ __forceinline__ float gs_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double gs_abs(double x) { return fabs(x); }
 

@@ -154,3 +154,38 @@ fn load_state_dict_round_trips_and_rejects_mismatch_unchanged() {
     assert_eq!(fresh.lr(0).unwrap(), 0.5);
     assert!(fresh.param_state(0).unwrap().is_none());
 }
+
+#[test]
+fn clipping_launches_per_dtype_group_without_sync() {
+    let _guard = emu_lock();
+    let ps = params(Device::Emu, 300, 20);
+    let before = Device::Emu.counters().unwrap();
+    let total = gradstep::optim::clip_grad_norm_(&ps, 0.1, 2.0, false, None).unwrap();
+    let d = Device::Emu.counters().unwrap() - before;
+    // Per dtype: partials, tensor norms, the scaled write; once: the total.
+    assert_eq!(d.launches, 2 * 3 + 1, "{d:?}");
+    assert_eq!((d.syncs, d.dtoh), (0, 0), "{d:?}");
+    let before = Device::Emu.counters().unwrap();
+    gradstep::optim::clip_grad_value_(&ps, 0.001, None).unwrap();
+    let d = Device::Emu.counters().unwrap() - before;
+    assert_eq!((d.launches, d.syncs, d.dtoh), (2, 0, 0), "{d:?}");
+    // The norm of 320 grads of 0.5 (about 38, then clipped to 0.1: each grad about 0.0013, then clamped to 0.001).
+    let n: f64 = (0..320)
+        .map(|i| 0.25 * (1 + i % 37) as f64)
+        .sum::<f64>()
+        .sqrt();
+    assert!((total.item().unwrap() - n).abs() < 1e-3 * n);
+    for p in &ps {
+        let bound = Tensor::full(&[], 0.001, p.dtype(), Device::Cpu)
+            .unwrap()
+            .item()
+            .unwrap();
+        assert!(p
+            .grad()
+            .unwrap()
+            .to_vec_f64()
+            .unwrap()
+            .iter()
+            .all(|&x| x == bound));
+    }
+}

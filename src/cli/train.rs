@@ -84,6 +84,10 @@ pub(crate) struct TrainArgs {
     /// Print the loss every this many batches.
     #[arg(long, default_value_t = 100)]
     pub log_every: usize,
+    /// Clip the gradients to this total 2-norm before each step (clip_grad_norm_; after
+    /// unscaling with a GradScaler).
+    #[arg(long)]
+    pub clip_grad_norm: Option<f64>,
 }
 
 /// Arguments of `gradstep eval`.
@@ -150,6 +154,7 @@ impl TrainArgs {
                 zero_grad_every: self.zero_grad_every,
                 set_to_none: self.set_to_none,
                 log_every: self.log_every,
+                clip_grad_norm: self.clip_grad_norm,
             },
             save: self.save.clone(),
             resume: self.resume.clone(),

@@ -22,6 +22,7 @@
 
 mod adam;
 mod arena;
+pub mod clip;
 mod config;
 mod core;
 #[cfg(gpu)]
@@ -39,6 +40,7 @@ mod zero;
 pub use self::core::{OptimCore, ParamGroup};
 pub use adam::{Adam, AdamW};
 pub use arena::GradArena;
+pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use config::{AdamConfig, Hyper, SgdConfig};
 pub use lr_scheduler::{CosineAnnealingLR, LinearLR, LrScheduler, StepLR};
 pub use scaler::{GradScaler, ScalerState};

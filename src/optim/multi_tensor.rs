@@ -226,7 +226,8 @@ impl DeviceTable {
         Ok(DeviceTable { host, block })
     }
 
-    fn tab(&self) -> u64 {
+    /// The device address of the table.
+    pub fn tab(&self) -> u64 {
         self.block.ptr()
     }
 
@@ -246,48 +247,60 @@ impl DeviceTable {
         grad_scale: u64,
         found_inf: u64,
     ) -> Result<()> {
+        let done = self.done() + (first * 4) as u64;
+        self.launch_over(dev, step_kernel(dtype)?, first, count, |a| {
+            a.push(args).push(grad_scale).push(found_inf).push(done);
+        })
+    }
+
+    /// Launches `kernel(tab + first, count, c0, c1, ...)` over entries `first..first +
+    /// count` (one block per chunk up to the grid limit); `rest` pushes the kernel's
+    /// other arguments. Nothing is launched for no entries.
+    pub fn launch_over(
+        &self,
+        dev: &GpuDevice,
+        kernel: KernelId,
+        first: usize,
+        count: usize,
+        rest: impl FnOnce(&mut KernelArgs),
+    ) -> Result<()> {
         if count == 0 {
             return Ok(());
         }
         let last = &self.host[first + count - 1];
         let c0 = self.host[first].chunk_start;
         let c1 = last.chunk_start + u64::from(last.nchunks);
-        let cfg = LaunchConfig::linear((c1 - c0).min(MAX_BLOCKS) as u32, THREADS);
         let mut a = KernelArgs::new();
         a.push(self.tab() + (first * std::mem::size_of::<MtTensor>()) as u64)
             .push(count as u32)
             .push(c0)
-            .push(c1)
-            .push(args)
-            .push(grad_scale)
-            .push(found_inf)
-            .push(self.done() + (first * 4) as u64);
-        dev.launch(step_kernel(dtype)?, cfg, &mut a)
+            .push(c1);
+        rest(&mut a);
+        dev.launch(
+            kernel,
+            LaunchConfig::linear((c1 - c0).min(MAX_BLOCKS) as u32, THREADS),
+            &mut a,
+        )
     }
 
-    /// Launches the non-finite check of the scaler over every entry's gradient.
+    /// Chunks of the whole table.
+    pub fn chunks(&self) -> u64 {
+        self.host
+            .last()
+            .map_or(0, |l| l.chunk_start + u64::from(l.nchunks))
+    }
+
+    /// The GradScaler's finite check over the whole table (see `foreach.cu`).
     pub fn launch_check_finite(&self, dev: &GpuDevice, dtype: DType, found_inf: u64) -> Result<()> {
-        let Some(last) = self.host.last() else {
-            return Ok(());
-        };
-        let c1 = last.chunk_start + u64::from(last.nchunks);
         let kernel = match dtype {
             DType::F32 => k::FOREACH_CHECK_FINITE_F32,
             DType::F16 => k::FOREACH_CHECK_FINITE_F16,
             DType::F64 => k::FOREACH_CHECK_FINITE_F64,
             DType::I64 => return Err(Error::Optim("i64 grads".into())),
         };
-        let mut a = KernelArgs::new();
-        a.push(self.tab())
-            .push(self.host.len() as u32)
-            .push(0u64)
-            .push(c1)
-            .push(found_inf);
-        dev.launch(
-            kernel,
-            LaunchConfig::linear(c1.min(MAX_BLOCKS) as u32, THREADS),
-            &mut a,
-        )
+        self.launch_over(dev, kernel, 0, self.host.len(), |a| {
+            a.push(found_inf);
+        })
     }
 }
 

@@ -35,6 +35,8 @@ pub struct GradScaler {
     growth: f32,
     backoff: f32,
     interval: u32,
+    /// `unscale_` ran since the last `update`: `step` must not unscale again.
+    unscaled: bool,
 }
 
 impl GradScaler {
@@ -64,6 +66,7 @@ impl GradScaler {
             growth: growth as f32,
             backoff: backoff as f32,
             interval,
+            unscaled: false,
         })
     }
 
@@ -117,9 +120,58 @@ impl GradScaler {
         Ok(self.found_inf.item()? != 0.0)
     }
 
+    /// Unscales the optimizer's grads in place (PyTorch's `scaler.unscale_(optimizer)`):
+    /// each grad times `1 / scale` and `found_inf` set when one is infinite or NaN, one
+    /// launch per (device, dtype) on a GPU, no synchronisation. Call it before clipping
+    /// (`clip_grad_norm_`) so that the clip sees the true grads; the next [`Self::step`]
+    /// then skips its own unscaling. A second call before [`Self::update`] is an error
+    /// (the grads would be divided twice).
+    pub fn unscale_(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        if self.unscaled {
+            return Err(Error::Optim(
+                "GradScaler: unscale_ has already been called since the last update".into(),
+            ));
+        }
+        let device = self.found_inf.device();
+        let grads: Vec<Tensor> = opt
+            .core()
+            .params()
+            .iter()
+            .filter(|p| p.device() == device)
+            .filter_map(|p| p.grad())
+            .collect();
+        crate::optim::zero::zero_tensors(
+            device,
+            std::slice::from_ref(&self.found_inf),
+            Default::default(),
+        )?;
+        if device == Device::Cpu {
+            if grads.iter().try_fold(false, |acc, g| -> Result<bool> {
+                Ok(acc || any_non_finite(g)?)
+            })? {
+                crate::tensor::prim::fill_(&self.found_inf, 1.0)?;
+            }
+            let inv = f64::from((1.0 / self.scale.item()?) as f32);
+            for g in &grads {
+                crate::optim::clip::cpu_map(g, |v| v * inv)?;
+            }
+        } else {
+            #[cfg(gpu)]
+            crate::optim::clip::gpu_unscale(&grads, &self.scale, &self.found_inf)?;
+            #[cfg(not(gpu))]
+            return Err(crate::backend::not_built(device));
+        }
+        self.unscaled = true;
+        Ok(())
+    }
+
     /// Checks the grads, then steps the optimizer with the grads unscaled in its kernel
-    /// (skipped entirely when a grad is not finite).
+    /// (skipped entirely when a grad is not finite). After [`Self::unscale_`] it only
+    /// steps (or skips on the `found_inf` that found).
     pub fn step(&mut self, opt: &mut dyn Optimizer) -> Result<()> {
+        if self.unscaled {
+            return opt.step_scaled(None, Some(&self.found_inf));
+        }
         let params = opt.core().params().to_vec();
         let device = self.found_inf.device();
         crate::optim::zero::zero_tensors(
@@ -149,6 +201,7 @@ impl GradScaler {
     /// Updates the scale after a step: backoff on inf/NaN, growth after `interval` clean
     /// steps.
     pub fn update(&mut self) -> Result<()> {
+        self.unscaled = false;
         if self.scale.device() == Device::Cpu {
             let (mut s, mut t) = (self.scale.item()? as f32, self.tracker.item()? as f32);
             if self.found_inf.item()? != 0.0 {

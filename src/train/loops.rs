@@ -25,10 +25,15 @@ pub struct LoopOptions {
     pub set_to_none: bool,
     /// Print (and record) the loss every this many batches (100 in the quickstart).
     pub log_every: usize,
+    /// Clip the gradients to this total 2-norm before each step
+    /// ([`crate::optim::clip_grad_norm_`]; with a GradScaler after `unscale_`, as
+    /// PyTorch documents). `None`: no clipping.
+    pub clip_grad_norm: Option<f64>,
 }
 
 impl LoopOptions {
-    /// An error unless `zero_grad_every` and `log_every` are at least 1.
+    /// An error unless `zero_grad_every` and `log_every` are at least 1 and
+    /// `clip_grad_norm` is finite and not negative.
     pub fn validate(&self) -> Result<()> {
         if self.zero_grad_every == 0 {
             return Err(Error::invalid(
@@ -42,6 +47,15 @@ impl LoopOptions {
                 "--log-every (log_every) must be at least 1",
             ));
         }
+        if let Some(c) = self
+            .clip_grad_norm
+            .filter(|c| !(*c >= 0.0 && c.is_finite()))
+        {
+            return Err(Error::invalid(
+                "train",
+                format!("--clip-grad-norm (clip_grad_norm) must be a finite number >= 0, got {c}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -52,6 +66,7 @@ impl Default for LoopOptions {
             zero_grad_every: 1,
             set_to_none: true,
             log_every: 100,
+            clip_grad_norm: None,
         }
     }
 }
@@ -101,6 +116,11 @@ fn loss_logits(pred: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Clips the optimizer's grads to a total 2-norm of `max_norm` (no synchronisation).
+fn clip(opt: &mut dyn Optimizer, max_norm: f64) -> Result<()> {
+    crate::optim::clip_grad_norm_(opt.core().params(), max_norm, 2.0, false, None).map(drop)
+}
+
 /// What an epoch of training updates: the model, its loss, the optimizer, and the
 /// optional GradScaler, learning-rate schedule and captured step.
 pub struct Trainee<'a> {
@@ -137,6 +157,10 @@ impl Trainee<'_> {
             Some(s) => {
                 s.scale(&loss)?.backward()?;
                 if stepping {
+                    if let Some(max_norm) = opts.clip_grad_norm {
+                        s.unscale_(self.optimizer)?;
+                        clip(self.optimizer, max_norm)?;
+                    }
                     s.step(self.optimizer)?;
                     s.update()?;
                 }
@@ -144,6 +168,9 @@ impl Trainee<'_> {
             None => {
                 loss.backward()?;
                 if stepping {
+                    if let Some(max_norm) = opts.clip_grad_norm {
+                        clip(self.optimizer, max_norm)?;
+                    }
                     self.optimizer.step()?;
                 }
             }

@@ -7,6 +7,7 @@ mod common;
 
 mod autograd;
 mod bad_input;
+mod clip;
 mod data_idx;
 mod fuzz;
 mod gradcheck;

@@ -656,3 +656,38 @@ fn graph_training_in_f16_skips_steps_as_eager_training_does() {
     let scale = report.grad_scale.unwrap();
     assert!(scale < init_scale, "no step was skipped: scale {scale}");
 }
+
+#[test]
+fn clipped_training_is_the_same_eager_captured_and_on_the_cpu() {
+    let clipped = |cfg: TrainConfig| TrainConfig {
+        loop_options: train::LoopOptions {
+            clip_grad_norm: Some(0.1),
+            ..cfg.loop_options.clone()
+        },
+        ..cfg
+    };
+    let sgd = || TrainConfig {
+        momentum: 0.9,
+        ..graph_config(OptimizerKind::Sgd, 0.05, "step:1:0.9")
+    };
+    let emu = graph_matches_eager(clipped(sgd()));
+    // f16 with a GradScaler: unscale_, clip, step, inside the captured step too.
+    let _ = graph_matches_eager(clipped(TrainConfig {
+        dtype: DType::F16,
+        ..sgd()
+    }));
+    let cpu = run(&clipped(TrainConfig {
+        device: Device::Cpu,
+        ..sgd()
+    }))
+    .0;
+    let plain = run(&sgd()).0;
+    let max_diff = |a: &train::TrainReport, b: &train::TrainReport| {
+        let (pa, pb) = (params_f32(&a.parameters), params_f32(&b.parameters));
+        pa.iter()
+            .flat_map(|(n, v)| v.iter().zip(&pb[n]).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max)
+    };
+    assert!(max_diff(&emu, &cpu) < 1e-5, "{}", max_diff(&emu, &cpu));
+    assert!(max_diff(&emu, &plain) > 1e-3, "clipping changed nothing");
+}

@@ -1,4 +1,5 @@
-//! The case files' JSON shapes (`ops-ref/1`, `optim-ref/1`, `train-ref/1`) as serde types.
+//! The case files' JSON shapes (`ops-ref/1`, `optim-ref/1`, `train-ref/1`, `clip-ref/1`)
+//! as serde types.
 //!
 //! Numbers are read as f64 (serde_json's `float_roundtrip` parses them exactly; the
 //! strings `"nan"`, `"inf"`, `"-inf"` stand for non-finite values, see [`num`]) and
@@ -376,6 +377,73 @@ pub struct TrainCase {
     pub tolerance: Tolerance,
 }
 
+/// The arguments of a `clip-ref/1` case (each op reads its own).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClipHyper {
+    /// clip_grad_norm_: the largest total norm.
+    #[serde(default, deserialize_with = "num::de")]
+    pub max_norm: Option<f64>,
+    /// clip_grad_norm_: the norm's order (a number or `"inf"`).
+    #[serde(default, deserialize_with = "num::de")]
+    pub norm_type: Option<f64>,
+    /// clip_grad_norm_: fail on a non-finite total norm.
+    #[serde(default)]
+    pub error_if_nonfinite: bool,
+    /// clip_grad_value_: the bound.
+    #[serde(default, deserialize_with = "num::de")]
+    pub clip_value: Option<f64>,
+    /// torch's `foreach` (multi-tensor kernels) or not.
+    pub foreach: bool,
+}
+
+/// One param's gradient in a `clip-ref/1` case (`data: null`: the param has none).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClipGrad {
+    /// The param's name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its dtype (`float64`, `float32`, `float16`, `bfloat16`).
+    pub dtype: String,
+    /// The grad's values, row-major.
+    #[serde(deserialize_with = "num::de")]
+    pub data: Option<Vec<f64>>,
+}
+
+/// What a `clip-ref/1` case expects.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClipExpected {
+    /// Each param's grad afterwards (`null` where it had none).
+    #[serde(deserialize_with = "num::de")]
+    pub grads: Vec<Option<Vec<f64>>>,
+    /// clip_grad_norm_: the returned total norm.
+    #[serde(default, deserialize_with = "num::de")]
+    pub total_norm: Option<f64>,
+    /// clip_grad_norm_: the returned total norm's dtype.
+    #[serde(default)]
+    pub total_norm_dtype: Option<String>,
+    /// Set when torch raised (its message); the grads are then unchanged.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One `clip-ref/1` case: `clip_grad_norm_` or `clip_grad_value_` over some grads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClipCase {
+    /// `<op>/<variant>/<dtype>/<foreach|for_loop>`.
+    pub id: String,
+    /// `clip_grad_norm_` or `clip_grad_value_`.
+    pub op: String,
+    /// The arguments.
+    pub hyperparams: ClipHyper,
+    /// The params' grads before the call.
+    pub grads: Vec<ClipGrad>,
+    /// The expected results.
+    pub expected: ClipExpected,
+    /// Tolerance of every compared value.
+    pub tolerance: Tolerance,
+}
+
 /// The cases of a file, by format.
 #[derive(Clone, Debug)]
 pub enum CaseFile {
@@ -385,6 +453,8 @@ pub enum CaseFile {
     Optim(Vec<OptimCase>),
     /// `train-ref/1`.
     Train(Vec<TrainCase>),
+    /// `clip-ref/1`.
+    Clip(Vec<ClipCase>),
 }
 
 impl CaseFile {
@@ -411,8 +481,10 @@ impl CaseFile {
             "ops-ref/1" => Ok(CaseFile::Ops(serde_json::from_value(cases).map_err(bad)?)),
             "optim-ref/1" => Ok(CaseFile::Optim(serde_json::from_value(cases).map_err(bad)?)),
             "train-ref/1" => Ok(CaseFile::Train(serde_json::from_value(cases).map_err(bad)?)),
+            "clip-ref/1" => Ok(CaseFile::Clip(serde_json::from_value(cases).map_err(bad)?)),
             other => Err(fail(format!(
-                "unknown format \"{other}\" (known: ops-ref/1, optim-ref/1, train-ref/1)"
+                "unknown format \"{other}\" (known: ops-ref/1, optim-ref/1, train-ref/1, \
+                 clip-ref/1)"
             ))),
         }
     }

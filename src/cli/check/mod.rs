@@ -1,6 +1,7 @@
 //! The conformance runner: replays PyTorch reference cases (`gradstep check`).
 //!
-//! A case file (`ops-ref/1`, `optim-ref/1` or `train-ref/1`, see the oracle's README) holds
+//! A case file (`ops-ref/1`, `optim-ref/1`, `train-ref/1`, or `clip-ref/1` from
+//! `scripts/oracle/README.md`; see the oracle's README for the others) holds
 //! inputs, hyperparameters and every expected value. [`run_files`] replays every case of
 //! every file on a device, once per optimizer implementation where an optimizer steps, and
 //! writes one line per failing or skipped replay and a last line `N passed, M failed`
@@ -15,6 +16,7 @@
 //! value's worst element. [`crate::Error::Unsupported`] from gradstep is a skip; any other
 //! error fails the replay.
 
+mod clip;
 pub(crate) mod command;
 pub(crate) mod compare;
 pub(crate) mod json;
@@ -170,6 +172,11 @@ pub fn run_cases(
                 for &i in impls {
                     rec.record(&c.id, Some(i), train::replay(c, device, i))?;
                 }
+            }
+        }
+        CaseFile::Clip(cases) => {
+            for c in cases {
+                rec.record(&c.id, None, clip::replay(c, device))?;
             }
         }
     }
