@@ -139,19 +139,23 @@ pub fn write_table(out: &Path, modules: &[Module], ptx: Option<&[PathBuf]>) -> s
         )
         .unwrap();
     }
-    // The f16, f32 and f64 variants of a kernel family, in that order: `k::UNARY` for
-    // `unary_f16`, `unary_f32`, `unary_f64`.
+    // The f16, bf16, f32 and f64 variants of a kernel family, in that order: `k::UNARY`
+    // for `unary_f16`, `unary_bf16`, `unary_f32`, `unary_f64`.
     for (_, name) in &all {
         let Some(family) = name.strip_suffix("_f16") else {
             continue;
         };
         let has = |suffix: &str| all.iter().any(|(_, k)| **k == format!("{family}_{suffix}"));
-        if has("f32") && has("f64") {
+        if has("bf16") && has("f32") && has("f64") {
             let up = family.to_uppercase();
-            writeln!(s, "    /// The f16, f32 and f64 kernels `{family}_*`.").unwrap();
             writeln!(
                 s,
-                "    pub const {up}: [KernelId; 3] = [{up}_F16, {up}_F32, {up}_F64];"
+                "    /// The f16, bf16, f32 and f64 kernels `{family}_*`."
+            )
+            .unwrap();
+            writeln!(
+                s,
+                "    pub const {up}: [KernelId; 4] = [{up}_F16, {up}_BF16, {up}_F32, {up}_F64];"
             )
             .unwrap();
         }

@@ -177,11 +177,17 @@ __device__ void amp_unscale(const MtTensor* tab, unsigned int count, u64 c0, u64
 }
 
 extern "C" __global__ void clip_norm_partials_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, int kind, double p, double* partials) { clip_norm_partials<__half>(tab, count, c0, c1, kind, p, partials); }
+extern "C" __global__ void clip_norm_partials_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, int kind, double p, double* partials) { clip_norm_partials<__nv_bfloat16>(tab, count, c0, c1, kind, p, partials); }
 extern "C" __global__ void clip_norm_tensors_f16(const MtTensor* tab, unsigned int count, int kind, double p, const double* partials, double* acc) { clip_norm_tensors<__half>(tab, count, kind, p, partials, acc); }
+extern "C" __global__ void clip_norm_tensors_bf16(const MtTensor* tab, unsigned int count, int kind, double p, const double* partials, double* acc) { clip_norm_tensors<__nv_bfloat16>(tab, count, kind, p, partials, acc); }
 extern "C" __global__ void clip_norm_total_f16(const double* groups, unsigned int ngroups, int kind, double p, double max_norm, __half* total, double* coef) { clip_norm_total<__half>(groups, ngroups, kind, p, max_norm, total, coef); }
+extern "C" __global__ void clip_norm_total_bf16(const double* groups, unsigned int ngroups, int kind, double p, double max_norm, __nv_bfloat16* total, double* coef) { clip_norm_total<__nv_bfloat16>(groups, ngroups, kind, p, max_norm, total, coef); }
 extern "C" __global__ void clip_mul_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, const double* coef) { clip_mul<__half>(tab, count, c0, c1, coef); }
+extern "C" __global__ void clip_mul_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, const double* coef) { clip_mul<__nv_bfloat16>(tab, count, c0, c1, coef); }
 extern "C" __global__ void clip_value_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, double lo, double hi) { clip_value<__half>(tab, count, c0, c1, lo, hi); }
+extern "C" __global__ void clip_value_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, double lo, double hi) { clip_value<__nv_bfloat16>(tab, count, c0, c1, lo, hi); }
 extern "C" __global__ void amp_unscale_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, const float* scale, float* found_inf) { amp_unscale<__half>(tab, count, c0, c1, scale, found_inf); }
+extern "C" __global__ void amp_unscale_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, const float* scale, float* found_inf) { amp_unscale<__nv_bfloat16>(tab, count, c0, c1, scale, found_inf); }
 
 extern "C" __global__ void clip_norm_partials_f32(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, int kind, double p, double* partials) { clip_norm_partials<float>(tab, count, c0, c1, kind, p, partials); }
 extern "C" __global__ void clip_norm_tensors_f32(const MtTensor* tab, unsigned int count, int kind, double p, const double* partials, double* acc) { clip_norm_tensors<float>(tab, count, kind, p, partials, acc); }

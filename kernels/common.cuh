@@ -1,9 +1,10 @@
 // Shared by every kernels/*.cu file: element types, loads and stores, vector access,
 // strided layouts and block reductions.
-// f16 values are stored as f16 and computed in f32.
+// f16 and bf16 values are stored as such and computed in f32.
 #pragma once
 
 #include <cuda_fp16.h>
+#include <cuda_bf16.h>
 
 typedef unsigned long long u64;
 typedef long long i64;
@@ -11,11 +12,13 @@ typedef long long i64;
 // Load one element as the compute type (f32 for f16 and f32, f64 for f64).
 __device__ __forceinline__ float gs_load(const float* p, u64 i) { return p[i]; }
 __device__ __forceinline__ float gs_load(const __half* p, u64 i) { return __half2float(p[i]); }
+__device__ __forceinline__ float gs_load(const __nv_bfloat16* p, u64 i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ double gs_load(const double* p, u64 i) { return p[i]; }
 
-// Store a compute-type value as the element type (round to nearest even for f16).
+// Store a compute-type value as the element type (round to nearest even for f16, bf16).
 __device__ __forceinline__ void gs_store(float* p, u64 i, float v) { p[i] = v; }
 __device__ __forceinline__ void gs_store(__half* p, u64 i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void gs_store(__nv_bfloat16* p, u64 i, float v) { p[i] = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void gs_store(double* p, u64 i, double v) { p[i] = v; }
 
 // The compute type of an element type.
@@ -84,7 +87,7 @@ __device__ __forceinline__ u64 gs_offset(const GsLayout& l, u64 i) {
 // Whether the pointer is aligned for 16-byte vector access.
 __device__ __forceinline__ bool gs_aligned16(const void* p) { return ((u64)p & 15) == 0; }
 
-// Elements of T in one 16-byte vector (4 f32, 8 f16, 2 f64).
+// Elements of T in one 16-byte vector (4 f32, 8 f16 or bf16, 2 f64).
 template <typename T> struct Pack16 {
     static const int N = 16 / sizeof(T);
     T v[N];

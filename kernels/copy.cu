@@ -21,14 +21,17 @@ __device__ __forceinline__ i64 f64_to_i64(double v) {
     return (i64)v;
 }
 
-// Every element type through f64, which holds f16 and f32 exactly.
+// Every element type through f64, which holds f16, bf16 and f32 exactly.
 __device__ __forceinline__ double to_f64(__half v) { return (double)__half2float(v); }
+__device__ __forceinline__ double to_f64(__nv_bfloat16 v) { return (double)__bfloat162float(v); }
 __device__ __forceinline__ double to_f64(float v) { return (double)v; }
 __device__ __forceinline__ double to_f64(double v) { return v; }
 __device__ __forceinline__ double to_f64(i64 v) { return (double)v; }
 
-// f64 to every element type, rounded once (f16 straight from the double, not via f32).
+// f64 to every element type, rounded once (f16 and bf16 straight from the double, not via
+// f32).
 __device__ __forceinline__ void from_f64(__half* p, u64 i, double v) { p[i] = __double2half(v); }
+__device__ __forceinline__ void from_f64(__nv_bfloat16* p, u64 i, double v) { p[i] = __double2bfloat16(v); }
 __device__ __forceinline__ void from_f64(float* p, u64 i, double v) { p[i] = (float)v; }
 __device__ __forceinline__ void from_f64(double* p, u64 i, double v) { p[i] = v; }
 __device__ __forceinline__ void from_f64(i64* p, u64 i, double v) { p[i] = f64_to_i64(v); }
@@ -41,6 +44,7 @@ __device__ void fill(T* out, u64 n, double value) {
 
 extern "C" __global__ void fill_f32(float* out, u64 n, double value) { fill(out, n, value); }
 extern "C" __global__ void fill_f16(__half* out, u64 n, double value) { fill(out, n, value); }
+extern "C" __global__ void fill_bf16(__nv_bfloat16* out, u64 n, double value) { fill(out, n, value); }
 extern "C" __global__ void fill_f64(double* out, u64 n, double value) { fill(out, n, value); }
 extern "C" __global__ void fill_i64(i64* out, u64 n, double value) { fill(out, n, value); }
 
@@ -50,15 +54,23 @@ __device__ void cast(const S* x, const GsLayout& xl, D* y, u64 n) {
     GS_GRID_LOOP(i, n) { from_f64(y, i, to_f64(x[gs_offset(xl, i)])); }
 }
 
+extern "C" __global__ void cast_f16_bf16(const __half* x, GsLayout xl, __nv_bfloat16* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f16_f32(const __half* x, GsLayout xl, float* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f16_f64(const __half* x, GsLayout xl, double* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f16_i64(const __half* x, GsLayout xl, i64* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_bf16_f16(const __nv_bfloat16* x, GsLayout xl, __half* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_bf16_f32(const __nv_bfloat16* x, GsLayout xl, float* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_bf16_f64(const __nv_bfloat16* x, GsLayout xl, double* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_bf16_i64(const __nv_bfloat16* x, GsLayout xl, i64* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f32_f16(const float* x, GsLayout xl, __half* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_f32_bf16(const float* x, GsLayout xl, __nv_bfloat16* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f32_f64(const float* x, GsLayout xl, double* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f32_i64(const float* x, GsLayout xl, i64* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f64_f16(const double* x, GsLayout xl, __half* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_f64_bf16(const double* x, GsLayout xl, __nv_bfloat16* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f64_f32(const double* x, GsLayout xl, float* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_f64_i64(const double* x, GsLayout xl, i64* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_i64_f16(const i64* x, GsLayout xl, __half* y, u64 n) { cast(x, xl, y, n); }
+extern "C" __global__ void cast_i64_bf16(const i64* x, GsLayout xl, __nv_bfloat16* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_i64_f32(const i64* x, GsLayout xl, float* y, u64 n) { cast(x, xl, y, n); }
 extern "C" __global__ void cast_i64_f64(const i64* x, GsLayout xl, double* y, u64 n) { cast(x, xl, y, n); }

@@ -142,17 +142,21 @@ __device__ void add_inplace(T* dst, GsLayout dl, const T* src, GsLayout sl, u64 
 }
 
 extern "C" __global__ void unary_f16(const __half* x, GsLayout xl, __half* y, u64 n, int op) { unary(x, xl, y, n, op); }
+extern "C" __global__ void unary_bf16(const __nv_bfloat16* x, GsLayout xl, __nv_bfloat16* y, u64 n, int op) { unary(x, xl, y, n, op); }
 extern "C" __global__ void unary_f32(const float* x, GsLayout xl, float* y, u64 n, int op) { unary(x, xl, y, n, op); }
 extern "C" __global__ void unary_f64(const double* x, GsLayout xl, double* y, u64 n, int op) { unary(x, xl, y, n, op); }
 
 extern "C" __global__ void binary_f16(const __half* a, GsLayout al, const __half* b, GsLayout bl, __half* y, u64 n, int op) { binary(a, al, b, bl, y, n, op); }
+extern "C" __global__ void binary_bf16(const __nv_bfloat16* a, GsLayout al, const __nv_bfloat16* b, GsLayout bl, __nv_bfloat16* y, u64 n, int op) { binary(a, al, b, bl, y, n, op); }
 extern "C" __global__ void binary_f32(const float* a, GsLayout al, const float* b, GsLayout bl, float* y, u64 n, int op) { binary(a, al, b, bl, y, n, op); }
 extern "C" __global__ void binary_f64(const double* a, GsLayout al, const double* b, GsLayout bl, double* y, u64 n, int op) { binary(a, al, b, bl, y, n, op); }
 
 extern "C" __global__ void affine_f16(const __half* x, GsLayout xl, __half* y, u64 n, double mul, double add) { affine(x, xl, y, n, mul, add); }
+extern "C" __global__ void affine_bf16(const __nv_bfloat16* x, GsLayout xl, __nv_bfloat16* y, u64 n, double mul, double add) { affine(x, xl, y, n, mul, add); }
 extern "C" __global__ void affine_f32(const float* x, GsLayout xl, float* y, u64 n, double mul, double add) { affine(x, xl, y, n, mul, add); }
 extern "C" __global__ void affine_f64(const double* x, GsLayout xl, double* y, u64 n, double mul, double add) { affine(x, xl, y, n, mul, add); }
 
 extern "C" __global__ void add_inplace_f16(__half* dst, GsLayout dl, const __half* src, GsLayout sl, u64 n, double alpha) { add_inplace(dst, dl, src, sl, n, alpha); }
+extern "C" __global__ void add_inplace_bf16(__nv_bfloat16* dst, GsLayout dl, const __nv_bfloat16* src, GsLayout sl, u64 n, double alpha) { add_inplace(dst, dl, src, sl, n, alpha); }
 extern "C" __global__ void add_inplace_f32(float* dst, GsLayout dl, const float* src, GsLayout sl, u64 n, double alpha) { add_inplace(dst, dl, src, sl, n, alpha); }
 extern "C" __global__ void add_inplace_f64(double* dst, GsLayout dl, const double* src, GsLayout sl, u64 n, double alpha) { add_inplace(dst, dl, src, sl, n, alpha); }

@@ -53,4 +53,5 @@ __device__ void check_finite(const MtTensor* tab, unsigned int count, u64 c0, u6
 
 extern "C" __global__ void foreach_check_finite_f32(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, float* found_inf) { check_finite<float>(tab, count, c0, c1, found_inf); }
 extern "C" __global__ void foreach_check_finite_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, float* found_inf) { check_finite<__half>(tab, count, c0, c1, found_inf); }
+extern "C" __global__ void foreach_check_finite_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, float* found_inf) { check_finite<__nv_bfloat16>(tab, count, c0, c1, found_inf); }
 extern "C" __global__ void foreach_check_finite_f64(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, float* found_inf) { check_finite<double>(tab, count, c0, c1, found_inf); }

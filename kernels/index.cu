@@ -37,10 +37,12 @@ __device__ void embedding_bwd(const T* grad, const GsLayout& gl, const i64* idx,
 }
 
 extern "C" __global__ void embedding_fwd_f16(const __half* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, __half* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
+extern "C" __global__ void embedding_fwd_bf16(const __nv_bfloat16* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, __nv_bfloat16* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
 extern "C" __global__ void embedding_fwd_f32(const float* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
 extern "C" __global__ void embedding_fwd_f64(const double* weight, u64 w_row, u64 w_col, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, double* out, GsStatus* status, u64 seq) { embedding_fwd(weight, w_row, w_col, idx, il, n_idx, v, d, out, status, seq); }
 
 extern "C" __global__ void embedding_bwd_f16(const __half* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }
+extern "C" __global__ void embedding_bwd_bf16(const __nv_bfloat16* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }
 extern "C" __global__ void embedding_bwd_f32(const float* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, float* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }
 extern "C" __global__ void embedding_bwd_f64(const double* grad, GsLayout gl, const i64* idx, GsLayout il, u64 n_idx, u64 v, u64 d, double* acc) { embedding_bwd(grad, gl, idx, il, n_idx, v, d, acc); }
 
@@ -81,5 +83,6 @@ __device__ void argmax(const T* x, const GsLayout& rl, u64 cs, i64* out, u64 row
 }
 
 extern "C" __global__ void argmax_f16(const __half* x, GsLayout rl, u64 cs, i64* out, u64 rows, u64 d) { argmax(x, rl, cs, out, rows, d); }
+extern "C" __global__ void argmax_bf16(const __nv_bfloat16* x, GsLayout rl, u64 cs, i64* out, u64 rows, u64 d) { argmax(x, rl, cs, out, rows, d); }
 extern "C" __global__ void argmax_f32(const float* x, GsLayout rl, u64 cs, i64* out, u64 rows, u64 d) { argmax(x, rl, cs, out, rows, d); }
 extern "C" __global__ void argmax_f64(const double* x, GsLayout rl, u64 cs, i64* out, u64 rows, u64 d) { argmax(x, rl, cs, out, rows, d); }

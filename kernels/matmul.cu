@@ -46,5 +46,6 @@ __device__ void matmul_tiled(const T* a, const T* b, T* c, GemmParams g) {
 }
 
 extern "C" __global__ void matmul_f16(const __half* a, const __half* b, __half* c, GemmParams g) { matmul_tiled(a, b, c, g); }
+extern "C" __global__ void matmul_bf16(const __nv_bfloat16* a, const __nv_bfloat16* b, __nv_bfloat16* c, GemmParams g) { matmul_tiled(a, b, c, g); }
 extern "C" __global__ void matmul_f32(const float* a, const float* b, float* c, GemmParams g) { matmul_tiled(a, b, c, g); }
 extern "C" __global__ void matmul_f64(const double* a, const double* b, double* c, GemmParams g) { matmul_tiled(a, b, c, g); }

@@ -224,6 +224,7 @@ __device__ void opt_step(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
 
 extern "C" __global__ void optim_step_f32(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, OptArgs a, const float* grad_scale, const float* found_inf, unsigned int* done) { opt_step<float>(tab, count, c0, c1, a, grad_scale, found_inf, done); }
 extern "C" __global__ void optim_step_f16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, OptArgs a, const float* grad_scale, const float* found_inf, unsigned int* done) { opt_step<__half>(tab, count, c0, c1, a, grad_scale, found_inf, done); }
+extern "C" __global__ void optim_step_bf16(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, OptArgs a, const float* grad_scale, const float* found_inf, unsigned int* done) { opt_step<__nv_bfloat16>(tab, count, c0, c1, a, grad_scale, found_inf, done); }
 extern "C" __global__ void optim_step_f64(const MtTensor* tab, unsigned int count, u64 c0, u64 c1, OptArgs a, const float* grad_scale, const float* found_inf, unsigned int* done) { opt_step<double>(tab, count, c0, c1, a, grad_scale, found_inf, done); }
 
 // The scaler's update (`_amp_update_scale_`), on the device: after a step with found_inf

@@ -20,5 +20,6 @@ __device__ void dropout_mask(T* out, u64 n, u64 seed, double p, double scale) {
 }
 
 extern "C" __global__ void dropout_mask_f16(__half* out, u64 n, u64 seed, double p, double scale) { dropout_mask(out, n, seed, p, scale); }
+extern "C" __global__ void dropout_mask_bf16(__nv_bfloat16* out, u64 n, u64 seed, double p, double scale) { dropout_mask(out, n, seed, p, scale); }
 extern "C" __global__ void dropout_mask_f32(float* out, u64 n, u64 seed, double p, double scale) { dropout_mask(out, n, seed, p, scale); }
 extern "C" __global__ void dropout_mask_f64(double* out, u64 n, u64 seed, double p, double scale) { dropout_mask(out, n, seed, p, scale); }

@@ -32,9 +32,11 @@ __device__ void sum_cols(const T* x, const GsLayout& kl, const GsLayout& rl, T* 
 }
 
 extern "C" __global__ void sum_rows_f16(const __half* x, GsLayout kl, GsLayout rl, __half* y, u64 n_out, u64 n_red) { sum_rows(x, kl, rl, y, n_out, n_red); }
+extern "C" __global__ void sum_rows_bf16(const __nv_bfloat16* x, GsLayout kl, GsLayout rl, __nv_bfloat16* y, u64 n_out, u64 n_red) { sum_rows(x, kl, rl, y, n_out, n_red); }
 extern "C" __global__ void sum_rows_f32(const float* x, GsLayout kl, GsLayout rl, float* y, u64 n_out, u64 n_red) { sum_rows(x, kl, rl, y, n_out, n_red); }
 extern "C" __global__ void sum_rows_f64(const double* x, GsLayout kl, GsLayout rl, double* y, u64 n_out, u64 n_red) { sum_rows(x, kl, rl, y, n_out, n_red); }
 
 extern "C" __global__ void sum_cols_f16(const __half* x, GsLayout kl, GsLayout rl, __half* y, u64 n_out, u64 n_red) { sum_cols(x, kl, rl, y, n_out, n_red); }
+extern "C" __global__ void sum_cols_bf16(const __nv_bfloat16* x, GsLayout kl, GsLayout rl, __nv_bfloat16* y, u64 n_out, u64 n_red) { sum_cols(x, kl, rl, y, n_out, n_red); }
 extern "C" __global__ void sum_cols_f32(const float* x, GsLayout kl, GsLayout rl, float* y, u64 n_out, u64 n_red) { sum_cols(x, kl, rl, y, n_out, n_red); }
 extern "C" __global__ void sum_cols_f64(const double* x, GsLayout kl, GsLayout rl, double* y, u64 n_out, u64 n_red) { sum_cols(x, kl, rl, y, n_out, n_red); }

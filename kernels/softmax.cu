@@ -90,10 +90,12 @@ __device__ void softmax_bwd(const T* y, const GsLayout& yl, u64 ys, const T* dy,
 }
 
 extern "C" __global__ void softmax_fwd_f16(const __half* x, GsLayout rl, u64 cs, __half* y, u64 rows, u64 d, int log_softmax) { softmax_fwd(x, rl, cs, y, rows, d, log_softmax); }
+extern "C" __global__ void softmax_fwd_bf16(const __nv_bfloat16* x, GsLayout rl, u64 cs, __nv_bfloat16* y, u64 rows, u64 d, int log_softmax) { softmax_fwd(x, rl, cs, y, rows, d, log_softmax); }
 extern "C" __global__ void softmax_fwd_f32(const float* x, GsLayout rl, u64 cs, float* y, u64 rows, u64 d, int log_softmax) { softmax_fwd(x, rl, cs, y, rows, d, log_softmax); }
 extern "C" __global__ void softmax_fwd_f64(const double* x, GsLayout rl, u64 cs, double* y, u64 rows, u64 d, int log_softmax) { softmax_fwd(x, rl, cs, y, rows, d, log_softmax); }
 
 extern "C" __global__ void softmax_bwd_f16(const __half* y, GsLayout yl, u64 ys, const __half* dy, GsLayout dl, u64 ds, __half* dx, u64 rows, u64 d, int log_softmax) { softmax_bwd(y, yl, ys, dy, dl, ds, dx, rows, d, log_softmax); }
+extern "C" __global__ void softmax_bwd_bf16(const __nv_bfloat16* y, GsLayout yl, u64 ys, const __nv_bfloat16* dy, GsLayout dl, u64 ds, __nv_bfloat16* dx, u64 rows, u64 d, int log_softmax) { softmax_bwd(y, yl, ys, dy, dl, ds, dx, rows, d, log_softmax); }
 extern "C" __global__ void softmax_bwd_f32(const float* y, GsLayout yl, u64 ys, const float* dy, GsLayout dl, u64 ds, float* dx, u64 rows, u64 d, int log_softmax) { softmax_bwd(y, yl, ys, dy, dl, ds, dx, rows, d, log_softmax); }
 extern "C" __global__ void softmax_bwd_f64(const double* y, GsLayout yl, u64 ys, const double* dy, GsLayout dl, u64 ds, double* dx, u64 rows, u64 d, int log_softmax) { softmax_bwd(y, yl, ys, dy, dl, ds, dx, rows, d, log_softmax); }
 
@@ -240,9 +242,11 @@ __device__ void cross_entropy_bwd(const T* logits, const i64* target, const type
 }
 
 extern "C" __global__ void cross_entropy_fwd_f16(const __half* logits, const i64* target, CeParams p, __half* loss, float* lse, float* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
+extern "C" __global__ void cross_entropy_fwd_bf16(const __nv_bfloat16* logits, const i64* target, CeParams p, __nv_bfloat16* loss, float* lse, float* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
 extern "C" __global__ void cross_entropy_fwd_f32(const float* logits, const i64* target, CeParams p, float* loss, float* lse, float* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
 extern "C" __global__ void cross_entropy_fwd_f64(const double* logits, const i64* target, CeParams p, double* loss, double* lse, double* partials, CeScratch* scratch, GsStatus* status, u64 seq) { cross_entropy_fwd(logits, target, p, loss, lse, partials, scratch, status, seq); }
 
 extern "C" __global__ void cross_entropy_bwd_f16(const __half* logits, const i64* target, const float* lse, const __half* grad, CeParams p, __half* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }
+extern "C" __global__ void cross_entropy_bwd_bf16(const __nv_bfloat16* logits, const i64* target, const float* lse, const __nv_bfloat16* grad, CeParams p, __nv_bfloat16* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }
 extern "C" __global__ void cross_entropy_bwd_f32(const float* logits, const i64* target, const float* lse, const float* grad, CeParams p, float* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }
 extern "C" __global__ void cross_entropy_bwd_f64(const double* logits, const i64* target, const double* lse, const double* grad, CeParams p, double* dx) { cross_entropy_bwd(logits, target, lse, grad, p, dx); }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use half::f16;
+use half::{bf16, f16};
 
 /// The element type of a tensor.
 #[non_exhaustive]
@@ -10,6 +10,8 @@ use half::f16;
 pub enum DType {
     /// IEEE half precision; computed in f32, stored in f16.
     F16,
+    /// bfloat16 (f32's exponent, 8 bits of significand); computed in f32, stored in bf16.
+    BF16,
     /// IEEE single precision.
     F32,
     /// IEEE double precision (gradient checks and references).
@@ -22,7 +24,7 @@ impl DType {
     /// Bytes per element.
     pub const fn size_in_bytes(self) -> usize {
         match self {
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
             DType::F32 => 4,
             DType::F64 | DType::I64 => 8,
         }
@@ -33,20 +35,28 @@ impl DType {
         !matches!(self, DType::I64)
     }
 
-    /// The name used in kernel names and files (`f16`, `f32`, `f64`, `i64`).
+    /// Whether the dtype is a 16-bit float (f16 or bf16), stored so and computed in f32.
+    pub const fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
+
+    /// The name used in kernel names and files (`f16`, `bf16`, `f32`, `f64`, `i64`).
     pub const fn as_str(self) -> &'static str {
         match self {
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
             DType::F32 => "f32",
             DType::F64 => "f64",
             DType::I64 => "i64",
         }
     }
 
-    /// Parses `f16|float16|half`, `f32|float32|float`, `f64|float64|double`, `i64|int64|long`.
+    /// Parses `f16|float16|half`, `bf16|bfloat16`, `f32|float32|float`,
+    /// `f64|float64|double`, `i64|int64|long`.
     pub fn parse(s: &str) -> Option<DType> {
         Some(match s {
             "f16" | "float16" | "half" => DType::F16,
+            "bf16" | "bfloat16" => DType::BF16,
             "f32" | "float32" | "float" => DType::F32,
             "f64" | "float64" | "double" => DType::F64,
             "i64" | "int64" | "long" => DType::I64,
@@ -65,12 +75,14 @@ mod sealed {
     /// Keeps [`super::Element`] implemented by gradstep's element types only.
     pub trait Sealed {}
     impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
     impl Sealed for f32 {}
     impl Sealed for f64 {}
     impl Sealed for i64 {}
 }
 
-/// A Rust type that can be the element of a tensor: `half::f16`, `f32`, `f64` or `i64`.
+/// A Rust type that can be the element of a tensor: `half::f16`, `half::bf16`, `f32`,
+/// `f64` or `i64`.
 /// Sealed: other crates cannot add element types.
 ///
 /// ```compile_fail
@@ -94,6 +106,59 @@ impl Element for f16 {
     fn from_f64(v: f64) -> Self {
         f16_from_f64(v)
     }
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16_from_f64(v)
+    }
+}
+
+/// `v` rounded once to the nearest bf16 (ties to even). `half::bf16::from_f64` drops the
+/// low 32 bits of the significand before rounding, which can turn a value just above a
+/// tie into a tie; the kernels round the same way as this.
+pub fn bf16_from_f64(v: f64) -> bf16 {
+    let x = v.to_bits();
+    let sign = ((x >> 48) & 0x8000) as u16;
+    let exp = ((x >> 52) & 0x7ff) as i32;
+    let man = x & ((1 << 52) - 1);
+    if exp == 0x7ff {
+        // inf, or a quiet NaN keeping the top payload bits
+        let nan = if man != 0 {
+            0x40 | (man >> 45) as u16
+        } else {
+            0
+        };
+        return bf16::from_bits(sign | 0x7f80 | nan);
+    }
+    let e = exp - 1023 + 127;
+    if e >= 0xff {
+        return bf16::from_bits(sign | 0x7f80);
+    }
+    let (q, rem, halfway) = if e <= 0 {
+        if e < -8 {
+            return bf16::from_bits(sign); // below half the smallest subnormal
+        }
+        let m = man | (1 << 52);
+        let shift = (46 - e) as u32;
+        (m >> shift, m & ((1 << shift) - 1), 1u64 << (shift - 1))
+    } else {
+        (
+            ((e as u64) << 7) | (man >> 45),
+            man & ((1 << 45) - 1),
+            1u64 << 44,
+        )
+    };
+    let q = if rem > halfway || (rem == halfway && q & 1 == 1) {
+        q + 1 // may carry into inf: correct
+    } else {
+        q
+    };
+    bf16::from_bits(sign | q as u16)
 }
 
 /// `v` rounded once to the nearest f16 (ties to even). `half::f16::from_f64` goes through
@@ -181,5 +246,27 @@ mod tests {
         assert!(f16_from_f64(f64::NAN).is_nan());
         assert_eq!(f16_from_f64(2f64.powi(-26)).to_bits(), 0);
         assert_eq!(f16_from_f64(2f64.powi(-25) * 1.5).to_bits(), 1);
+    }
+
+    #[test]
+    fn bf16_from_f64_rounds_once_like_the_exact_conversion() {
+        let above_tie = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        assert_eq!(bf16_from_f64(above_tie).to_f64(), 1.0 + 2f64.powi(-7));
+        assert_eq!(bf16_from_f64(1.0 + 2f64.powi(-8)).to_f64(), 1.0); // a true tie: even
+                                                                      // Every finite bf16 value, midpoints and quarter points, against the f32 path
+                                                                      // (exact here: these values fit in f32, and bf16::from_f32 rounds once).
+        for bits in 0..0x7f7fu16 {
+            let a = bf16::from_bits(bits).to_f64();
+            let b = bf16::from_bits(bits + 1).to_f64();
+            for v in [a, -a, (a + b) / 2.0, a + (b - a) * 0.25, a + (b - a) * 0.75] {
+                let want = bf16::from_f32(v as f32);
+                assert_eq!(bf16_from_f64(v).to_bits(), want.to_bits(), "{v}");
+            }
+        }
+        assert_eq!(bf16_from_f64(f64::MAX).to_bits(), 0x7f80);
+        assert_eq!(bf16_from_f64(f64::NEG_INFINITY).to_bits(), 0xff80);
+        assert!(bf16_from_f64(f64::NAN).is_nan());
+        assert_eq!(bf16_from_f64(2f64.powi(-134)).to_bits(), 0); // a tie with 0: even
+        assert_eq!(bf16_from_f64(2f64.powi(-134) * 1.5).to_bits(), 1);
     }
 }

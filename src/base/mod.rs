@@ -11,7 +11,7 @@ mod rng;
 mod storage;
 
 pub use device::Device;
-pub use dtype::{f16_from_f64, DType, Element};
+pub use dtype::{bf16_from_f64, f16_from_f64, DType, Element};
 pub use error::{Error, Result};
 pub use layout::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, Layout, StridedIndex,

@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::{DType, Device, Error, Layout, Result};
 
@@ -14,6 +14,8 @@ use super::{DType, Device, Error, Layout, Result};
 pub enum CpuStorage {
     /// f16 elements.
     F16(Vec<f16>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
     /// f32 elements.
     F32(Vec<f32>),
     /// f64 elements.
@@ -27,6 +29,7 @@ impl CpuStorage {
     pub fn dtype(&self) -> DType {
         match self {
             CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
             CpuStorage::F32(_) => DType::F32,
             CpuStorage::F64(_) => DType::F64,
             CpuStorage::I64(_) => DType::I64,
@@ -37,6 +40,7 @@ impl CpuStorage {
     pub fn len(&self) -> usize {
         match self {
             CpuStorage::F16(v) => v.len(),
+            CpuStorage::BF16(v) => v.len(),
             CpuStorage::F32(v) => v.len(),
             CpuStorage::F64(v) => v.len(),
             CpuStorage::I64(v) => v.len(),
@@ -58,6 +62,7 @@ impl CpuStorage {
         }
         Ok(match dtype {
             DType::F16 => CpuStorage::F16(vec(f16::ZERO, n, dtype)?),
+            DType::BF16 => CpuStorage::BF16(vec(bf16::ZERO, n, dtype)?),
             DType::F32 => CpuStorage::F32(vec(0.0, n, dtype)?),
             DType::F64 => CpuStorage::F64(vec(0.0, n, dtype)?),
             DType::I64 => CpuStorage::I64(vec(0, n, dtype)?),
@@ -72,6 +77,7 @@ impl CpuStorage {
         }
         match self {
             CpuStorage::F16(v) => b(v),
+            CpuStorage::BF16(v) => b(v),
             CpuStorage::F32(v) => b(v),
             CpuStorage::F64(v) => b(v),
             CpuStorage::I64(v) => b(v),
@@ -88,6 +94,7 @@ impl CpuStorage {
         }
         match self {
             CpuStorage::F16(v) => b(v),
+            CpuStorage::BF16(v) => b(v),
             CpuStorage::F32(v) => b(v),
             CpuStorage::F64(v) => b(v),
             CpuStorage::I64(v) => b(v),

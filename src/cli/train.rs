@@ -42,7 +42,8 @@ pub(crate) struct TrainArgs {
     /// Device: auto (a GPU when there is one), cpu, cuda, cuda:N or emu.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Parameter dtype: f32, or f16 for mixed precision [default: f32; with --resume,
+    /// Parameter dtype: f32, or f16 or bf16 for mixed precision (f32 master weights; f16
+    /// with a GradScaler) [default: f32; with --resume,
     /// the checkpoint's]
     #[arg(long)]
     pub dtype: Option<String>,
@@ -115,9 +116,10 @@ fn parse_dtype(s: &str) -> Result<DType> {
     match s {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
         _ => Err(Error::invalid(
             "dtype",
-            format!("unknown dtype '{s}' (expected f32 or f16)"),
+            format!("unknown dtype '{s}' (expected f32, f16 or bf16)"),
         )),
     }
 }

@@ -32,6 +32,7 @@ impl TensorFile {
 fn to_st_dtype(d: DType) -> Dtype {
     match d {
         DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
         DType::F32 => Dtype::F32,
         DType::F64 => Dtype::F64,
         DType::I64 => Dtype::I64,
@@ -81,6 +82,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<TensorFile> {
                     .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
+            Dtype::BF16 => CpuStorage::BF16(
+                data.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
             Dtype::F32 => CpuStorage::F32(
                 data.chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -98,7 +104,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<TensorFile> {
             ),
             other => {
                 return Err(bad(format!(
-                    "tensor {name}: dtype {other:?} is not supported (f16, f32, f64, i64 are)"
+                    "tensor {name}: dtype {other:?} is not supported (f16, bf16, f32, f64, i64 are)"
                 )))
             }
         };

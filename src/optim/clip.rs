@@ -14,9 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use half::f16;
+use half::{bf16, f16};
 
-use crate::base::{f16_from_f64, Error, Result};
+use crate::base::{bf16_from_f64, f16_from_f64, Error, Result};
 use crate::tensor::{CpuStorage, DType, Device, Tensor};
 
 /// A vector norm order, mirrored by `CLIP_*` in `kernels/clip.cu`.
@@ -98,10 +98,11 @@ impl NormKind {
     }
 }
 
-/// `v` rounded to `dtype` (f16, f32 or f64).
+/// `v` rounded to `dtype` (f16, bf16, f32 or f64).
 fn round_to(dtype: DType, v: f64) -> f64 {
     match dtype {
         DType::F16 => f16_from_f64(v).to_f64(),
+        DType::BF16 => bf16_from_f64(v).to_f64(),
         DType::F32 => f64::from(v as f32),
         _ => v,
     }
@@ -126,11 +127,20 @@ fn total_and_coefficient(kind: NormKind, s: f64, max_norm: f64, out: DType) -> (
     (f64::from(t), f64::from(if q > 1.0 { 1.0 } else { q }))
 }
 
-/// The dtype torch's `stack` gives norms of these dtypes (f16 with f32 is f32).
+/// The dtype torch's `stack` gives norms of these dtypes: the widest, and f32 for f16
+/// with bf16.
 fn promoted(dtypes: impl Iterator<Item = DType>) -> DType {
-    dtypes
-        .max_by_key(|d| d.size_in_bytes())
-        .unwrap_or(DType::F32)
+    let mut out: Option<DType> = None;
+    for d in dtypes {
+        out = Some(match out {
+            None => d,
+            Some(o) if o == d => o,
+            Some(o) if o.size_in_bytes() == d.size_in_bytes() => DType::F32,
+            Some(o) if o.size_in_bytes() > d.size_in_bytes() => o,
+            Some(_) => d,
+        });
+    }
+    out.unwrap_or(DType::F32)
 }
 
 /// The grads of `params` that exist, checked: float, contiguous or not (the CPU reads
@@ -306,6 +316,7 @@ fn cpu_fold(g: &Tensor, kind: NormKind) -> Result<f64> {
     };
     Ok(match &*guard {
         CpuStorage::F16(v) => fold(&mut idx.map(|i| v[i].to_f64())),
+        CpuStorage::BF16(v) => fold(&mut idx.map(|i| v[i].to_f64())),
         CpuStorage::F32(v) => fold(&mut idx.map(|i| f64::from(v[i]))),
         CpuStorage::F64(v) => fold(&mut idx.map(|i| v[i])),
         CpuStorage::I64(_) => return Err(Error::Optim("clip: an i64 grad".into())),
@@ -324,6 +335,9 @@ pub(crate) fn cpu_map(g: &Tensor, f: impl Fn(f64) -> f64) -> Result<()> {
         match &mut *guard {
             CpuStorage::F16(v) => idx.for_each(|i| {
                 v[i] = f16::from_f32(f(v[i].to_f64()) as f32);
+            }),
+            CpuStorage::BF16(v) => idx.for_each(|i| {
+                v[i] = bf16::from_f32(f(v[i].to_f64()) as f32);
             }),
             CpuStorage::F32(v) => idx.for_each(|i| v[i] = f(f64::from(v[i])) as f32),
             CpuStorage::F64(v) => idx.for_each(|i| v[i] = f(v[i])),
@@ -344,54 +358,11 @@ mod gpu {
     use crate::optim::multi_tensor::{DeviceTable, MtTensor};
     use crate::tensor::{DType, Device, Tensor};
 
-    /// One kernel of `kernels/clip.cu` for each float dtype.
-    struct PerDtype {
-        f16: KernelId,
-        f32: KernelId,
-        f64: KernelId,
+    /// The member of a `kernels/clip.cu` family for a grads' dtype.
+    fn of(family: [KernelId; 4], dtype: DType) -> Result<KernelId> {
+        gpu::kernels::of_dtype(family, dtype)
+            .ok_or_else(|| Error::Optim(format!("clip: {dtype} grads")))
     }
-
-    impl PerDtype {
-        fn of(&self, dtype: DType) -> Result<KernelId> {
-            Ok(match dtype {
-                DType::F16 => self.f16,
-                DType::F32 => self.f32,
-                DType::F64 => self.f64,
-                d => return Err(Error::Optim(format!("clip: {d} grads"))),
-            })
-        }
-    }
-
-    const PARTIALS: PerDtype = PerDtype {
-        f16: k::CLIP_NORM_PARTIALS_F16,
-        f32: k::CLIP_NORM_PARTIALS_F32,
-        f64: k::CLIP_NORM_PARTIALS_F64,
-    };
-    const TENSORS: PerDtype = PerDtype {
-        f16: k::CLIP_NORM_TENSORS_F16,
-        f32: k::CLIP_NORM_TENSORS_F32,
-        f64: k::CLIP_NORM_TENSORS_F64,
-    };
-    const TOTAL: PerDtype = PerDtype {
-        f16: k::CLIP_NORM_TOTAL_F16,
-        f32: k::CLIP_NORM_TOTAL_F32,
-        f64: k::CLIP_NORM_TOTAL_F64,
-    };
-    const MUL: PerDtype = PerDtype {
-        f16: k::CLIP_MUL_F16,
-        f32: k::CLIP_MUL_F32,
-        f64: k::CLIP_MUL_F64,
-    };
-    const VALUE: PerDtype = PerDtype {
-        f16: k::CLIP_VALUE_F16,
-        f32: k::CLIP_VALUE_F32,
-        f64: k::CLIP_VALUE_F64,
-    };
-    const UNSCALE: PerDtype = PerDtype {
-        f16: k::AMP_UNSCALE_F16,
-        f32: k::AMP_UNSCALE_F32,
-        f64: k::AMP_UNSCALE_F64,
-    };
 
     /// The multi-tensor table of some grads (uploaded without a synchronisation).
     fn table(dev: &GpuDevice, grads: &[Tensor]) -> Result<DeviceTable> {
@@ -457,7 +428,7 @@ mod gpu {
         for (gi, (dtype, t)) in tables.iter().enumerate() {
             // Chunk c of this table writes partials[off + c].
             let partials = base + 8 * off;
-            over(&dev, t, PARTIALS.of(*dtype)?, per, |a| {
+            over(&dev, t, of(k::CLIP_NORM_PARTIALS, *dtype)?, per, |a| {
                 a.push(code).push(p).push(partials);
             })?;
             let mut a = KernelArgs::new();
@@ -467,7 +438,11 @@ mod gpu {
                 .push(p)
                 .push(partials)
                 .push(acc + 8 * gi as u64);
-            dev.launch(TENSORS.of(*dtype)?, LaunchConfig::linear(1, 256), &mut a)?;
+            dev.launch(
+                of(k::CLIP_NORM_TENSORS, *dtype)?,
+                LaunchConfig::linear(1, 256),
+                &mut a,
+            )?;
             off += t.chunks();
         }
         let mut a = KernelArgs::new();
@@ -478,7 +453,11 @@ mod gpu {
             .push(max_norm)
             .push(total.device_ptr()?)
             .push(coef);
-        dev.launch(TOTAL.of(out)?, LaunchConfig::linear(1, 32), &mut a)?;
+        dev.launch(
+            of(k::CLIP_NORM_TOTAL, out)?,
+            LaunchConfig::linear(1, 32),
+            &mut a,
+        )?;
         if check {
             let v = total.item()?;
             if !v.is_finite() {
@@ -486,7 +465,7 @@ mod gpu {
             }
         }
         for ((_, t), (dtype, gs)) in tables.iter().zip(groups) {
-            over(&dev, t, MUL.of(*dtype)?, per, |a| {
+            over(&dev, t, of(k::CLIP_MUL, *dtype)?, per, |a| {
                 a.push(coef);
             })?;
             bump(gs);
@@ -508,9 +487,15 @@ mod gpu {
         }
         for (dtype, gs) in &groups {
             let t = table(&dev, gs)?;
-            over(&dev, &t, VALUE.of(*dtype)?, foreach == Some(false), |a| {
-                a.push(-clip_value).push(clip_value);
-            })?;
+            over(
+                &dev,
+                &t,
+                of(k::CLIP_VALUE, *dtype)?,
+                foreach == Some(false),
+                |a| {
+                    a.push(-clip_value).push(clip_value);
+                },
+            )?;
             bump(gs);
         }
         Ok(())
@@ -527,7 +512,7 @@ mod gpu {
         let (sp, fp) = (scale.device_ptr()?, found_inf.device_ptr()?);
         for (dtype, gs) in &groups {
             let t = table(&dev, gs)?;
-            over(&dev, &t, UNSCALE.of(*dtype)?, false, |a| {
+            over(&dev, &t, of(k::AMP_UNSCALE, *dtype)?, false, |a| {
                 a.push(sp).push(fp);
             })?;
             bump(gs);

@@ -41,7 +41,7 @@ pub struct OptimCore {
     pub(crate) params: Vec<Tensor>,
     pub(crate) groups: Vec<ParamGroup>,
     pub(crate) state: Vec<Option<ParamState>>,
-    /// f32 master weights of f16 parameters, when enabled.
+    /// f32 master weights of f16 and bf16 parameters, when enabled.
     pub(crate) masters: Vec<Option<Tensor>>,
     pub(crate) master_weights: bool,
     pub(crate) imp: Impl,
@@ -213,8 +213,8 @@ impl OptimCore {
         self.zero_mode = mode;
     }
 
-    /// Keeps f32 master weights for f16 parameters (created from the current values on
-    /// the next step; the f16 parameter is then the rounded master after each step).
+    /// Keeps f32 master weights for f16 and bf16 parameters (created from the values on
+    /// the next step; the parameter is then the rounded master after each step).
     pub fn set_master_weights(&mut self, on: bool) {
         self.master_weights = on;
         if !on {
@@ -330,10 +330,11 @@ impl OptimCore {
 
     /// Creates the state of a parameter on its first step with a grad.
     /// The dtype of a param's state buffers: f32 beside the f32 master weights of an
-    /// f16 param (squared f16 gradients underflow in f16 moments), else the param's own.
+    /// f16 or bf16 param (squared f16 gradients underflow in f16 moments; bf16 moments
+    /// lose the small updates), else the param's own.
     pub(crate) fn state_dtype(&self, pi: usize) -> DType {
         match self.params[pi].dtype() {
-            DType::F16 if self.master_weights => DType::F32,
+            DType::F16 | DType::BF16 if self.master_weights => DType::F32,
             d => d,
         }
     }
@@ -341,8 +342,7 @@ impl OptimCore {
     fn ensure_state(&mut self, gi: usize, pi: usize) -> Result<()> {
         let p = self.params[pi].clone();
         let hyper = self.groups[gi].hyper;
-        let needs_master =
-            self.master_weights && p.dtype() == DType::F16 && self.masters[pi].is_none();
+        let needs_master = self.master_weights && p.dtype().is_half() && self.masters[pi].is_none();
         let needs_state =
             self.state[pi].is_none() && (!hyper.buffer_names().is_empty() || hyper.has_step());
         if needs_master || needs_state {
@@ -415,6 +415,8 @@ impl OptimCore {
         match p.dtype() {
             DType::F16 if master.is_some() => run!(half::f16, f32),
             DType::F16 => run!(half::f16, half::f16),
+            DType::BF16 if master.is_some() => run!(half::bf16, f32),
+            DType::BF16 => run!(half::bf16, half::bf16),
             DType::F32 => run!(f32, f32),
             DType::F64 => run!(f64, f64),
             DType::I64 => Err(Error::Optim("can't optimize an i64 tensor".into())),

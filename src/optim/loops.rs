@@ -7,10 +7,10 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use half::f16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::backend::cpu::f16conv;
+use crate::backend::cpu::f16conv::Half;
 use crate::tensor::{CpuStorage, DType};
 
 /// Elements per rayon task of the fused CPU pass.
@@ -114,40 +114,47 @@ macro_rules! real {
 real!(f32, DType::F32, F32);
 real!(f64, DType::F64, F64);
 
-impl Elem for f16 {
-    type R = f32;
-    const DTYPE: DType = DType::F16;
-    fn load(self) -> f32 {
-        self.to_f32()
-    }
-    fn store(r: f32) -> f16 {
-        f16::from_f32(r)
-    }
-    fn vec_mut(c: &mut CpuStorage) -> Option<&mut Vec<f16>> {
-        match c {
-            CpuStorage::F16(v) => Some(v),
-            _ => None,
+/// `Elem` for a 16-bit float computed in f32 (f16, bf16).
+macro_rules! half_elem {
+    ($t:ty, $d:expr, $variant:ident) => {
+        impl Elem for $t {
+            type R = f32;
+            const DTYPE: DType = $d;
+            fn load(self) -> f32 {
+                Half::to_f32(self)
+            }
+            fn store(r: f32) -> $t {
+                <$t as Half>::from_f32(r)
+            }
+            fn vec_mut(c: &mut CpuStorage) -> Option<&mut Vec<$t>> {
+                match c {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn vec_ref(c: &CpuStorage) -> Option<&[$t]> {
+                match c {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn as_compute(_: &mut [$t]) -> Option<&mut [f32]> {
+                None
+            }
+            fn as_compute_ref(_: &[$t]) -> Option<&[f32]> {
+                None
+            }
+            fn load_slice(src: &[$t], dst: &mut [f32]) {
+                Half::widen(src, dst);
+            }
+            fn store_slice(src: &[f32], dst: &mut [$t]) {
+                Half::narrow(src, dst);
+            }
         }
-    }
-    fn vec_ref(c: &CpuStorage) -> Option<&[f16]> {
-        match c {
-            CpuStorage::F16(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn as_compute(_: &mut [f16]) -> Option<&mut [f32]> {
-        None
-    }
-    fn as_compute_ref(_: &[f16]) -> Option<&[f32]> {
-        None
-    }
-    fn load_slice(src: &[f16], dst: &mut [f32]) {
-        f16conv::widen(src, dst);
-    }
-    fn store_slice(src: &[f32], dst: &mut [f16]) {
-        f16conv::narrow(src, dst);
-    }
+    };
 }
+half_elem!(f16, DType::F16, F16);
+half_elem!(bf16, DType::BF16, BF16);
 
 /// SGD scalars of one tensor, in the compute type.
 #[derive(Clone, Copy, Debug)]

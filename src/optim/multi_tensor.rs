@@ -189,12 +189,8 @@ pub fn launch_zero(dev: &GpuDevice, ranges: &[(u64, u64)]) -> Result<()> {
 
 /// The step kernel of a dtype.
 pub fn step_kernel(dtype: DType) -> Result<KernelId> {
-    Ok(match dtype {
-        DType::F32 => k::OPTIM_STEP_F32,
-        DType::F16 => k::OPTIM_STEP_F16,
-        DType::F64 => k::OPTIM_STEP_F64,
-        DType::I64 => return Err(Error::Optim("can't optimize an i64 tensor".into())),
-    })
+    crate::backend::gpu::kernels::of_dtype(k::OPTIM_STEP, dtype)
+        .ok_or_else(|| Error::Optim(format!("can't optimize a {dtype} tensor")))
 }
 
 /// A step table uploaded to a device, followed in the same block by the per-entry
@@ -292,12 +288,8 @@ impl DeviceTable {
 
     /// The GradScaler's finite check over the whole table (see `foreach.cu`).
     pub fn launch_check_finite(&self, dev: &GpuDevice, dtype: DType, found_inf: u64) -> Result<()> {
-        let kernel = match dtype {
-            DType::F32 => k::FOREACH_CHECK_FINITE_F32,
-            DType::F16 => k::FOREACH_CHECK_FINITE_F16,
-            DType::F64 => k::FOREACH_CHECK_FINITE_F64,
-            DType::I64 => return Err(Error::Optim("i64 grads".into())),
-        };
+        let kernel = crate::backend::gpu::kernels::of_dtype(k::FOREACH_CHECK_FINITE, dtype)
+            .ok_or_else(|| Error::Optim(format!("{dtype} grads")))?;
         self.launch_over(dev, kernel, 0, self.host.len(), |a| {
             a.push(found_inf);
         })

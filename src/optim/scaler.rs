@@ -245,6 +245,7 @@ fn any_non_finite(g: &Tensor) -> Result<bool> {
     let (o, n) = (g.layout().offset(), g.numel());
     Ok(match &*guard {
         CpuStorage::F16(v) => loops::any_non_finite(&v[o..o + n]),
+        CpuStorage::BF16(v) => loops::any_non_finite(&v[o..o + n]),
         CpuStorage::F32(v) => loops::any_non_finite(&v[o..o + n]),
         CpuStorage::F64(v) => loops::any_non_finite(&v[o..o + n]),
         CpuStorage::I64(_) => false,

@@ -277,7 +277,7 @@ impl OptimCore {
             let Some(t) = sd.tensors.get(&master_key(i)) else {
                 continue;
             };
-            if p.dtype() != DType::F16 || t.shape() != p.shape() || !t.dtype().is_float() {
+            if !p.dtype().is_half() || t.shape() != p.shape() || !t.dtype().is_float() {
                 return Err(Error::Optim(format!(
                     "master weights {} {:?} for param {i} ({} {:?})",
                     t.dtype(),

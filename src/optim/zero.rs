@@ -89,6 +89,7 @@ fn zero_cpu(t: &Tensor) -> Result<()> {
     }
     match &mut *c {
         CpuStorage::F16(v) => fill(v, t, half::f16::ZERO),
+        CpuStorage::BF16(v) => fill(v, t, half::bf16::ZERO),
         CpuStorage::F32(v) => fill(v, t, 0.0),
         CpuStorage::F64(v) => fill(v, t, 0.0),
         CpuStorage::I64(v) => fill(v, t, 0),

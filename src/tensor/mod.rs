@@ -22,7 +22,7 @@ pub(crate) mod prim;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use half::f16;
+use half::{bf16, f16};
 
 pub use crate::base::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_dim, CpuStorage, DType, Device,
@@ -31,7 +31,7 @@ pub use crate::base::{
 pub use graph::{AutogradMeta, BackwardCtx, Node, SavedTensor};
 
 use crate::backend::backend;
-use crate::base::{f16_from_f64, Error, RawTensor, Result, StorageCell};
+use crate::base::{bf16_from_f64, f16_from_f64, Error, RawTensor, Result, StorageCell};
 
 /// An n-dimensional array on a device, cheap to clone (clones share data and identity).
 #[derive(Clone)]
@@ -60,6 +60,7 @@ fn storage_of<T: Element>(data: Vec<T>) -> CpuStorage {
     let any: Box<dyn std::any::Any> = Box::new(data);
     match T::DTYPE {
         DType::F16 => CpuStorage::F16(*any.downcast::<Vec<f16>>().expect("dtype")),
+        DType::BF16 => CpuStorage::BF16(*any.downcast::<Vec<bf16>>().expect("dtype")),
         DType::F32 => CpuStorage::F32(*any.downcast::<Vec<f32>>().expect("dtype")),
         DType::F64 => CpuStorage::F64(*any.downcast::<Vec<f64>>().expect("dtype")),
         DType::I64 => CpuStorage::I64(*any.downcast::<Vec<i64>>().expect("dtype")),
@@ -216,6 +217,7 @@ impl Tensor {
         }
         let cpu = match dtype {
             DType::F16 => CpuStorage::F16(data.iter().map(|&v| f16_from_f64(v)).collect()),
+            DType::BF16 => CpuStorage::BF16(data.iter().map(|&v| bf16_from_f64(v)).collect()),
             DType::F32 => CpuStorage::F32(data.iter().map(|&v| v as f32).collect()),
             DType::F64 => CpuStorage::F64(data.to_vec()),
             DType::I64 => CpuStorage::I64(data.iter().map(|&v| v as i64).collect()),
@@ -311,6 +313,7 @@ impl Tensor {
         }
         let any: Box<dyn std::any::Any> = match self.to_cpu_storage()? {
             CpuStorage::F16(v) => Box::new(v),
+            CpuStorage::BF16(v) => Box::new(v),
             CpuStorage::F32(v) => Box::new(v),
             CpuStorage::F64(v) => Box::new(v),
             CpuStorage::I64(v) => Box::new(v),
@@ -322,6 +325,7 @@ impl Tensor {
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
         Ok(match self.to_cpu_storage()? {
             CpuStorage::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            CpuStorage::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
             CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
             CpuStorage::F64(v) => v,
             CpuStorage::I64(v) => v.iter().map(|&x| x as f64).collect(),

@@ -39,6 +39,12 @@ super::case_file_tests! {conform:
     nonfinite_ops_emu => "nonfinite_ops.json" on Emu,
     nonfinite_optim_cpu => "nonfinite_optim.json" on Cpu,
     nonfinite_optim_emu => "nonfinite_optim.json" on Emu,
+    clip_cpu => "clip.json" on Cpu,
+    clip_emu => "clip.json" on Emu,
+    ops_bf16_cpu => "ops_bf16.json" on Cpu,
+    ops_bf16_emu => "ops_bf16.json" on Emu,
+    optim_bf16_cpu => "optim_bf16.json" on Cpu,
+    optim_bf16_emu => "optim_bf16.json" on Emu,
 }
 
 /// Writes `content` to a fresh file under the target's temporary directory.

@@ -6,7 +6,7 @@ use crate::tensor::broadcast_shapes;
 use crate::tensor::prim as dispatch;
 use crate::{DType, Device, Tensor};
 
-const FLOATS: [DType; 3] = [DType::F16, DType::F32, DType::F64];
+const FLOATS: [DType; 4] = [DType::F16, DType::BF16, DType::F32, DType::F64];
 
 /// Deterministic values in `[lo, hi)`.
 fn values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
@@ -39,6 +39,7 @@ fn random(shape: &[usize], seed: u64, lo: f64, hi: f64, dtype: DType) -> (Tensor
 fn tol(dtype: DType) -> (f64, f64) {
     match dtype {
         DType::F16 => (2e-3, 1e-4),
+        DType::BF16 => (1.6e-2, 1e-3),
         DType::F32 => (2e-6, 1e-7),
         _ => (1e-12, 1e-14),
     }
@@ -796,6 +797,7 @@ fn dropout_mask_follows_the_counter_generator() {
             let keep = match dtype {
                 DType::F64 => 1.0 / (1.0 - p),
                 DType::F32 => (1.0f32 / (1.0 - p as f32)) as f64,
+                DType::BF16 => half::bf16::from_f32(1.0f32 / (1.0 - p as f32)).to_f64(),
                 _ => half::f16::from_f32(1.0f32 / (1.0 - p as f32)).to_f64(),
             };
             for (i, &v) in mv.iter().enumerate() {
@@ -855,10 +857,11 @@ fn argmax_takes_the_first_maximum() {
 #[test]
 fn cast_and_contiguous_convert_every_dtype() {
     let data = [-2.75, -1.0, 0.0, 0.5, 1.25, 3.0e4, 7.0, -9.5];
-    for from in [DType::F16, DType::F32, DType::F64, DType::I64] {
+    let all = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::I64];
+    for from in all {
         let x = tensor(&data, &[2, 4], from);
         let xv = x.to_vec_f64().unwrap();
-        for to in [DType::F16, DType::F32, DType::F64, DType::I64] {
+        for to in all {
             let y = dispatch::cast(&x.transpose(0, 1).unwrap(), to).unwrap();
             assert_eq!((y.shape(), y.dtype()), (&[4, 2][..], to));
             let want: Vec<f64> = transpose(&xv, 2, 4)
@@ -866,6 +869,7 @@ fn cast_and_contiguous_convert_every_dtype() {
                 .map(|&v| match to {
                     DType::I64 => v.trunc(),
                     DType::F16 => half::f16::from_f64(v).to_f64(),
+                    DType::BF16 => crate::base::bf16_from_f64(v).to_f64(),
                     DType::F32 => v as f32 as f64,
                     DType::F64 => v,
                 })

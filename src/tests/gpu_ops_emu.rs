@@ -6,7 +6,7 @@ use crate::backend::gpu::KernelId;
 use crate::Device;
 
 /// Kernel files of other areas (their checks live elsewhere).
-const OTHER_AREAS: [&str; 2] = ["foreach", "optim"];
+const OTHER_AREAS: [&str; 3] = ["clip", "foreach", "optim"];
 
 #[test]
 fn ops_kernels_match_the_cpu_backend_on_the_emulator() {

@@ -109,8 +109,11 @@ impl CheckpointMeta {
             if s.batch_size == 0 {
                 return Err("settings.batch_size is 0".into());
             }
-            if s.dtype != "f32" && s.dtype != "f16" {
-                return Err(format!("settings.dtype {:?} is not f32 or f16", s.dtype));
+            if !["f32", "f16", "bf16"].contains(&s.dtype.as_str()) {
+                return Err(format!(
+                    "settings.dtype {:?} is not f32, f16 or bf16",
+                    s.dtype
+                ));
             }
             if !(s.lr.is_finite() && s.lr >= 0.0) {
                 return Err(format!("settings.lr {} is not a learning rate", s.lr));

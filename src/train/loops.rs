@@ -105,11 +105,12 @@ fn forward_in_param_dtype(model: &mut dyn Module, inputs: &Tensor) -> Result<Ten
     }
 }
 
-/// Logits ready for the loss: f16 logits are cast to f32 (keeping the graph), since
-/// autocast runs the cross-entropy in f32. This keeps the scaled loss and its gradient
-/// within range; the gradient reaches the f16 logits already divided by the batch size.
+/// Logits ready for the loss: f16 and bf16 logits are cast to f32 (keeping the graph),
+/// since autocast runs the cross-entropy in f32. This keeps the scaled loss and its
+/// gradient within range; the gradient reaches the logits already divided by the batch
+/// size.
 fn loss_logits(pred: &Tensor) -> Result<Tensor> {
-    if pred.dtype() == DType::F16 {
+    if pred.dtype().is_half() {
         pred.cast(DType::F32)
     } else {
         Ok(pred.clone())

@@ -126,7 +126,7 @@ fn resolve_resume(cfg: &TrainConfig, meta: &CheckpointMeta, path: &Path) -> Resu
         }
     }
     let saved_dtype = match &meta.settings {
-        // Checked to be f32 or f16 when the checkpoint was loaded.
+        // Checked to be f32, f16 or bf16 when the checkpoint was loaded.
         Some(s) => DType::parse(&s.dtype).unwrap_or(DType::F32),
         None if meta.scaler.is_some() => DType::F16,
         None => DType::F32,
@@ -322,10 +322,10 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         }
     }
     let cfg = resumed.as_ref().map_or(cfg, |r| &r.cfg);
-    if cfg.dtype != DType::F32 && cfg.dtype != DType::F16 {
+    if !matches!(cfg.dtype, DType::F32 | DType::F16 | DType::BF16) {
         return Err(Error::invalid(
             "train",
-            format!("dtype {} is not supported (f32 or f16)", cfg.dtype),
+            format!("dtype {} is not supported (f32, f16 or bf16)", cfg.dtype),
         ));
     }
     if cfg.epochs == 0 {
@@ -362,9 +362,12 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         .lr_schedule
         .map(|s| s.build(optimizer.as_mut()))
         .transpose()?;
-    // Mixed precision: f16 parameters, f32 master weights in the optimizer, a GradScaler.
-    let mut scaler = if cfg.dtype == DType::F16 {
+    // Mixed precision: f16 or bf16 parameters and f32 master weights and state in the
+    // optimizer; f16 also a GradScaler (bf16 has f32's range and needs none).
+    if cfg.dtype.is_half() {
         optimizer.core_mut().set_master_weights(true);
+    }
+    let mut scaler = if cfg.dtype == DType::F16 {
         Some(GradScaler::with_options(
             cfg.device,
             cfg.init_scale,

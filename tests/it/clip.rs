@@ -83,6 +83,10 @@ fn clip_grad_norm_matches_the_reference_for_every_order_device_and_form() {
                 }
                 for foreach in [None, Some(false)] {
                     let ps = params(device, dtype, 11);
+                    if p == f64::INFINITY {
+                        // The max over no elements is undefined: torch's error, tested below.
+                        ps[3].set_grad(None).unwrap();
+                    }
                     let before = grads(&ps);
                     let (want_total, want) = reference(&before, max_norm, p);
                     let total = clip_grad_norm_(&ps, max_norm, p, false, foreach).unwrap();
@@ -212,6 +216,14 @@ fn bad_clipping_arguments_are_errors_naming_them() {
         let e = r.unwrap_err().to_string();
         assert!(e.contains(what), "{e}");
     }
+    let e = clip_grad_norm_(&ps, 1.0, f64::INFINITY, false, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("grad 2 has no elements"), "{e}");
+    let e = clip_grad_value_(&ps[2..3], 1.0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no parameter has a grad"), "{e}");
     let mixed = vec![ps[0].clone(), params(Device::Emu, DType::F32, 1)[0].clone()];
     let e = clip_grad_norm_(&mixed, 1.0, 2.0, false, None)
         .unwrap_err()

@@ -1,6 +1,6 @@
-//! `gradstep train --dtype f16`: mixed precision (f16 parameters, f32 master weights in
-//! the optimizer, a GradScaler) on a small slice of Fashion-MNIST, checked against the
-//! same run in f32.
+//! `gradstep train --dtype f16` and `--dtype bf16`: mixed precision (16-bit parameters,
+//! f32 master weights and state in the optimizer; for f16 a GradScaler) on a small slice
+//! of Fashion-MNIST, checked against the same run in f32.
 
 use gradstep::optim::{Adam, AdamConfig, AdamW, Impl, Optimizer, SgdConfig, SGD};
 use gradstep::train::{self, LoopOptions, OptimizerKind, TrainConfig, TrainReport};
@@ -40,24 +40,25 @@ fn mean_loss(r: &TrainReport, range: std::ops::Range<usize>) -> f64 {
     r.history.losses[range].iter().map(|(_, l)| l).sum::<f64>() / n
 }
 
-/// Trains in f16 and in f32 from the same seed; checks the f16 run learns, keeps f16
-/// finite parameters, and tracks the f32 run.
+/// Trains in `dtype` (f16 or bf16) and in f32 from the same seed; checks the 16-bit run
+/// learns, keeps finite parameters of its dtype, and tracks the f32 run: the last loss
+/// within 0.1, the accuracy within `acc_tol`.
 /// `weight_tol`: the largest difference allowed between f16 and f32 weights (Adam moves
 /// each weight by up to about lr per step whatever the gradient's size, so small
 /// gradient differences add up faster than with SGD).
 fn check_against_f32(
+    dtype: DType,
     device: Device,
     epochs: usize,
-    optimizer: OptimizerKind,
-    lr: f64,
-    weight_tol: f64,
+    (optimizer, lr): (OptimizerKind, f64),
+    (weight_tol, acc_tol): (f64, f64),
 ) {
     let with = |dtype| TrainConfig {
         optimizer,
         lr,
         ..config(dtype, device, epochs)
     };
-    let (half, text) = run(&with(DType::F16));
+    let (half, text) = run(&with(dtype));
     let (full, _) = run(&with(DType::F32));
     let batches = epochs * TRAIN_N.div_ceil(32);
     assert_eq!(half.batches, batches);
@@ -87,21 +88,24 @@ fn check_against_f32(
 
     // Mixed precision follows the f32 run (same init, same shuffling).
     let late32 = mean_loss(&full, batches - 20..batches);
-    assert!((late - late32).abs() < 0.1, "f16 {late} vs f32 {late32}");
+    assert!(
+        (late - late32).abs() < 0.1,
+        "{dtype} {late} vs f32 {late32}"
+    );
     let (acc16, acc32) = (
         half.history.accuracy[epochs - 1],
         full.history.accuracy[epochs - 1],
     );
-    assert!(acc16 > 0.6, "f16 accuracy {acc16}");
+    assert!(acc16 > 0.6, "{dtype} accuracy {acc16}");
     assert!(
-        (acc16 - acc32).abs() < 0.06,
-        "f16 accuracy {acc16} vs f32 {acc32}"
+        (acc16 - acc32).abs() <= acc_tol,
+        "{dtype} accuracy {acc16} vs f32 {acc32}"
     );
 
     // The parameters stay f16 and finite, and moved away from their initial values.
     assert_eq!(half.parameters.len(), 6);
     for (name, p) in &half.parameters {
-        assert_eq!(p.dtype(), DType::F16, "{name}");
+        assert_eq!(p.dtype(), dtype, "{name}");
         let v = p.to_vec_f64().unwrap();
         assert!(
             v.iter().all(|x| x.is_finite()),
@@ -117,17 +121,63 @@ fn check_against_f32(
         .zip(w32.to_vec_f64().unwrap())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
-    assert!(diff < weight_tol, "f16 and f32 weights differ by {diff}");
+    assert!(
+        diff < weight_tol,
+        "{dtype} and f32 weights differ by {diff}"
+    );
 }
 
 #[test]
 fn f16_mixed_precision_trains_on_cpu() {
-    check_against_f32(Device::Cpu, 10, OptimizerKind::Sgd, 0.05, 0.01);
+    check_against_f32(
+        DType::F16,
+        Device::Cpu,
+        10,
+        (OptimizerKind::Sgd, 0.05),
+        (0.01, 0.06),
+    );
+}
+
+#[test]
+fn bf16_mixed_precision_tracks_f32_on_cpu_and_emu() {
+    // bf16 keeps 8 significand bits (f16 11): its weights sit further from f32's, and on
+    // 200 test samples one point is two images.
+    let sgd = (OptimizerKind::Sgd, 0.05);
+    check_against_f32(DType::BF16, Device::Cpu, 10, sgd, (0.03, 0.03));
+    check_against_f32(
+        DType::BF16,
+        Device::Emu,
+        3,
+        (OptimizerKind::AdamW, 1e-3),
+        (0.08, 0.03),
+    );
+}
+
+#[test]
+fn bf16_quickstart_epoch_reaches_the_f32_accuracy_within_a_point() {
+    // The quickstart itself (all 60,000 training and 10,000 test images, batch 64, SGD
+    // at lr 1e-3) for one epoch, in bf16 and in f32.
+    let quickstart = |dtype| TrainConfig {
+        epochs: 1,
+        dtype,
+        ..TrainConfig::default()
+    };
+    let (bf16, _) = run(&quickstart(DType::BF16));
+    let (f32, _) = run(&quickstart(DType::F32));
+    let (a, b) = (bf16.history.accuracy[0], f32.history.accuracy[0]);
+    assert!((a - b).abs() <= 0.01, "bf16 accuracy {a} vs f32 {b}");
+    assert!(a > 0.3, "bf16 accuracy {a}: did it learn?");
 }
 
 #[test]
 fn f16_mixed_precision_with_adamw_trains_on_cpu() {
-    check_against_f32(Device::Cpu, 4, OptimizerKind::AdamW, 1e-3, 0.08);
+    check_against_f32(
+        DType::F16,
+        Device::Cpu,
+        4,
+        (OptimizerKind::AdamW, 1e-3),
+        (0.08, 0.06),
+    );
 }
 
 /// An f16 parameter with f32 master weights keeps its optimizer state in f32: a

@@ -3,7 +3,7 @@
 
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::base::{lock_host, CpuStorage, DType, Device, Element, Layout, RawTensor, StorageCell};
 use crate::base::{Error, Result};
@@ -43,6 +43,7 @@ macro_rules! cpu_elem {
 }
 
 cpu_elem!(f16, F16);
+cpu_elem!(bf16, BF16);
 cpu_elem!(f32, F32);
 cpu_elem!(f64, F64);
 cpu_elem!(i64, I64);
@@ -154,6 +155,18 @@ impl Float for f16 {
     }
 }
 
+impl Float for bf16 {
+    type A = f32;
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn store(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}
+
 macro_rules! float_self {
     ($t:ty) => {
         impl Float for $t {
@@ -179,6 +192,10 @@ macro_rules! with_dtype {
         match $dtype {
             crate::base::DType::F16 => {
                 type $T = half::f16;
+                $body
+            }
+            crate::base::DType::BF16 => {
+                type $T = half::bf16;
                 $body
             }
             crate::base::DType::F32 => {

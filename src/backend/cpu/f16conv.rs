@@ -1,8 +1,59 @@
 //! f16 <-> f32 slice conversion, eight lanes at a time with the F16C instructions where
 //! the CPU has them (checked once), else through `half` element by element. Both round
-//! to nearest even, so the results are the same.
+//! to nearest even, so the results are the same. bf16 <-> f32 (a shift, and a rounding
+//! of the low 16 bits) in plain loops the compiler vectorises. [`Half`] names both.
 
-use half::f16;
+use half::{bf16, f16};
+
+/// A 16-bit float stored on the CPU and computed in f32: f16 or bf16.
+pub(crate) trait Half: Copy + Send + Sync + Default + 'static {
+    /// Zero.
+    const ZERO: Self;
+    /// The exact f32 value.
+    fn to_f32(self) -> f32;
+    /// `v` rounded to nearest even.
+    fn from_f32(v: f32) -> Self;
+    /// Widens `src` into `dst` (equal lengths).
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// Rounds `src` into `dst` (equal lengths).
+    fn narrow(src: &[f32], dst: &mut [Self]);
+}
+
+impl Half for f16 {
+    const ZERO: f16 = f16::ZERO;
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn from_f32(v: f32) -> f16 {
+        f16::from_f32(v)
+    }
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        widen(src, dst)
+    }
+    fn narrow(src: &[f32], dst: &mut [f16]) {
+        narrow(src, dst)
+    }
+}
+
+impl Half for bf16 {
+    const ZERO: bf16 = bf16::ZERO;
+    fn to_f32(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+    fn from_f32(v: f32) -> bf16 {
+        bf16::from_f32(v)
+    }
+    fn widen(src: &[bf16], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "widen: length mismatch");
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+    }
+    fn narrow(src: &[f32], dst: &mut [bf16]) {
+        assert_eq!(src.len(), dst.len(), "narrow: length mismatch");
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = bf16::from_f32(*s));
+    }
+}
 
 /// Whether the CPU converts with F16C (detected once, then a cached flag).
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use half::f16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::backend::Products;
@@ -11,7 +11,7 @@ use crate::base::Result;
 use crate::base::{Layout, RawTensor};
 
 use super::elem::{output, read, read2, CpuElem, Float};
-use super::f16conv;
+use super::f16conv::Half;
 use super::strided::{map1, Dims};
 use super::CpuBackend;
 
@@ -324,31 +324,42 @@ macro_rules! direct {
 direct!(f32);
 direct!(f64);
 
-impl MatmulElem for f16 {
-    /// Widens both operands to f32 (so every sum accumulates in f32) and rounds the
-    /// product once. The storage range a view spans is widened as it lies (F16C, eight at
-    /// a time), so a transposed weight keeps its strides instead of being gathered.
-    fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
-        let widen = |t: &RawTensor| {
-            read::<f16, _>("matmul", t, |s, l| {
-                let (start, end) = (l.offset(), l.storage_extent().max(l.offset()));
-                if end - start > 2 * l.numel() {
-                    // A sparse view (a slice of a larger matrix): gather it instead.
-                    return (map1(s, l, f16::to_f32), Layout::contiguous(l.shape()));
-                }
-                let mut w = vec![0f32; end - start];
-                f16conv::widen(&s[start..end], &mut w);
-                let shifted = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
-                (w, shifted)
-            })
-        };
-        let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
-        let v = product((&wa, &la), (&wb, &lb), 1.0f32);
-        let mut out = vec![f16::ZERO; v.len()];
-        f16conv::narrow(&v, &mut out);
-        Ok(out)
-    }
+/// `MatmulElem` for a 16-bit float.
+macro_rules! half_matmul {
+    ($h:ty) => {
+        impl MatmulElem for $h {
+            /// f16 and bf16: widens both operands to f32 (so every sum accumulates in f32) and rounds the
+            /// product once. The storage range a view spans is widened as it lies (F16C, eight at
+            /// a time), so a transposed weight keeps its strides instead of being gathered.
+            fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
+                let widen = |t: &RawTensor| {
+                    read::<$h, _>("matmul", t, |s, l| {
+                        let (start, end) = (l.offset(), l.storage_extent().max(l.offset()));
+                        if end - start > 2 * l.numel() {
+                            // A sparse view (a slice of a larger matrix): gather it instead.
+                            return (
+                                map1(s, l, <$h as Half>::to_f32),
+                                Layout::contiguous(l.shape()),
+                            );
+                        }
+                        let mut w = vec![0f32; end - start];
+                        <$h as Half>::widen(&s[start..end], &mut w);
+                        let shifted = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
+                        (w, shifted)
+                    })
+                };
+                let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
+                let v = product((&wa, &la), (&wb, &lb), 1.0f32);
+                let mut out = vec![<$h as Half>::ZERO; v.len()];
+                <$h as Half>::narrow(&v, &mut out);
+                Ok(out)
+            }
+        }
+    };
 }
+
+half_matmul!(f16);
+half_matmul!(bf16);
 
 fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
     let ra = a.rank();

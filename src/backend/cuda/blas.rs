@@ -36,7 +36,7 @@ impl Blas {
     /// # Safety
     /// The pointers of `g` address device buffers large enough for its matrices.
     pub(super) unsafe fn gemm(&self, g: &GemmDesc) -> Result<bool> {
-        if !matches!(g.dtype, DType::F16 | DType::F32 | DType::F64) {
+        if !matches!(g.dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64) {
             return Ok(false);
         }
         if g.batch == 0 || g.m == 0 || g.n == 0 {
@@ -50,7 +50,7 @@ impl Blas {
             g.dtype, g.m, g.n, g.k, g.batch
         );
         // One gemm_ex for every dtype: storage type, accumulation type, and alpha/beta of
-        // the accumulation type (f32 for f16 and f32, f64 for f64).
+        // the accumulation type (f32 for f16, bf16 and f32, f64 for f64).
         let (alpha, beta) = (g.alpha as f64, g.beta as f64);
         let (ty, compute, scalars): (_, _, [*const c_void; 2]) = match g.dtype {
             DType::F64 => (
@@ -60,6 +60,11 @@ impl Blas {
             ),
             DType::F32 => (
                 cudaDataType_t::CUDA_R_32F,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                [&g.alpha as *const f32 as _, &g.beta as *const f32 as _],
+            ),
+            DType::BF16 => (
+                cudaDataType_t::CUDA_R_16BF,
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 [&g.alpha as *const f32 as _, &g.beta as *const f32 as _],
             ),

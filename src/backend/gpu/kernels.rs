@@ -27,3 +27,16 @@ impl KernelId {
         (0..KERNEL_NAMES.len() as u32).map(KernelId)
     }
 }
+
+/// The member of a kernel family (`k::UNARY`: its f16, bf16, f32 and f64 variants) for a
+/// float dtype; `None` for i64.
+pub fn of_dtype(family: [KernelId; 4], dtype: crate::base::DType) -> Option<KernelId> {
+    use crate::base::DType;
+    match dtype {
+        DType::F16 => Some(family[0]),
+        DType::BF16 => Some(family[1]),
+        DType::F32 => Some(family[2]),
+        DType::F64 => Some(family[3]),
+        DType::I64 => None,
+    }
+}

@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// gpt2-124m and mixed1000, only mixed1000 on emu).
     #[arg(long = "set", value_parser = parse_set)]
     pub sets: Vec<ParamSet>,
-    /// A dtype: f32 or f16 (repeatable; default both; training defaults to f32).
+    /// A dtype: f32, f16 or bf16 (repeatable; default f32 and f16; training defaults to
+    /// f32).
     #[arg(long = "dtype", value_parser = parse_dtype)]
     pub dtypes: Vec<DType>,
     /// An optimizer of the step benchmark: sgd (momentum 0.9), adam, adamw (repeatable;
@@ -67,8 +68,10 @@ fn parse_set(s: &str) -> std::result::Result<ParamSet, String> {
 
 fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     match DType::parse(s) {
-        Some(d @ (DType::F32 | DType::F16)) => Ok(d),
-        _ => Err(format!("unsupported dtype '{s}' (expected f32 or f16)")),
+        Some(d @ (DType::F32 | DType::F16 | DType::BF16)) => Ok(d),
+        _ => Err(format!(
+            "unsupported dtype '{s}' (expected f32, f16 or bf16)"
+        )),
     }
 }
 

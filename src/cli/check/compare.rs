@@ -243,18 +243,19 @@ pub fn fmt_value(v: f64, dtype: DType) -> String {
         };
     }
     match dtype {
-        DType::F16 => fmt_plain(shortest_f16(v)),
+        DType::F16 => fmt_plain(shortest_in(v, |x| f16::from_f64(x).to_bits())),
+        DType::BF16 => fmt_plain(shortest_in(v, |x| crate::base::bf16_from_f64(x).to_bits())),
         DType::F32 => fmt_shortest(v as f32, v),
         _ => fmt_shortest(v, v),
     }
 }
 
 /// The decimal with the fewest significant digits that rounds to the same float16 as `v`.
-fn shortest_f16(v: f64) -> f64 {
-    let h = f16::from_f64(v);
+fn shortest_in(v: f64, bits: impl Fn(f64) -> u16) -> f64 {
+    let h = bits(v);
     (0..17)
         .filter_map(|p| format!("{v:.p$e}").parse::<f64>().ok())
-        .find(|&d| f16::from_f64(d) == h)
+        .find(|&d| bits(d) == h)
         .unwrap_or(v)
 }
 

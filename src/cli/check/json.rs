@@ -490,12 +490,13 @@ impl CaseFile {
     }
 }
 
-/// The dtype named by a case (`float64`, `float32`, `float16`).
+/// The dtype named by a case (`float64`, `float32`, `float16`, `bfloat16`).
 pub fn case_dtype(name: &str) -> Result<DType> {
     match name {
         "float64" => Ok(DType::F64),
         "float32" => Ok(DType::F32),
         "float16" => Ok(DType::F16),
+        "bfloat16" => Ok(DType::BF16),
         other => Err(Error::invalid("case", format!("unknown dtype \"{other}\""))),
     }
 }

@@ -12,8 +12,8 @@ use crate::base::{Error, Result};
 use crate::tensor::prim;
 use crate::tensor::{contiguous_strides, DType, Device, Layout, Rng, Tensor};
 
-const FLOATS: [DType; 3] = [DType::F16, DType::F32, DType::F64];
-const ALL: [DType; 4] = [DType::F16, DType::F32, DType::F64, DType::I64];
+const FLOATS: [DType; 4] = [DType::F16, DType::BF16, DType::F32, DType::F64];
+const ALL: [DType; 5] = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::I64];
 
 /// How an input is laid out in its buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +185,7 @@ fn fail(msg: String) -> Error {
 fn tol(dtype: DType) -> (f64, f64) {
     match dtype {
         DType::F16 => (1e-2, 2e-3),
+        DType::BF16 => (4e-2, 1e-2),
         DType::F32 => (1e-4, 1e-5),
         DType::F64 => (1e-10, 1e-12),
         DType::I64 => (0.0, 0.0),

@@ -67,6 +67,7 @@ impl Kind {
 fn tol(dtype: DType) -> (f64, f64) {
     match dtype {
         DType::F16 => (4e-3, 4e-3),
+        DType::BF16 => (1.6e-2, 1.6e-2),
         DType::F32 => (2e-5, 2e-6),
         _ => (1e-12, 1e-14),
     }
@@ -176,7 +177,7 @@ fn many_sizes() -> Vec<usize> {
 fn zero_parity(device: Device) -> Result<()> {
     let mut sizes = many_sizes();
     sizes.push(CHUNK as usize + 3);
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
         let ps = leaves(&sizes, dtype, device, 5)?;
         set_grads(&ps, 3, 1.0)?;
         let dev_params: Vec<Tensor> = ps.iter().map(|p| p[1].clone()).collect();
@@ -202,11 +203,75 @@ fn zero_parity(device: Device) -> Result<()> {
     Ok(())
 }
 
-/// The gradient scaler on f16, f32 and f64 params: unscaled step parity, a skipped step
-/// on an inf, and the scale updates (growth after the interval, backoff on inf).
+/// `clip_grad_norm_` of every order, `clip_grad_value_`, and the scaler's `unscale_` over
+/// f16, bf16, f32 and f64 grads of odd sizes, against the CPU (`foreach` on or off).
+fn clip_parity(device: Device, foreach: bool) -> Result<()> {
+    let mut ps = Vec::new();
+    for (k, dtype) in [DType::F16, DType::BF16, DType::F32, DType::F64]
+        .into_iter()
+        .enumerate()
+    {
+        let sizes: Vec<usize> = odd_sizes().into_iter().filter(|&n| n > 0).collect();
+        ps.extend(leaves(&sizes, dtype, device, 60 + k as u64)?);
+    }
+    let side = |i: usize| -> Vec<Tensor> { ps.iter().map(|p| p[i].clone()).collect() };
+    let (cpu, dev) = (side(0), side(1));
+    // With `in_f32` the grads are compared in f32 (at most): a coefficient computed from
+    // f32 grads' norms scales the f64 grads too.
+    let grads_close = |what: &str, in_f32: bool| -> Result<()> {
+        for (i, [c, d]) in ps.iter().enumerate() {
+            if let (Some(gc), Some(gd)) = (c.grad(), d.grad()) {
+                let (gc, gd) = if in_f32 && gc.dtype() == DType::F64 {
+                    (gc.to_dtype(DType::F32)?, gd.to_dtype(DType::F32)?)
+                } else {
+                    (gc, gd)
+                };
+                close(&format!("{what}: grad {i}"), &gd, &gc)?;
+            }
+        }
+        Ok(())
+    };
+    let per = ps.len() / 4;
+    for (s, norm_type) in [2.0, 1.0, f64::INFINITY, 3.0, 0.0].into_iter().enumerate() {
+        // All four dtypes at once (an f64 total), then each dtype's grads alone.
+        for part in [0..ps.len(), 0..per, per..2 * per, 2 * per..3 * per] {
+            set_grads(&ps, 70 + s as u64, 1.0)?;
+            let what = format!("clip_grad_norm_ order {norm_type} over {part:?}");
+            let (c, d) = (&cpu[part.clone()], &dev[part]);
+            let tc = crate::optim::clip_grad_norm_(c, 0.5, norm_type, false, Some(foreach))?;
+            let td = crate::optim::clip_grad_norm_(d, 0.5, norm_type, false, Some(foreach))?;
+            // Compared in f32: the f32 grads' norms are summed in f32 on the device.
+            let f32 = |t: &Tensor| t.to_device(Device::Cpu)?.to_dtype(DType::F32);
+            close(&format!("{what}: total"), &f32(&td)?, &f32(&tc)?)?;
+            grads_close(&what, true)?;
+        }
+    }
+    set_grads(&ps, 80, 1.0)?;
+    crate::optim::clip_grad_value_(&cpu, 0.3, Some(foreach))?;
+    crate::optim::clip_grad_value_(&dev, 0.3, Some(foreach))?;
+    grads_close("clip_grad_value_", false)?;
+    set_grads(&ps, 81, 512.0)?;
+    let mut oc = SGD::new(cpu, SgdConfig::new(0.1))?;
+    let mut od = SGD::new(dev, SgdConfig::new(0.1))?;
+    let mut sc = GradScaler::with_options(Device::Cpu, 512.0, 2.0, 0.5, 2)?;
+    let mut sd = GradScaler::with_options(device, 512.0, 2.0, 0.5, 2)?;
+    sc.unscale_(&mut oc)?;
+    sd.unscale_(&mut od)?;
+    grads_close("unscale_", false)?;
+    if sc.found_inf()? || sd.found_inf()? {
+        return Err(Error::Optim("unscale_: found_inf on finite grads".into()));
+    }
+    Ok(())
+}
+
+/// The gradient scaler on f16, bf16, f32 and f64 params: unscaled step parity, a skipped
+/// step on an inf, and the scale updates (growth after the interval, backoff on inf).
 fn scaler_parity(device: Device, imp: Impl) -> Result<()> {
     let mut ps = Vec::new();
-    for (k, dtype) in [DType::F16, DType::F32, DType::F64].into_iter().enumerate() {
+    for (k, dtype) in [DType::F16, DType::F32, DType::F64, DType::BF16]
+        .into_iter()
+        .enumerate()
+    {
         ps.extend(leaves(
             &[0, 5, 1029, CHUNK as usize + 9],
             dtype,
@@ -263,7 +328,7 @@ pub fn checks() -> Vec<Check> {
     ];
     for kind in Kind::ALL {
         for (imp, iname) in imps {
-            for dtype in [DType::F32, DType::F16] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
                 v.push(Check {
                     name: format!("optim/step/{}/{iname}/{dtype}/odd", kind.name()),
                     run: Box::new(move |d| step_parity(d, kind, imp, dtype, &odd_sizes())),
@@ -287,6 +352,12 @@ pub fn checks() -> Vec<Check> {
         v.push(Check {
             name: format!("optim/scaler/{iname}"),
             run: Box::new(move |d| scaler_parity(d, imp)),
+        });
+    }
+    for (foreach, name) in [(true, "foreach"), (false, "for_loop")] {
+        v.push(Check {
+            name: format!("optim/clip/{name}"),
+            run: Box::new(move |d| clip_parity(d, foreach)),
         });
     }
     v

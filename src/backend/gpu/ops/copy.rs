@@ -19,16 +19,24 @@ fn copy_kernel(dtype: DType) -> KernelId {
 fn cast_kernel(from: DType, to: DType) -> Option<KernelId> {
     use DType::*;
     Some(match (from, to) {
+        (F16, BF16) => k::CAST_F16_BF16,
         (F16, F32) => k::CAST_F16_F32,
         (F16, F64) => k::CAST_F16_F64,
         (F16, I64) => k::CAST_F16_I64,
+        (BF16, F16) => k::CAST_BF16_F16,
+        (BF16, F32) => k::CAST_BF16_F32,
+        (BF16, F64) => k::CAST_BF16_F64,
+        (BF16, I64) => k::CAST_BF16_I64,
         (F32, F16) => k::CAST_F32_F16,
+        (F32, BF16) => k::CAST_F32_BF16,
         (F32, F64) => k::CAST_F32_F64,
         (F32, I64) => k::CAST_F32_I64,
         (F64, F16) => k::CAST_F64_F16,
+        (F64, BF16) => k::CAST_F64_BF16,
         (F64, F32) => k::CAST_F64_F32,
         (F64, I64) => k::CAST_F64_I64,
         (I64, F16) => k::CAST_I64_F16,
+        (I64, BF16) => k::CAST_I64_BF16,
         (I64, F32) => k::CAST_I64_F32,
         (I64, F64) => k::CAST_I64_F64,
         _ => return None,
@@ -135,6 +143,7 @@ impl Memory for GpuDevice {
         }
         let kernel = match t.dtype() {
             DType::F16 => k::FILL_F16,
+            DType::BF16 => k::FILL_BF16,
             DType::F32 => k::FILL_F32,
             DType::F64 => k::FILL_F64,
             DType::I64 => k::FILL_I64,

@@ -43,7 +43,7 @@ fn binary_code(op: BinaryOp) -> i32 {
 fn map(
     dev: &GpuDevice,
     op: &'static str,
-    kernels: [KernelId; 3],
+    kernels: [KernelId; 4],
     x: &RawTensor,
     inputs: &[(&RawTensor, StridedLayout)],
     shape: &[usize],

@@ -51,7 +51,7 @@ impl Indexing for GpuDevice {
         let (dtype, device) = (grad.dtype(), grad.device());
         let kernel = float_kernel(OP, dtype, device, k::EMBEDDING_BWD)?;
         let d = grad.shape().last().copied().unwrap_or(0);
-        let acc_dtype = if dtype == DType::F16 {
+        let acc_dtype = if matches!(dtype, DType::F16 | DType::BF16) {
             DType::F32
         } else {
             dtype

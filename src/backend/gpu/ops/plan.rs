@@ -131,19 +131,18 @@ pub(super) fn elementwise_config(n: usize) -> LaunchConfig {
     LaunchConfig::for_elements(n, THREADS, 4, MAX_BLOCKS)
 }
 
-/// The kernel of `kernels` (f16, f32, f64 variants) for `dtype`.
+/// The kernel of a family (`k::UNARY`: f16, bf16, f32, f64 variants) for `dtype`.
 pub(super) fn float_kernel(
     op: &'static str,
     dtype: DType,
     device: Device,
-    kernels: [KernelId; 3],
+    kernels: [KernelId; 4],
 ) -> Result<KernelId> {
-    match dtype {
-        DType::F16 => Ok(kernels[0]),
-        DType::F32 => Ok(kernels[1]),
-        DType::F64 => Ok(kernels[2]),
-        DType::I64 => Err(Error::Unsupported { op, dtype, device }),
-    }
+    crate::backend::gpu::kernels::of_dtype(kernels, dtype).ok_or(Error::Unsupported {
+        op,
+        dtype,
+        device,
+    })
 }
 
 /// Device address of a tensor's first element, for a kernel argument.

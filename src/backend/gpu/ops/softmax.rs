@@ -60,7 +60,7 @@ const CE_SCRATCH_BYTES: usize = 8;
 fn row_softmax(
     dev: &GpuDevice,
     op: &'static str,
-    kernels: [KernelId; 3],
+    kernels: [KernelId; 4],
     inputs: &[&RawTensor],
     log: bool,
 ) -> Result<RawTensor> {
