@@ -1,10 +1,14 @@
 //! Budgets asserted on the emulated GPU's counters (launches, memsets, copies, host
 //! syncs, allocations): zero_grad and step, and the zero_grad semantics that PyTorch
-//! documents; the training step, eager and captured into a graph (`graph`). Its own test binary: the counters are process-wide, so these tests run
-//! one at a time and no other test's work lands between two snapshots.
+//! documents; the training step, eager and captured into a graph (`graph`); the step
+//! inside backward (`step_in_backward`). Its own test binary: the counters are
+//! process-wide, so these tests run one at a time and no other test's work lands
+//! between two snapshots.
 
 #[path = "counters/graph.rs"]
 mod graph;
+#[path = "counters/step_in_backward.rs"]
+mod step_in_backward;
 
 use gradstep::optim::raw::ZERO_TENSORS_PER_LAUNCH as ZERO_MAX;
 use gradstep::optim::{Adam, AdamConfig, Impl, Optimizer, SgdConfig, SGD};

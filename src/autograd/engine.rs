@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::base::{Error, Result};
 use crate::tensor::grad_mode::set_grad_enabled;
-use crate::tensor::graph::{Edge, Node};
+use crate::tensor::graph::{Edge, Node, PostAccumulateGradHook};
 use crate::tensor::prim;
 use crate::tensor::Tensor;
 
@@ -172,10 +172,17 @@ struct Run {
 }
 
 impl Run {
-    /// Delivers the summed gradient of a leaf.
-    fn deliver_leaf(&mut self, leaf: &Tensor, g: Tensor) -> Result<()> {
+    /// Delivers the summed gradient of a leaf; a leaf with post-accumulate hooks is
+    /// added to `finished` for [`run_hooks`].
+    fn deliver_leaf(&mut self, leaf: &Tensor, g: Tensor, finished: &mut Vec<Tensor>) -> Result<()> {
         match &self.sink {
-            Sink::Accumulate => accumulate_grad(leaf, g, self.create_graph),
+            Sink::Accumulate => {
+                accumulate_grad(leaf, g, self.create_graph)?;
+                if leaf.has_post_accumulate_grad_hooks() {
+                    finished.push(leaf.clone());
+                }
+                Ok(())
+            }
             Sink::Capture(slots) => {
                 if let Some(&i) = slots.get(&leaf_key(leaf)) {
                     self.captured[i] = Some(g);
@@ -210,7 +217,9 @@ impl Run {
         let g0 = root_gradient(root, gradient)?;
         let _mode = set_grad_enabled(self.create_graph);
         let Some(root_node) = root.grad_fn() else {
-            return self.deliver_leaf(root, g0);
+            let mut finished = Vec::new();
+            self.deliver_leaf(root, g0, &mut finished)?;
+            return run_hooks(&finished);
         };
         let mut deps = count_dependencies(&root_node);
         let mut buffers: HashMap<Key, Tensor> = HashMap::new();
@@ -270,6 +279,7 @@ impl Run {
         ready: &mut BinaryHeap<Ready>,
         buffers: &mut HashMap<Key, Tensor>,
     ) -> Result<()> {
+        let mut finished = Vec::new();
         for edge in node.edges.iter().flatten() {
             let key = match edge {
                 Edge::Node(m) => node_key(m),
@@ -286,13 +296,32 @@ impl Run {
                 Edge::Node(m) => ready.push(Ready(m.clone())),
                 Edge::Leaf(w) => {
                     if let (Some(g), Some(t)) = (buffers.remove(&key), w.upgrade()) {
-                        self.deliver_leaf(&Tensor(t), g)?;
+                        self.deliver_leaf(&Tensor(t), g, &mut finished)?;
                     }
                 }
             }
         }
-        Ok(())
+        run_hooks(&finished)
     }
+}
+
+/// Runs the post-accumulate hooks of leaves that finished together: each distinct hook
+/// once, with its leaves in order.
+fn run_hooks(finished: &[Tensor]) -> Result<()> {
+    let mut calls: Vec<(Arc<dyn PostAccumulateGradHook>, Vec<Tensor>)> = Vec::new();
+    for leaf in finished {
+        let hooks = leaf.meta().post_accumulate.clone();
+        for h in hooks {
+            match calls
+                .iter_mut()
+                .find(|(c, _)| std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(&h)))
+            {
+                Some((_, leaves)) => leaves.push(leaf.clone()),
+                None => calls.push((h, vec![leaf.clone()])),
+            }
+        }
+    }
+    calls.iter().try_for_each(|(h, leaves)| h.call(leaves))
 }
 
 /// Runs backward from `root`, accumulating into the `.grad` of the leaves.

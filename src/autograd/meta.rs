@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::autograd::engine;
 use crate::base::{Error, Result};
+use crate::tensor::graph::PostAccumulateGradHook;
 use crate::tensor::{Node, Tensor};
 
 impl Tensor {
@@ -129,6 +130,36 @@ impl Tensor {
                 .push(Arc::downgrade(&self.0));
         }
         Ok(())
+    }
+
+    /// Runs `hook` after each backward pass has accumulated into this leaf's `.grad`
+    /// (PyTorch's `register_post_accumulate_grad_hook`; see [`PostAccumulateGradHook`]
+    /// for how leaves that finish together are batched). An error on a non-leaf or a
+    /// tensor that does not require grad.
+    pub fn register_post_accumulate_grad_hook(
+        &self,
+        hook: Arc<dyn PostAccumulateGradHook>,
+    ) -> Result<()> {
+        let mut m = self.meta();
+        if !m.requires_grad || m.grad_fn.is_some() {
+            return Err(Error::Autograd(
+                "post-accumulate-grad hooks are for leaves that require grad".into(),
+            ));
+        }
+        m.post_accumulate.push(hook);
+        Ok(())
+    }
+
+    /// Removes every post-accumulate-grad hook that is `hook` (the same allocation).
+    pub fn remove_post_accumulate_grad_hook(&self, hook: &Arc<dyn PostAccumulateGradHook>) {
+        self.meta()
+            .post_accumulate
+            .retain(|h| !std::ptr::addr_eq(Arc::as_ptr(h), Arc::as_ptr(hook)));
+    }
+
+    /// Whether the leaf has post-accumulate-grad hooks.
+    pub fn has_post_accumulate_grad_hooks(&self) -> bool {
+        !self.meta().post_accumulate.is_empty()
     }
 
     /// Whether `.grad` is populated for this tensor by backward: leaves requiring grad,

@@ -12,6 +12,7 @@ pub use crate::tensor::grad_mode::{
     enable_grad, is_grad_enabled, no_grad, set_grad_enabled, GradModeGuard,
 };
 pub use crate::tensor::graph::{
-    needs_grad, non_differentiable, record, AutogradMeta, BackwardCtx, Node, SavedTensor,
+    needs_grad, non_differentiable, record, AutogradMeta, BackwardCtx, Node,
+    PostAccumulateGradHook, SavedTensor,
 };
 pub use engine::grad;

@@ -146,6 +146,13 @@ fn promoted(dtypes: impl Iterator<Item = DType>) -> DType {
 /// The grads of `params` that exist, checked: float, contiguous or not (the CPU reads
 /// through views; a GPU grad must be contiguous), all on one device.
 fn grads_of(params: &[Tensor], what: &str) -> Result<Vec<Tensor>> {
+    if let Some(i) = params.iter().position(|p| p.meta().stepped_in_backward) {
+        return Err(Error::Optim(format!(
+            "{what}: param {i} is stepped inside backward (StepInBackward), so its grad is \
+             gone before any clipping; clipping needs every grad at once: use the ordinary \
+             zero_grad/backward/step loop to clip"
+        )));
+    }
     let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
     for (i, g) in grads.iter().enumerate() {
         if !g.dtype().is_float() {

@@ -248,6 +248,11 @@ impl OptimCore {
 
     /// One step; `amp` carries the scaler's `(grad_scale, found_inf)`.
     pub(crate) fn step(&mut self, amp: Amp<'_>) -> Result<()> {
+        self.step_only(amp, None)
+    }
+
+    /// One step of the params whose indices are in `only` (all with `None`).
+    pub(crate) fn step_only(&mut self, amp: Amp<'_>, only: Option<&[usize]>) -> Result<()> {
         let (scale, found_inf) = amp.unwrap_or((None, None));
         for t in [scale, found_inf].into_iter().flatten() {
             if t.numel() != 1 || t.dtype() != DType::F32 {
@@ -262,6 +267,9 @@ impl OptimCore {
         let mut live: Live = Vec::new();
         for (gi, g) in self.groups.iter().enumerate() {
             for &pi in &g.indices {
+                if only.is_some_and(|o| !o.contains(&pi)) {
+                    continue;
+                }
                 let p = &self.params[pi];
                 if let Some(grad) = p.grad() {
                     if !p.is_contiguous() || !grad.is_contiguous() {

@@ -25,6 +25,7 @@ mod arena;
 pub mod clip;
 mod config;
 mod core;
+mod in_backward;
 #[cfg(gpu)]
 mod launch;
 mod loops;
@@ -42,6 +43,7 @@ pub use adam::{Adam, AdamW};
 pub use arena::GradArena;
 pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use config::{AdamConfig, Hyper, SgdConfig};
+pub use in_backward::StepInBackward;
 pub use lr_scheduler::{CosineAnnealingLR, LinearLR, LrScheduler, StepLR};
 pub use scaler::{GradScaler, ScalerState};
 pub use sgd::SGD;

@@ -20,6 +20,21 @@ pub struct AutogradMeta {
     pub grad_fn: Option<Arc<Node>>,
     /// Whether a non-leaf keeps its gradient (`retain_grad`).
     pub retains_grad: bool,
+    /// Hooks run after backward accumulated into this leaf's `.grad`.
+    pub(crate) post_accumulate: Vec<Arc<dyn PostAccumulateGradHook>>,
+    /// A `StepInBackward` steps this parameter and drops its grad during backward.
+    pub(crate) stepped_in_backward: bool,
+}
+
+/// A hook run after backward has accumulated gradients into leaves' `.grad` (PyTorch's
+/// `register_post_accumulate_grad_hook`), registered with
+/// [`Tensor::register_post_accumulate_grad_hook`]. Leaves whose gradients become final
+/// together (delivered when the same node of the graph has run) and that hold the same
+/// hook reach it in one call, so a hook can act on a layer's parameters at once; the
+/// hook may read and replace their `.grad`. An error from it stops the backward pass.
+pub trait PostAccumulateGradHook: Send + Sync {
+    /// Runs on leaves whose `.grad` has just been accumulated (in graph order).
+    fn call(&self, leaves: &[Tensor]) -> Result<()>;
 }
 
 /// The backward function of a node: given the gradient of the node's output, the
