@@ -99,6 +99,24 @@ def step_table(ours, theirs, copy_gbps):
     return lines
 
 
+def clip_table(ours, theirs):
+    """clip_grad_norm_ (norm 2): gradstep's forms beside torch's foreach=True/False."""
+    lines = ["| set | dtype | impl | gradstep | GB/s | launches | syncs | torch | torch GB/s | torch / gradstep |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    t = index(theirs)
+    for r in ours:
+        if r.get("bench") != "clip":
+            continue
+        ref = t.get(key(r))
+        ref_s = ref.get("seconds") if ref else None
+        c = r.get("counts")
+        lines.append(f"| {r['set']} | {r['dtype']} | {r['impl']} | {fmt_time(r.get('seconds'))} | "
+                     f"{fmt_num(r.get('gbps'), '.1f')} | {c['launches'] if c else '-'} | "
+                     f"{c['syncs'] if c else '-'} | {fmt_time(ref_s)} | "
+                     f"{fmt_num(ref.get('gbps') if ref else None, '.1f')} | {fmt_ratio(ref_s, r.get('seconds'))} |")
+    return lines
+
+
 def best_table(ours, theirs):
     """Fastest gradstep implementation against torch's fastest, per (set, dtype, optimizer)."""
     lines = ["| set | dtype | optimizer | gradstep best | torch best | torch / gradstep |",
@@ -184,7 +202,8 @@ def render(g, t, title, meta, train_rounds=()):
     out.append("")
     out.append("Times are medians per call; `torch / gradstep` above 1 means gradstep is faster. "
                "GB/s counts the bytes that must move (zero: one write per element; SGD-momentum 5 "
-               "and Adam/AdamW 7 elements per parameter); % copy is that against the copy bandwidth "
+               "and Adam/AdamW 7 elements per parameter; clip: one read and one write per element); "
+               "% copy is that against the copy bandwidth "
                "measured in the same run.")
     if any(r.get("bench") == "train" for r in ours):
         out += ["", "### Quickstart training step (batch 64)", ""] + train_table(ours, theirs)
@@ -196,6 +215,9 @@ def render(g, t, title, meta, train_rounds=()):
         out += ["", "### Optimizer step, every implementation", ""] + step_table(ours, theirs, copy_ours)
     if any(r.get("bench") == "zero" for r in ours):
         out += ["", "### zero_grad", ""] + zero_table(ours, theirs)
+    if any(r.get("bench") == "clip" for r in ours):
+        out += ["", "### clip_grad_norm_ (norm 2; each grad read and written once)", ""]
+        out += clip_table(ours, theirs)
     return "\n".join(out) + "\n"
 
 

@@ -9,7 +9,10 @@ operations as `gradstep bench`, timed with torch on the same machine.
 Benchmarks (--benches): zero (per-tensor zero_(), _foreach_zero_, set_to_none),
 step (SGD momentum 0.9, Adam, AdamW; for-loop, foreach, fused), train (one step of
 the quickstart: forward, loss, zero_grad, backward, SGD step; batch 64; with --graph also
-the step captured by torch.cuda.graph and replayed).
+the step captured by torch.cuda.graph and replayed), clip
+(torch.nn.utils.clip_grad_norm_ with norm 2, foreach=True and foreach=False; max_norm so
+large that the coefficient is 1, so every call reads and writes every grad once and the
+grads keep their values).
 
 Parameter sets (identical to gradstep's `bench::param_set`):
   10x10M     ten tensors of 10,000,000 elements
@@ -100,7 +103,7 @@ def copy_bandwidth(device):
     return 2 * a.numel() * 4 / t / 1e9
 
 
-DTYPES = {"f32": torch.float32, "f16": torch.float16}
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 
 def train_bench(device, dname, batch=64, graph=False):
@@ -158,7 +161,7 @@ def bench(args):
             results.append(train_bench(device, dname))
             if args.graph and device == "cuda":
                 results.append(train_bench(device, dname, graph=True))
-    if not {"zero", "step"} & set(args.benches):
+    if not {"zero", "step", "clip"} & set(args.benches):
         return results
     for set_name in args.sets:
         shapes = param_set(set_name)
@@ -199,6 +202,14 @@ def bench(args):
             with torch.no_grad():
                 for g in grads:
                     g.uniform_(-1e-2, 1e-2)
+            for impl in ["foreach", "forloop"] if "clip" in args.benches else []:
+                def clip():
+                    torch.nn.utils.clip_grad_norm_(params, 1e30, 2.0, foreach=impl == "foreach")
+                t = timeit(clip, device)
+                moved = 2 * numel * esize
+                results.append({"bench": "clip", "set": set_name, "dtype": dname, "impl": impl,
+                                "tensors": len(shapes), "numel": numel, "bytes": moved, "seconds": t,
+                                "gbps": moved / t / 1e9})
             for opt_name in args.optimizers if "step" in args.benches else []:
                 for impl in ["forloop", "foreach", "fused"]:
                     kw = {"foreach": impl == "foreach"}
@@ -230,7 +241,7 @@ def bench(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train"])
+    ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train", "clip"])
     ap.add_argument("--train-dtypes", nargs="+", default=["f32"], choices=["f32", "f16"])
     ap.add_argument("--graph", action="store_true",
                     help="also time the training step captured with torch.cuda.graph (cuda only)")

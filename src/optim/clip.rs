@@ -14,14 +14,13 @@
 
 use std::collections::BTreeMap;
 
-use half::{bf16, f16};
-
 use crate::base::{bf16_from_f64, f16_from_f64, Error, Result};
-use crate::tensor::{CpuStorage, DType, Device, Tensor};
+use crate::optim::clip_cpu::{self, ElemOp};
+use crate::tensor::{DType, Device, Tensor};
 
 /// A vector norm order, mirrored by `CLIP_*` in `kernels/clip.cu`.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum NormKind {
+pub(crate) enum NormKind {
     /// Any other order p: `(sum |x|^p)^(1/p)`.
     P(f64),
     L1,
@@ -62,7 +61,7 @@ impl NormKind {
         }
     }
 
-    fn term(self, a: f64) -> f64 {
+    pub(crate) fn term(self, a: f64) -> f64 {
         match self {
             NormKind::L2 => a * a,
             NormKind::L0 => f64::from(u8::from(a != 0.0)),
@@ -71,7 +70,7 @@ impl NormKind {
         }
     }
 
-    fn combine(self, a: f64, b: f64) -> f64 {
+    pub(crate) fn combine(self, a: f64, b: f64) -> f64 {
         match self {
             NormKind::Inf | NormKind::NegInf if a.is_nan() => a,
             NormKind::Inf | NormKind::NegInf if b.is_nan() => b,
@@ -81,7 +80,7 @@ impl NormKind {
         }
     }
 
-    fn identity(self) -> f64 {
+    pub(crate) fn identity(self) -> f64 {
         if self == NormKind::NegInf {
             f64::INFINITY
         } else {
@@ -244,7 +243,7 @@ pub fn clip_grad_norm_(
         let mut s = kind.identity();
         for (dtype, gs) in &groups {
             for g in gs {
-                let n = round_to(*dtype, kind.root(cpu_fold(g, kind)?));
+                let n = round_to(*dtype, kind.root(clip_cpu::fold(g, kind)?));
                 s = kind.combine(s, kind.term(n.abs()));
             }
         }
@@ -253,7 +252,7 @@ pub fn clip_grad_norm_(
             return Err(nonfinite(total));
         }
         for g in &grads {
-            cpu_map(g, |v| v * coef)?;
+            clip_cpu::apply(g, ElemOp::Scale(coef))?;
         }
         return Tensor::from_f64s(&[total], &[], out, Device::Cpu);
     }
@@ -299,7 +298,7 @@ pub fn clip_grad_value_(params: &[Tensor], clip_value: f64, foreach: Option<bool
         for g in &grads {
             // The bounds as the grad's dtype holds them (torch compares in that dtype).
             let (lo, hi) = (round_to(g.dtype(), lo), round_to(g.dtype(), hi));
-            cpu_map(g, |v| if v.is_nan() { v } else { v.max(lo).min(hi) })?;
+            clip_cpu::apply(g, ElemOp::Clamp(lo, hi))?;
         }
         return Ok(());
     }
@@ -307,52 +306,6 @@ pub fn clip_grad_value_(params: &[Tensor], clip_value: f64, foreach: Option<bool
     return gpu::clip_value(device, &grads, clip_value, foreach);
     #[cfg(not(gpu))]
     Err(crate::backend::not_built(device))
-}
-
-/// The combined terms of every element of a CPU tensor (read through its layout).
-fn cpu_fold(g: &Tensor, kind: NormKind) -> Result<f64> {
-    let guard = g
-        .storage()
-        .read()
-        .ok_or_else(|| Error::Optim("clip: a CPU grad without host storage".into()))?;
-    let idx = g.layout().indices();
-    let fold = |vals: &mut dyn Iterator<Item = f64>| {
-        vals.fold(kind.identity(), |acc, v| {
-            kind.combine(acc, kind.term(v.abs()))
-        })
-    };
-    Ok(match &*guard {
-        CpuStorage::F16(v) => fold(&mut idx.map(|i| v[i].to_f64())),
-        CpuStorage::BF16(v) => fold(&mut idx.map(|i| v[i].to_f64())),
-        CpuStorage::F32(v) => fold(&mut idx.map(|i| f64::from(v[i]))),
-        CpuStorage::F64(v) => fold(&mut idx.map(|i| v[i])),
-        CpuStorage::I64(_) => return Err(Error::Optim("clip: an i64 grad".into())),
-    })
-}
-
-/// Applies `f` to every element of a CPU tensor in place, in the compute type (f32 for
-/// f16 and f32, f64 for f64; `f` gets and returns values of that type as f64).
-pub(crate) fn cpu_map(g: &Tensor, f: impl Fn(f64) -> f64) -> Result<()> {
-    {
-        let mut guard = g
-            .storage()
-            .write()
-            .ok_or_else(|| Error::Optim("clip: a CPU grad without host storage".into()))?;
-        let idx = g.layout().indices();
-        match &mut *guard {
-            CpuStorage::F16(v) => idx.for_each(|i| {
-                v[i] = f16::from_f32(f(v[i].to_f64()) as f32);
-            }),
-            CpuStorage::BF16(v) => idx.for_each(|i| {
-                v[i] = bf16::from_f32(f(v[i].to_f64()) as f32);
-            }),
-            CpuStorage::F32(v) => idx.for_each(|i| v[i] = f(f64::from(v[i])) as f32),
-            CpuStorage::F64(v) => idx.for_each(|i| v[i] = f(v[i])),
-            CpuStorage::I64(_) => return Err(Error::Optim("clip: an i64 grad".into())),
-        }
-    }
-    g.storage().bump_version();
-    Ok(())
 }
 
 #[cfg(gpu)]
@@ -494,15 +447,12 @@ mod gpu {
         }
         for (dtype, gs) in &groups {
             let t = table(&dev, gs)?;
-            over(
-                &dev,
-                &t,
-                of(k::CLIP_VALUE, *dtype)?,
-                foreach == Some(false),
-                |a| {
-                    a.push(-clip_value).push(clip_value);
-                },
-            )?;
+            // The bounds as the grads' dtype holds them (torch converts the scalar so).
+            let hi = super::round_to(*dtype, clip_value);
+            let per = foreach == Some(false);
+            over(&dev, &t, of(k::CLIP_VALUE, *dtype)?, per, |a| {
+                a.push(-hi).push(hi);
+            })?;
             bump(gs);
         }
         Ok(())

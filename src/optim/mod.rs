@@ -23,6 +23,7 @@
 mod adam;
 mod arena;
 pub mod clip;
+mod clip_cpu;
 mod config;
 mod core;
 mod in_backward;

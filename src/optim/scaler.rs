@@ -153,7 +153,7 @@ impl GradScaler {
             }
             let inv = f64::from((1.0 / self.scale.item()?) as f32);
             for g in &grads {
-                crate::optim::clip::cpu_map(g, |v| v * inv)?;
+                crate::optim::clip_cpu::apply(g, crate::optim::clip_cpu::ElemOp::Scale(inv))?;
             }
         } else {
             #[cfg(gpu)]

@@ -115,7 +115,11 @@ fn step_peak(dtype: DType, in_backward: bool) -> (u64, Option<usize>) {
             o.step().unwrap();
         }
         let d = device.counters().unwrap() - counted;
-        assert_eq!((d.syncs, d.dtoh), (0, 0), "{dtype} in backward {in_backward}: {d:?}");
+        assert_eq!(
+            (d.syncs, d.dtoh),
+            (0, 0),
+            "{dtype} in backward {in_backward}: {d:?}"
+        );
         device.memory_stats().unwrap().peak_allocated_bytes - before
     };
     // Warm-up: the first step makes the optimizer state, the next ones the multi-tensor

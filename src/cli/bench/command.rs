@@ -13,7 +13,7 @@ use clap::Args;
 /// Arguments of `gradstep bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure: zero, step, train (one or more, in order).
+    /// What to measure: zero, step, train, clip (one or more, in order).
     #[arg(required = true, value_parser = parse_what)]
     pub what: Vec<What>,
     /// Where to run: cpu, cuda, cuda:N, emu (launch counts only, no times) or auto.

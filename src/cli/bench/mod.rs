@@ -44,18 +44,21 @@ pub enum What {
     Step,
     /// The quickstart training step.
     Train,
+    /// `clip_grad_norm_` (2-norm), multi-tensor and per tensor.
+    Clip,
 }
 
 impl What {
-    /// Parses `zero`, `step` or `train`.
+    /// Parses `zero`, `step`, `train` or `clip`.
     pub fn parse(s: &str) -> Result<What> {
         match s {
             "zero" => Ok(What::Zero),
             "step" => Ok(What::Step),
             "train" => Ok(What::Train),
+            "clip" => Ok(What::Clip),
             _ => Err(Error::invalid(
                 "bench",
-                format!("unknown benchmark '{s}' (expected zero, step or train)"),
+                format!("unknown benchmark '{s}' (expected zero, step, train or clip)"),
             )),
         }
     }
@@ -279,6 +282,35 @@ fn step_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64
         .collect()
 }
 
+/// `clip_grad_norm_(params, max_norm, 2)` as torch's `foreach=True` (`foreach`, one
+/// multi-tensor launch set per dtype) and `foreach=False` (`forloop`). `max_norm` is so
+/// large that the coefficient is 1: the grads keep their values from call to call, and
+/// each call still reads every grad once and writes it once (as torch does).
+fn clip_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64>) -> Vec<Record> {
+    let forms = [("foreach", None), ("forloop", Some(false))];
+    let base = |name: &str| Record {
+        imp: Some(name.into()),
+        ..base_record("clip", set, dtype)
+    };
+    let params = match set_params(cfg, set, dtype) {
+        Ok(p) => p,
+        Err(e) => return forms.iter().map(|(n, _)| failed(base(n), &e)).collect(),
+    };
+    forms
+        .iter()
+        .map(|&(name, foreach)| {
+            let mut rec = base(name);
+            rec.bytes = 2 * (set.numel() * dtype.size_in_bytes()) as u64;
+            let mut clip =
+                || crate::optim::clip_grad_norm_(&params, 1e30, 2.0, false, foreach).map(drop);
+            match measure(cfg, copy, &mut rec, None, &mut clip) {
+                Ok(()) => rec,
+                Err(e) => failed(rec, &e),
+            }
+        })
+        .collect()
+}
+
 /// Eager training steps before a training record is counted or timed.
 const TRAIN_SETTLE_STEPS: usize = 4;
 
@@ -354,7 +386,7 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
     if cfg.what.is_empty() {
         return Err(Error::invalid(
             "bench",
-            "nothing to measure (expected zero, step or train)",
+            "nothing to measure (expected zero, step, train or clip)",
         ));
     }
     let mut report = Report {
@@ -394,6 +426,13 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
             What::Step => {
                 for (set, dtype) in cfg.cases() {
                     for r in step_records(cfg, set, dtype, copy) {
+                        push(&mut report, r);
+                    }
+                }
+            }
+            What::Clip => {
+                for (set, dtype) in cfg.cases() {
+                    for r in clip_records(cfg, set, dtype, copy) {
                         push(&mut report, r);
                     }
                 }

@@ -12,7 +12,7 @@ use crate::cli::bench::timing::{CallCounts, Timing};
 /// One measured case.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// What was measured: `copy`, `zero`, `step` or `train`.
+    /// What was measured: `copy`, `zero`, `step`, `train` or `clip`.
     pub bench: String,
     /// The parameter set's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
