@@ -691,3 +691,35 @@ fn clipped_training_is_the_same_eager_captured_and_on_the_cpu() {
     assert!(max_diff(&emu, &cpu) < 1e-5, "{}", max_diff(&emu, &cpu));
     assert!(max_diff(&emu, &plain) > 1e-3, "clipping changed nothing");
 }
+
+#[test]
+fn cli_trains_with_clipping_and_bf16_on_cpu_and_emu() {
+    let data = small_data().to_str().unwrap();
+    for device in ["cpu", "emu"] {
+        for dtype in ["f32", "f16", "bf16"] {
+            let (code, out, err) = cli(&[
+                "train",
+                "--data-dir",
+                data,
+                "--epochs",
+                "1",
+                "--device",
+                device,
+                "--dtype",
+                dtype,
+                "--clip-grad-norm",
+                "1.0",
+                "--train-samples",
+                "96",
+                "--test-samples",
+                "32",
+            ]);
+            assert_eq!(code, 0, "{device} {dtype}: {err}");
+            assert!(out.ends_with("Done!\n"), "{device} {dtype}: {out}");
+        }
+    }
+    assert_one_line_error(
+        &["train", "--data-dir", data, "--clip-grad-norm=-1"],
+        "--clip-grad-norm",
+    );
+}
