@@ -68,8 +68,8 @@ __device__ void clip_norm_partials(const MtTensor* tab, unsigned int count, u64 
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         unsigned int ti = mt_find(tab, count, c);
         const MtTensor& e = tab[ti];
-        u64 begin = (c - e.chunk_start) * MT_CHUNK;
-        u64 end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+        u64 begin, end;
+        mt_chunk_range(e, c, begin, end);
         const T* g = (const T*)e.g;
         C acc = clip_identity<C>(kind);
         for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x)
@@ -125,8 +125,8 @@ __device__ void clip_mul(const MtTensor* tab, unsigned int count, u64 c0, u64 c1
     C f = (C)*coef;
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         const MtTensor& e = tab[mt_find(tab, count, c)];
-        u64 begin = (c - e.chunk_start) * MT_CHUNK;
-        u64 end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+        u64 begin, end;
+        mt_chunk_range(e, c, begin, end);
         T* g = (T*)e.g;
         for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x) gs_store(g, i, (C)gs_load(g, i) * f);
     }
@@ -139,8 +139,8 @@ __device__ void clip_value(const MtTensor* tab, unsigned int count, u64 c0, u64 
     typedef typename Compute<T>::type C;
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         const MtTensor& e = tab[mt_find(tab, count, c)];
-        u64 begin = (c - e.chunk_start) * MT_CHUNK;
-        u64 end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+        u64 begin, end;
+        mt_chunk_range(e, c, begin, end);
         T* g = (T*)e.g;
         for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x) {
             C v = (C)gs_load(g, i);
@@ -163,8 +163,8 @@ __device__ void amp_unscale(const MtTensor* tab, unsigned int count, u64 c0, u64
     C inv = (C)(float)(1.0 / (double)*scale);
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         const MtTensor& e = tab[mt_find(tab, count, c)];
-        u64 begin = (c - e.chunk_start) * MT_CHUNK;
-        u64 end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+        u64 begin, end;
+        mt_chunk_range(e, c, begin, end);
         T* g = (T*)e.g;
         bool bad = false;
         for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x) {

@@ -39,8 +39,8 @@ __device__ void check_finite(const MtTensor* tab, unsigned int count, u64 c0, u6
     for (u64 c = c0 + blockIdx.x; c < c1; c += gridDim.x) {
         unsigned int ti = mt_find(tab, count, c);
         const MtTensor& e = tab[ti];
-        u64 begin = (c - e.chunk_start) * MT_CHUNK;
-        u64 end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+        u64 begin, end;
+        mt_chunk_range(e, c, begin, end);
         const T* g = (const T*)e.g;
         bool bad = false;
         for (u64 i = begin + threadIdx.x; i < end; i += blockDim.x) {

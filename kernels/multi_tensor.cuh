@@ -57,6 +57,12 @@ __device__ __forceinline__ unsigned int mt_find(const MtTensor* tab, unsigned in
     return lo;
 }
 
+// The elements [begin, end) of table chunk c, which belongs to entry e.
+__device__ __forceinline__ void mt_chunk_range(const MtTensor& e, u64 c, u64& begin, u64& end) {
+    begin = (c - e.chunk_start) * MT_CHUNK;
+    end = begin + MT_CHUNK < e.numel ? begin + MT_CHUNK : e.numel;
+}
+
 // ---- 16-byte vector access -----------------------------------------------------------
 
 // 16 bytes, for vector loads and stores of any element type.

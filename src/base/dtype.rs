@@ -122,43 +122,7 @@ impl Element for bf16 {
 /// low 32 bits of the significand before rounding, which can turn a value just above a
 /// tie into a tie; the kernels round the same way as this.
 pub fn bf16_from_f64(v: f64) -> bf16 {
-    let x = v.to_bits();
-    let sign = ((x >> 48) & 0x8000) as u16;
-    let exp = ((x >> 52) & 0x7ff) as i32;
-    let man = x & ((1 << 52) - 1);
-    if exp == 0x7ff {
-        // inf, or a quiet NaN keeping the top payload bits
-        let nan = if man != 0 {
-            0x40 | (man >> 45) as u16
-        } else {
-            0
-        };
-        return bf16::from_bits(sign | 0x7f80 | nan);
-    }
-    let e = exp - 1023 + 127;
-    if e >= 0xff {
-        return bf16::from_bits(sign | 0x7f80);
-    }
-    let (q, rem, halfway) = if e <= 0 {
-        if e < -8 {
-            return bf16::from_bits(sign); // below half the smallest subnormal
-        }
-        let m = man | (1 << 52);
-        let shift = (46 - e) as u32;
-        (m >> shift, m & ((1 << shift) - 1), 1u64 << (shift - 1))
-    } else {
-        (
-            ((e as u64) << 7) | (man >> 45),
-            man & ((1 << 45) - 1),
-            1u64 << 44,
-        )
-    };
-    let q = if rem > halfway || (rem == halfway && q & 1 == 1) {
-        q + 1 // may carry into inf: correct
-    } else {
-        q
-    };
-    bf16::from_bits(sign | q as u16)
+    bf16::from_bits(round_f64_to_bits::<8, 7>(v))
 }
 
 /// `v` rounded once to the nearest f16 (ties to even). `half::f16::from_f64` goes through
@@ -166,35 +130,43 @@ pub fn bf16_from_f64(v: f64) -> bf16 {
 /// `1 + 2^-11 + 2^-40` would become 1.0 instead of `1 + 2^-10`); the kernels round the
 /// same way as this.
 pub fn f16_from_f64(v: f64) -> f16 {
+    f16::from_bits(round_f64_to_bits::<5, 10>(v))
+}
+
+/// The bits of `v` rounded once (to nearest, ties to even) to a binary float with `E`
+/// exponent and `M` significand bits (at most 16 in all): subnormals, overflow to
+/// infinity, and NaN kept quiet with the top payload bits.
+fn round_f64_to_bits<const E: u32, const M: u32>(v: f64) -> u16 {
     let x = v.to_bits();
     let sign = ((x >> 48) & 0x8000) as u16;
     let exp = ((x >> 52) & 0x7ff) as i32;
     let man = x & ((1 << 52) - 1);
+    let max_exp = (1i32 << E) - 1;
+    let inf = (max_exp as u16) << M;
     if exp == 0x7ff {
-        // inf, or a quiet NaN keeping the top payload bits
         let nan = if man != 0 {
-            0x200 | (man >> 42) as u16
+            (1 << (M - 1)) | (man >> (52 - M)) as u16
         } else {
             0
         };
-        return f16::from_bits(sign | 0x7c00 | nan);
+        return sign | inf | nan;
     }
-    let e = exp - 1023 + 15;
-    if e >= 0x1f {
-        return f16::from_bits(sign | 0x7c00);
+    let e = exp - 1023 + (max_exp >> 1);
+    if e >= max_exp {
+        return sign | inf;
     }
     let (q, rem, halfway) = if e <= 0 {
-        if e < -10 {
-            return f16::from_bits(sign); // below half the smallest subnormal
+        if e < -(M as i32) {
+            return sign; // below half the smallest subnormal
         }
         let m = man | (1 << 52);
-        let shift = (43 - e) as u32;
+        let shift = (53 - M as i32 - e) as u32;
         (m >> shift, m & ((1 << shift) - 1), 1u64 << (shift - 1))
     } else {
         (
-            ((e as u64) << 10) | (man >> 42),
-            man & ((1 << 42) - 1),
-            1u64 << 41,
+            ((e as u64) << M) | (man >> (52 - M)),
+            man & ((1 << (52 - M)) - 1),
+            1u64 << (51 - M),
         )
     };
     let q = if rem > halfway || (rem == halfway && q & 1 == 1) {
@@ -202,7 +174,7 @@ pub fn f16_from_f64(v: f64) -> f16 {
     } else {
         q
     };
-    f16::from_bits(sign | q as u16)
+    sign | q as u16
 }
 
 /// `Element` for a primitive number type, converting with `as` (round to nearest for

@@ -133,24 +133,9 @@ impl GradScaler {
             ));
         }
         let device = self.found_inf.device();
-        let grads: Vec<Tensor> = opt
-            .core()
-            .params()
-            .iter()
-            .filter(|p| p.device() == device)
-            .filter_map(|p| p.grad())
-            .collect();
-        crate::optim::zero::zero_tensors(
-            device,
-            std::slice::from_ref(&self.found_inf),
-            Default::default(),
-        )?;
+        let grads = self.clear_found_inf(opt)?;
         if device == Device::Cpu {
-            if grads.iter().try_fold(false, |acc, g| -> Result<bool> {
-                Ok(acc || any_non_finite(g)?)
-            })? {
-                crate::tensor::prim::fill_(&self.found_inf, 1.0)?;
-            }
+            self.check_cpu_grads(&grads)?;
             let inv = f64::from((1.0 / self.scale.item()?) as f32);
             for g in &grads {
                 crate::optim::clip_cpu::apply(g, crate::optim::clip_cpu::ElemOp::Scale(inv))?;
@@ -172,23 +157,10 @@ impl GradScaler {
         if self.unscaled {
             return opt.step_scaled(None, Some(&self.found_inf));
         }
-        let params = opt.core().params().to_vec();
         let device = self.found_inf.device();
-        crate::optim::zero::zero_tensors(
-            device,
-            std::slice::from_ref(&self.found_inf),
-            Default::default(),
-        )?;
+        let grads = self.clear_found_inf(opt)?;
         if device == Device::Cpu {
-            let bad = params
-                .iter()
-                .filter_map(|p| p.grad())
-                .try_fold(false, |acc, g| -> Result<bool> {
-                    Ok(acc || any_non_finite(&g)?)
-                })?;
-            if bad {
-                crate::tensor::prim::fill_(&self.found_inf, 1.0)?;
-            }
+            self.check_cpu_grads(&grads)?;
         } else {
             #[cfg(gpu)]
             crate::optim::launch::check_finite(opt.core_mut(), &self.found_inf)?;
@@ -196,6 +168,33 @@ impl GradScaler {
             return Err(crate::backend::not_built(device));
         }
         opt.step_scaled(Some(&self.scale), Some(&self.found_inf))
+    }
+
+    /// Zeroes `found_inf`; the grads of the optimizer's params on the scaler's device.
+    fn clear_found_inf(&self, opt: &dyn Optimizer) -> Result<Vec<Tensor>> {
+        let device = self.found_inf.device();
+        crate::optim::zero::zero_tensors(
+            device,
+            std::slice::from_ref(&self.found_inf),
+            Default::default(),
+        )?;
+        Ok(opt
+            .core()
+            .params()
+            .iter()
+            .filter(|p| p.device() == device)
+            .filter_map(|p| p.grad())
+            .collect())
+    }
+
+    /// Sets `found_inf` when a CPU grad holds an infinity or a NaN.
+    fn check_cpu_grads(&self, grads: &[Tensor]) -> Result<()> {
+        for g in grads {
+            if any_non_finite(g)? {
+                return crate::tensor::prim::fill_(&self.found_inf, 1.0);
+            }
+        }
+        Ok(())
     }
 
     /// Updates the scale after a step: backoff on inf/NaN, growth after `interval` clean

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gs_emu_round.h"
+
 namespace gs_emu {
 
 // bfloat16 bits -> float (exact: the high half of the float).
@@ -26,36 +28,8 @@ inline uint16_t float_to_bf16_bits_rn(float f) {
     return (uint16_t)((x + 0x7fffu + lsb) >> 16);  // may carry into inf: correct
 }
 
-// double -> bfloat16 bits, rounded once (not through float, whose own rounding could
-// move a value onto a tie).
-inline uint16_t double_to_bf16_bits_rn(double d) {
-    uint64_t x;
-    std::memcpy(&x, &d, 8);
-    uint16_t sign = (uint16_t)((x >> 48) & 0x8000u);
-    uint32_t exp = (uint32_t)((x >> 52) & 0x7ffu);
-    uint64_t man = x & 0xfffffffffffffull;
-    if (exp == 0x7ff) {  // inf or NaN (quiet NaN, keeping the top payload bits)
-        return (uint16_t)(sign | 0x7f80u | (man ? (0x40u | (uint32_t)(man >> 45)) : 0u));
-    }
-    int e = (int)exp - 1023 + 127;
-    if (e >= 0xff) return (uint16_t)(sign | 0x7f80u);  // overflow to inf
-    uint64_t q, rem, halfway;
-    if (e <= 0) {
-        // Subnormal bfloat16 (or zero): shift the full significand right.
-        if (e < -8) return sign;  // below half the smallest subnormal: rounds to zero
-        uint64_t m = man | (1ull << 52);
-        uint32_t shift = (uint32_t)(46 - e);
-        q = m >> shift;
-        rem = m & ((1ull << shift) - 1ull);
-        halfway = 1ull << (shift - 1);
-    } else {
-        q = ((uint64_t)e << 7) | (man >> 45);
-        rem = man & ((1ull << 45) - 1ull);
-        halfway = 1ull << 44;
-    }
-    if (rem > halfway || (rem == halfway && (q & 1u))) q++;  // may carry into inf: correct
-    return (uint16_t)(sign | q);
-}
+// double -> bfloat16 bits, rounded once.
+inline uint16_t double_to_bf16_bits_rn(double d) { return double_to_bits_rn<8, 7>(d); }
 
 }  // namespace gs_emu
 

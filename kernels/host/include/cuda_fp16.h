@@ -7,6 +7,8 @@
 #include <cstring>
 #include <cmath>
 
+#include "gs_emu_round.h"
+
 namespace gs_emu {
 
 // binary16 bits -> float (exact).
@@ -64,36 +66,8 @@ inline uint16_t float_to_half_bits_rn(float f) {
     return (uint16_t)(sign | q);
 }
 
-// double -> binary16 bits, rounded once (to nearest, ties to even): not through float,
-// whose own rounding could move a value onto a tie.
-inline uint16_t double_to_half_bits_rn(double d) {
-    uint64_t x;
-    std::memcpy(&x, &d, 8);
-    uint16_t sign = (uint16_t)((x >> 48) & 0x8000u);
-    uint32_t exp = (uint32_t)((x >> 52) & 0x7ffu);
-    uint64_t man = x & 0xfffffffffffffull;
-    if (exp == 0x7ff) {  // inf or NaN (quiet NaN, keeping the top payload bits)
-        return (uint16_t)(sign | 0x7c00u | (man ? (0x200u | (uint32_t)(man >> 42)) : 0u));
-    }
-    int e = (int)exp - 1023 + 15;
-    if (e >= 0x1f) return (uint16_t)(sign | 0x7c00u);  // overflow to inf
-    uint64_t q, rem, halfway;
-    if (e <= 0) {
-        // Subnormal half (or zero): shift the full significand right.
-        if (e < -10) return sign;  // below half the smallest subnormal: rounds to zero
-        uint64_t m = man | (1ull << 52);
-        uint32_t shift = (uint32_t)(43 - e);
-        q = m >> shift;
-        rem = m & ((1ull << shift) - 1ull);
-        halfway = 1ull << (shift - 1);
-    } else {
-        q = ((uint64_t)e << 10) | (man >> 42);
-        rem = man & ((1ull << 42) - 1ull);
-        halfway = 1ull << 41;
-    }
-    if (rem > halfway || (rem == halfway && (q & 1u))) q++;  // may carry into inf: correct
-    return (uint16_t)(sign | q);
-}
+// double -> binary16 bits, rounded once.
+inline uint16_t double_to_half_bits_rn(double d) { return double_to_bits_rn<5, 10>(d); }
 
 }  // namespace gs_emu
 

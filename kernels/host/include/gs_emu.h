@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "cuda_bf16.h"
 #include "cuda_fp16.h"
 
 // ---------------------------------------------------------------------------------------

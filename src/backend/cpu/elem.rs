@@ -143,29 +143,25 @@ pub(crate) trait Float: CpuElem {
     fn store(v: Self::A) -> Self;
 }
 
-impl Float for f16 {
-    type A = f32;
-    #[inline(always)]
-    fn load(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn store(v: f32) -> Self {
-        f16::from_f32(v)
-    }
+/// `Float` for a 16-bit float computed in f32.
+macro_rules! float_half {
+    ($t:ty) => {
+        impl Float for $t {
+            type A = f32;
+            #[inline(always)]
+            fn load(self) -> f32 {
+                <$t as super::f16conv::Half>::to_f32(self)
+            }
+            #[inline(always)]
+            fn store(v: f32) -> Self {
+                <$t as super::f16conv::Half>::from_f32(v)
+            }
+        }
+    };
 }
 
-impl Float for bf16 {
-    type A = f32;
-    #[inline(always)]
-    fn load(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn store(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-}
+float_half!(f16);
+float_half!(bf16);
 
 macro_rules! float_self {
     ($t:ty) => {
