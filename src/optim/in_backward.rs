@@ -23,7 +23,12 @@ use crate::base::{Error, Result};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
-/// An optimizer whose step runs inside backward; see the [module docs](self).
+/// An optimizer whose step runs inside backward: each group of params whose grads one
+/// node of the graph delivers is stepped at once (one fused launch per (device, dtype)
+/// on a GPU, the same values as `step`) and their grads are dropped, so only about one
+/// layer's grads exist at a time. Refuses a param that already has a grad or another
+/// post-accumulate-grad hook; `clip_grad_norm_` refuses its params (it needs every grad
+/// at once), and a GradScaler cannot drive it (its inf check needs every grad first).
 ///
 /// ```
 /// # fn main() -> gradstep::Result<()> {
