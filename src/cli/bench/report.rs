@@ -84,6 +84,10 @@ pub struct Meta {
     pub device_name: String,
     /// CPU threads of the rayon pool.
     pub threads: usize,
+    /// The vector instructions the CPU's matmul kernels use here (`avx512f`, `avx2+fma`,
+    /// `neon`, `scalar`), chosen at run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_isa: Option<String>,
     /// Copy bandwidth measured in the same run, GB/s (bytes read + written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_gbps: Option<f64>,
@@ -122,6 +126,9 @@ impl Report {
             "gradstep {} bench on {} ({}), {} CPU threads",
             m.version, m.device, m.device_name, m.threads
         );
+        if let Some(isa) = &m.cpu_isa {
+            let _ = write!(out, ", CPU kernels {isa}");
+        }
         if let Some(c) = m.copy_gbps {
             let _ = write!(out, ", copy bandwidth {c:.1} GB/s");
         }
