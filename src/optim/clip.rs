@@ -142,6 +142,15 @@ fn promoted(dtypes: impl Iterator<Item = DType>) -> DType {
     out.unwrap_or(DType::F32)
 }
 
+/// `grads` grouped by dtype, in order within each group.
+fn by_dtype(grads: &[Tensor]) -> BTreeMap<DType, Vec<Tensor>> {
+    let mut groups: BTreeMap<DType, Vec<Tensor>> = BTreeMap::new();
+    for g in grads {
+        groups.entry(g.dtype()).or_default().push(g.clone());
+    }
+    groups
+}
+
 /// The grads of `params` that exist, checked: float, contiguous or not (the CPU reads
 /// through views; a GPU grad must be contiguous), all on one device.
 fn grads_of(params: &[Tensor], what: &str) -> Result<Vec<Tensor>> {
@@ -227,10 +236,7 @@ pub fn clip_grad_norm_(
     };
     let device = first.device();
     let out = promoted(grads.iter().map(|g| g.dtype()));
-    let mut groups: BTreeMap<DType, Vec<Tensor>> = BTreeMap::new();
-    for g in &grads {
-        groups.entry(g.dtype()).or_default().push(g.clone());
-    }
+    let groups = by_dtype(&grads);
     let nonfinite = |total: f64| {
         Error::Optim(format!(
             "{WHAT}: the total norm of order {norm_type} of the gradients is {total}, so \
@@ -441,10 +447,7 @@ mod gpu {
         foreach: Option<bool>,
     ) -> Result<()> {
         let dev = gpu::get(device)?;
-        let mut groups: BTreeMap<DType, Vec<Tensor>> = BTreeMap::new();
-        for g in grads {
-            groups.entry(g.dtype()).or_default().push(g.clone());
-        }
+        let groups = super::by_dtype(grads);
         for (dtype, gs) in &groups {
             let t = table(&dev, gs)?;
             // The bounds as the grads' dtype holds them (torch converts the scalar so).
@@ -462,10 +465,7 @@ mod gpu {
     /// set when one is not finite; one launch per dtype.
     pub(crate) fn unscale(grads: &[Tensor], scale: &Tensor, found_inf: &Tensor) -> Result<()> {
         let dev = gpu::get(scale.device())?;
-        let mut groups: BTreeMap<DType, Vec<Tensor>> = BTreeMap::new();
-        for g in grads {
-            groups.entry(g.dtype()).or_default().push(g.clone());
-        }
+        let groups = super::by_dtype(grads);
         let (sp, fp) = (scale.device_ptr()?, found_inf.device_ptr()?);
         for (dtype, gs) in &groups {
             let t = table(&dev, gs)?;

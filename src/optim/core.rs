@@ -342,7 +342,7 @@ impl OptimCore {
     /// lose the small updates), else the param's own.
     pub(crate) fn state_dtype(&self, pi: usize) -> DType {
         match self.params[pi].dtype() {
-            DType::F16 | DType::BF16 if self.master_weights => DType::F32,
+            d if d.is_half() && self.master_weights => DType::F32,
             d => d,
         }
     }

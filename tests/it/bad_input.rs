@@ -339,27 +339,33 @@ fn labels_are_checked_at_load_time_and_an_empty_training_set_is_an_error() {
 // ---- conversions and kernels ------------------------------------------------------------
 
 #[test]
-fn conversions_to_f16_round_once_on_every_device() {
-    // Just above the midpoint of 1 and the next f16: the nearest f16 is 1 + 2^-10, but
-    // through f32 the value first lands on the midpoint, which ties to even (1.0).
-    let v = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
-    let want = half::f16::from_f64(1.0 + 2f64.powi(-10)); // exact
-    for device in [Device::Cpu, Device::Emu] {
-        let cast = Tensor::from_f64s(&[v], &[1], DType::F64, device)
-            .unwrap()
-            .to_dtype(DType::F16)
-            .unwrap();
-        let filled = Tensor::full(&[3], v, DType::F16, device).unwrap();
-        assert_eq!(
-            cast.to_vec::<half::f16>().unwrap(),
-            vec![want],
-            "cast on {device}"
-        );
-        assert_eq!(
-            filled.to_vec::<half::f16>().unwrap(),
-            vec![want; 3],
-            "fill on {device}"
-        );
+fn conversions_to_f16_and_bf16_round_once_on_every_device() {
+    // Just above the midpoint of 1 and the next value: the nearest is 1 + 2^-10 (f16) or
+    // 1 + 2^-7 (bf16), but through f32 the value first lands on the midpoint, which ties
+    // to even (1.0).
+    let cases = [
+        (
+            DType::F16,
+            1.0 + 2f64.powi(-11) + 2f64.powi(-40),
+            1.0 + 2f64.powi(-10),
+        ),
+        (
+            DType::BF16,
+            1.0 + 2f64.powi(-8) + 2f64.powi(-40),
+            1.0 + 2f64.powi(-7),
+        ),
+    ];
+    for (dtype, v, want) in cases {
+        for device in [Device::Cpu, Device::Emu] {
+            let cast = Tensor::from_f64s(&[v], &[1], DType::F64, device)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let filled = Tensor::full(&[3], v, dtype, device).unwrap();
+            let what = format!("{dtype} on {device}");
+            assert_eq!(cast.to_vec_f64().unwrap(), vec![want], "cast {what}");
+            assert_eq!(filled.to_vec_f64().unwrap(), vec![want; 3], "fill {what}");
+        }
     }
 }
 
