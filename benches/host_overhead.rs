@@ -70,7 +70,7 @@ fn issue(c: &mut Criterion) {
     // argument packing, the launch calls), on any machine. Read once, before the
     // emulator's first launch in this process.
     std::env::set_var("GRADSTEP_EMU_EXECUTE", "0");
-    issue_on(c, Device::Emu, "emu-no-exec");
+    issue_on(c, Device::Emu(0), "emu-no-exec");
     if let Device::Cuda(ordinal) = Device::cuda_if_available(0) {
         issue_on(c, Device::Cuda(ordinal), "cuda");
     }

@@ -43,7 +43,7 @@ fn reference() -> Result<Vec<f32>> {
 
 /// The steps on buffers of the emulated GPU, through the raw API.
 fn on_emulator() -> Result<Vec<f32>> {
-    let device = Device::Emu;
+    let device = Device::Emu(0);
     let buffer = |v: Vec<f32>| Tensor::from_vec(v, &[N], device);
     let (p, g) = (buffer(init())?, buffer(vec![0.0; N])?);
     let (m, v) = (buffer(vec![0.0; N])?, buffer(vec![0.0; N])?);

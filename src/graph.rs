@@ -8,7 +8,7 @@
 //! use gradstep::optim::{Optimizer, SgdConfig, SGD};
 //! use gradstep::{tensor::Rng, DType, Device, Tensor};
 //! # fn main() -> gradstep::Result<()> {
-//! let device = Device::Emu; // or Device::Cuda(0)
+//! let device = Device::Emu(0); // or Device::Cuda(0)
 //! let model = Linear::new(4, 3, true, &mut Rng::new(0), DType::F32, device)?;
 //! let mut opt = SGD::new(model.parameters(), SgdConfig::new(0.1).momentum(0.9))?;
 //! let loss_fn = CrossEntropyLoss::new();

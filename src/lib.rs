@@ -2,7 +2,7 @@
 //!
 //! A CUDA-native training backend with PyTorch's semantics for the three steps of every
 //! training loop: `zero_grad`, `backward` and `step`. Tensors live on the CPU, on a CUDA
-//! GPU, or on the host emulation of the CUDA backend (`Device::Emu`), which runs the
+//! GPU, or on the host emulation of the CUDA backend (`Device::Emu(0)`), which runs the
 //! unchanged `kernels/*.cu` on the host so that every kernel is tested without a GPU.
 //!
 //! Layers, from the bottom (each imports only the ones below it):

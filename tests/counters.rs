@@ -39,11 +39,11 @@ fn params(device: Device, n32: usize, n16: usize) -> Vec<Tensor> {
 #[test]
 fn zero_grad_launches_per_dtype_group_without_sync() {
     let _guard = emu_lock();
-    let ps = params(Device::Emu, 1000, 10);
+    let ps = params(Device::Emu(0), 1000, 10);
     let mut opt = SGD::new(ps.clone(), SgdConfig::new(0.1)).unwrap();
-    let before = Device::Emu.counters().unwrap();
+    let before = Device::Emu(0).counters().unwrap();
     opt.zero_grad(false).unwrap();
-    let d = Device::Emu.counters().unwrap() - before;
+    let d = Device::Emu(0).counters().unwrap() - before;
     assert!(
         d.launches as usize <= 1000usize.div_ceil(ZERO_MAX) + 1,
         "{d:?}"
@@ -63,25 +63,25 @@ fn zero_grad_launches_per_dtype_group_without_sync() {
 #[test]
 fn arena_zero_grad_is_one_memset_per_group() {
     let _guard = emu_lock();
-    let ps = params(Device::Emu, 300, 5);
+    let ps = params(Device::Emu(0), 300, 5);
     let mut opt = SGD::new(ps.clone(), SgdConfig::new(0.1)).unwrap();
     opt.core_mut().enable_grad_arena().unwrap();
-    let before = Device::Emu.counters().unwrap();
+    let before = Device::Emu(0).counters().unwrap();
     opt.zero_grad(false).unwrap();
-    let d = Device::Emu.counters().unwrap() - before;
+    let d = Device::Emu(0).counters().unwrap() - before;
     assert_eq!(d.launches + d.memsets, 2, "{d:?}");
 }
 
 #[test]
 fn fused_step_is_one_launch_per_group_without_sync() {
     let _guard = emu_lock();
-    let ps = params(Device::Emu, 1000, 0);
+    let ps = params(Device::Emu(0), 1000, 0);
     let mut opt = Adam::new(ps, AdamConfig::new(1e-3)).unwrap();
     opt.set_impl(Impl::Fused);
     opt.step().unwrap();
-    let before = Device::Emu.counters().unwrap();
+    let before = Device::Emu(0).counters().unwrap();
     opt.step().unwrap();
-    let d = Device::Emu.counters().unwrap() - before;
+    let d = Device::Emu(0).counters().unwrap() - before;
     assert_eq!(d.launches, 1, "{d:?}");
     assert_eq!((d.syncs, d.dtoh), (0, 0));
 }
@@ -162,16 +162,16 @@ fn load_state_dict_round_trips_and_rejects_mismatch_unchanged() {
 #[test]
 fn clipping_launches_per_dtype_group_without_sync() {
     let _guard = emu_lock();
-    let ps = params(Device::Emu, 300, 20);
-    let before = Device::Emu.counters().unwrap();
+    let ps = params(Device::Emu(0), 300, 20);
+    let before = Device::Emu(0).counters().unwrap();
     let total = gradstep::optim::clip_grad_norm_(&ps, 0.1, 2.0, false, None).unwrap();
-    let d = Device::Emu.counters().unwrap() - before;
+    let d = Device::Emu(0).counters().unwrap() - before;
     // Per dtype: partials, tensor norms, the scaled write; once: the total.
     assert_eq!(d.launches, 2 * 3 + 1, "{d:?}");
     assert_eq!((d.syncs, d.dtoh), (0, 0), "{d:?}");
-    let before = Device::Emu.counters().unwrap();
+    let before = Device::Emu(0).counters().unwrap();
     gradstep::optim::clip_grad_value_(&ps, 0.001, None).unwrap();
-    let d = Device::Emu.counters().unwrap() - before;
+    let d = Device::Emu(0).counters().unwrap() - before;
     assert_eq!((d.launches, d.syncs, d.dtoh), (2, 0, 0), "{d:?}");
     // The norm of 320 grads of 0.5 (about 38, then clipped to 0.1: each grad about 0.0013, then clamped to 0.001).
     let n: f64 = (0..320)

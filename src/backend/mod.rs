@@ -31,9 +31,9 @@ pub(crate) fn backend(device: Device) -> Result<Arc<dyn Backend>> {
     match device {
         Device::Cpu => Ok(CPU.get_or_init(|| Arc::new(cpu::CpuBackend)).clone()),
         #[cfg(gpu)]
-        Device::Cuda(_) | Device::Emu => Ok(gpu::get(device)?),
+        Device::Cuda(_) | Device::Emu(_) => Ok(gpu::get(device)?),
         #[cfg(not(gpu))]
-        Device::Cuda(_) | Device::Emu => Err(not_built(device)),
+        Device::Cuda(_) | Device::Emu(_) => Err(not_built(device)),
     }
 }
 
@@ -59,10 +59,6 @@ pub(crate) fn refuse_in_capture(device: Device, what: &str) -> Result<()> {
 pub(crate) fn not_built(device: Device) -> Error {
     Error::NotBuilt {
         device,
-        feature: if matches!(device, Device::Emu) {
-            "emu"
-        } else {
-            "cuda"
-        },
+        feature: if device.is_emu() { "emu" } else { "cuda" },
     }
 }

@@ -98,21 +98,28 @@ impl Device {
         }
     }
 
-    /// Parses `cpu`, `cuda`, `cuda:N`, `emu`, and `auto` (the first GPU if there is one).
+    /// Parses `cpu`, `cuda`, `cuda:N`, `emu`, `emu:N`, and `auto` (the first GPU if there is one).
     pub fn parse(s: &str) -> Result<Device> {
         match s {
             "cpu" => Ok(Device::Cpu),
-            "emu" => Ok(Device::Emu),
+            "emu" => Ok(Device::Emu(0)),
             "cuda" => Ok(Device::Cuda(0)),
             "auto" => Ok(Device::cuda_if_available(0)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
+                .or_else(|| {
+                    s.strip_prefix("emu:")
+                        .and_then(|n| n.parse().ok())
+                        .map(Device::Emu)
+                })
                 .ok_or_else(|| {
                     Error::invalid(
                         "device",
-                        format!("unknown device '{s}' (expected auto, cpu, cuda, cuda:N or emu)"),
+                        format!(
+                            "unknown device '{s}' (expected auto, cpu, cuda, cuda:N, emu or emu:N)"
+                        ),
                     )
                 }),
         }

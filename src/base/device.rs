@@ -12,14 +12,21 @@ pub enum Device {
     Cpu,
     /// CUDA device with this ordinal.
     Cuda(usize),
-    /// The CUDA kernels compiled for the host, with host memory as device memory.
-    Emu,
+    /// The CUDA kernels compiled for the host, with host memory as device memory; the
+    /// ordinal tells emulated devices apart (`emu` is `Emu(0)`, `emu:1` the next one), so
+    /// that several of them can act as the ranks of a process group in one process.
+    Emu(usize),
 }
 
 impl Device {
     /// Whether kernels of `kernels/*.cu` run this device's ops (CUDA or emulation).
     pub fn is_gpu(self) -> bool {
-        matches!(self, Device::Cuda(_) | Device::Emu)
+        matches!(self, Device::Cuda(_) | Device::Emu(_))
+    }
+
+    /// Whether this is an emulated device.
+    pub fn is_emu(self) -> bool {
+        matches!(self, Device::Emu(_))
     }
 }
 
@@ -28,7 +35,8 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(n) => write!(f, "cuda:{n}"),
-            Device::Emu => f.write_str("emu"),
+            Device::Emu(0) => f.write_str("emu"),
+            Device::Emu(n) => write!(f, "emu:{n}"),
         }
     }
 }

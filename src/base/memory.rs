@@ -55,7 +55,7 @@ pub fn host_bytes(device: Device, n: usize, elem_bytes: usize) -> Result<usize> 
 #[cfg(feature = "cli")] // the benchmarks' sizes
 pub fn host_backed_bytes(device: Device, n: usize, elem_bytes: usize) -> Result<usize> {
     match device {
-        Device::Cpu | Device::Emu => host_bytes(device, n, elem_bytes),
+        Device::Cpu | Device::Emu(_) => host_bytes(device, n, elem_bytes),
         _ => n.checked_mul(elem_bytes).ok_or(Error::OutOfMemory {
             device,
             bytes: usize::MAX,

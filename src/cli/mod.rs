@@ -160,7 +160,7 @@ mod tests {
             panic!("not check")
         };
         assert_eq!(a.files.len(), 2);
-        assert_eq!(a.device, Device::Emu);
+        assert_eq!(a.device, Device::Emu(0));
         assert_eq!(a.imp, "fused");
         let cli =
             Cli::try_parse_from(["gradstep", "selftest", "--filter", "adam"]).expect("parses");

@@ -43,7 +43,7 @@
 //! let p = DeviceParam { param: 0x1000, grad: 0x2000, numel: 4, ..Default::default() };
 //! let hyper = Hyper::Sgd(SgdConfig::new(0.1));
 //! // error[E0133]: call to unsafe function requires an unsafe block
-//! step_device(Device::Emu, RawStream::OWN, DType::F32, &hyper, &[p], true);
+//! step_device(Device::Emu(0), RawStream::OWN, DType::F32, &hyper, &[p], true);
 //! ```
 
 use crate::base::{DType, Device, Error, Result};
@@ -210,7 +210,7 @@ pub const ZERO_TENSORS_PER_LAUNCH: usize = 200;
 /// use gradstep::optim::{Hyper, SgdConfig};
 /// use gradstep::{DType, Device, Tensor};
 /// # fn main() -> gradstep::Result<()> {
-/// let device = Device::Emu; // or a Device::Cuda(n) with buffers of its own
+/// let device = Device::Emu(0); // or a Device::Cuda(n) with buffers of its own
 /// let p = Tensor::from_vec(vec![1.0f32, 2.0], &[2], device)?;
 /// let g = Tensor::from_vec(vec![0.5f32, -0.5], &[2], device)?;
 /// let param = DeviceParam {
@@ -328,7 +328,7 @@ mod device_side {
     /// Checks, on the emulator, that every range lies inside an allocation.
     pub(super) fn check_emulated(device: Device, ranges: &[(u64, u64, String)]) -> Result<()> {
         #[cfg(feature = "emu")]
-        if device == Device::Emu {
+        if device.is_emu() {
             for (ptr, bytes, what) in ranges {
                 if *bytes > 0 && !crate::backend::emu::holds(*ptr, *bytes as usize) {
                     return Err(crate::Error::Optim(format!(

@@ -28,23 +28,23 @@ fn conform(file: &str, device: Device) -> Summary {
 
 super::case_file_tests! {conform:
     ops_cpu => "ops.json" on Cpu,
-    ops_emu => "ops.json" on Emu,
+    ops_emu => "ops.json" on Emu(0),
     optim_standard_cpu => "optim_standard.json" on Cpu,
-    optim_standard_emu => "optim_standard.json" on Emu,
+    optim_standard_emu => "optim_standard.json" on Emu(0),
     optim_stress_cpu => "optim_stress.json" on Cpu,
-    optim_stress_emu => "optim_stress.json" on Emu,
+    optim_stress_emu => "optim_stress.json" on Emu(0),
     train_cpu => "train.json" on Cpu,
-    train_emu => "train.json" on Emu,
+    train_emu => "train.json" on Emu(0),
     nonfinite_ops_cpu => "nonfinite_ops.json" on Cpu,
-    nonfinite_ops_emu => "nonfinite_ops.json" on Emu,
+    nonfinite_ops_emu => "nonfinite_ops.json" on Emu(0),
     nonfinite_optim_cpu => "nonfinite_optim.json" on Cpu,
-    nonfinite_optim_emu => "nonfinite_optim.json" on Emu,
+    nonfinite_optim_emu => "nonfinite_optim.json" on Emu(0),
     clip_cpu => "clip.json" on Cpu,
-    clip_emu => "clip.json" on Emu,
+    clip_emu => "clip.json" on Emu(0),
     ops_bf16_cpu => "ops_bf16.json" on Cpu,
-    ops_bf16_emu => "ops_bf16.json" on Emu,
+    ops_bf16_emu => "ops_bf16.json" on Emu(0),
     optim_bf16_cpu => "optim_bf16.json" on Cpu,
-    optim_bf16_emu => "optim_bf16.json" on Emu,
+    optim_bf16_emu => "optim_bf16.json" on Emu(0),
 }
 
 /// Writes `content` to a fresh file under the target's temporary directory.

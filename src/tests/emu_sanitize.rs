@@ -53,7 +53,7 @@ fn launch_test_kernel(name: &str, cfg: &LaunchConfig, args: &mut KernelArgs) -> 
 /// Launches `emu_test_write_past_end` over a buffer of `len` floats, writing `n + 1` of them.
 fn write_floats(len: usize, n: u64) -> crate::Result<()> {
     assert!(emu::sanitize_enabled());
-    let dev = gpu::get(Device::Emu)?;
+    let dev = gpu::get(Device::Emu(0))?;
     let buf = dev.alloc(len * 4)?;
     let mut args = KernelArgs::new();
     args.push(buf.ptr()).push(n);
@@ -86,7 +86,7 @@ fn child_fault_outside_then_inside_a_kernel() {
         // SAFETY: test hooks of the emulator: a handler that repairs a PROT_NONE page,
         // installed before the emulator's own, and one read of such a page.
         unsafe { emu::ffi::gs_emu_test_install_recovering_handler() };
-        gpu::get(Device::Emu).unwrap();
+        gpu::get(Device::Emu(0)).unwrap();
         let repaired = unsafe { emu::ffi::gs_emu_test_fault_outside_kernel() };
         println!("repaired outside: {repaired}");
         // The emulator's handler must still name the kernel of the next fault.
@@ -110,7 +110,7 @@ fn a_fault_outside_a_kernel_goes_to_the_previous_handler_and_leaves_ours_install
 #[test]
 fn child_shared_past_end() {
     if is_child("child_shared_past_end") {
-        let dev = gpu::get(Device::Emu).unwrap();
+        let dev = gpu::get(Device::Emu(0)).unwrap();
         let buf = dev.alloc(256 * 4).unwrap();
         let mut args = KernelArgs::new();
         args.push(buf.ptr());
@@ -139,14 +139,14 @@ fn child_in_bounds_and_bad_pointers() {
     write_floats(1001, 1000).unwrap();
     // A real kernel over odd sizes, whose allocations end at the guard page.
     for n in [1usize, 3, 1001] {
-        let t = crate::Tensor::full(&[n], 2.0, crate::DType::F16, Device::Emu).unwrap();
+        let t = crate::Tensor::full(&[n], 2.0, crate::DType::F16, Device::Emu(0)).unwrap();
         assert_eq!(
             t.to_vec::<half::f16>().unwrap(),
             vec![half::f16::from_f32(2.0); n]
         );
     }
     // A pointer argument outside every live allocation is refused at launch.
-    let dev = gpu::get(Device::Emu).unwrap();
+    let dev = gpu::get(Device::Emu(0)).unwrap();
     let freed = dev.alloc(64).unwrap().ptr() + 8;
     let mut args = KernelArgs::new();
     args.push(freed).push(4u64).push(1.0f64);

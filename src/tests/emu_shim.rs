@@ -19,7 +19,7 @@ const SCHEDULES: [Schedule; 3] = [
 ];
 
 fn dev() -> Arc<GpuDevice> {
-    gpu::get(Device::Emu).expect("emulated device")
+    gpu::get(Device::Emu(0)).expect("emulated device")
 }
 
 fn bytes_of<T: Copy>(v: &[T]) -> &[u8] {
@@ -519,7 +519,7 @@ fn fill_kernels_run_through_the_launch_path() {
 
 #[test]
 fn tensor_full_on_the_emulator() {
-    let t = Tensor::full(&[1000], 3.0, DType::F32, Device::Emu).unwrap();
+    let t = Tensor::full(&[1000], 3.0, DType::F32, Device::Emu(0)).unwrap();
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![3.0f32; 1000]);
 }
 

@@ -10,9 +10,9 @@ const OTHER_AREAS: [&str; 3] = ["clip", "foreach", "optim"];
 
 #[test]
 fn ops_kernels_match_the_cpu_backend_on_the_emulator() {
-    let dev = crate::backend::gpu::get(Device::Emu).expect("the emulator starts");
+    let dev = crate::backend::gpu::get(Device::Emu(0)).expect("the emulator starts");
     let before = dev.counters();
-    let report = crate::cli::selftest::run(Device::Emu, "ops/").expect("the self-test runs");
+    let report = crate::cli::selftest::run(Device::Emu(0), "ops/").expect("the self-test runs");
     let done = dev.counters() - before;
     println!("emulator: {done:?}");
     for (name, msg) in &report.failed {

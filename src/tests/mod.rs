@@ -39,11 +39,11 @@ pub(crate) fn scratch_dir(tag: &str) -> PathBuf {
 /// One `#[test]` per `name => file on device` row, each calling `run(file, device)`
 /// (its result, if any, is dropped).
 macro_rules! case_file_tests {
-    ($run:ident: $($name:ident => $file:literal on $device:ident),* $(,)?) => {
+    ($run:ident: $($name:ident => $file:literal on $device:ident $(($ord:literal))?),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $run($file, crate::Device::$device);
+                $run($file, crate::Device::$device $(($ord))?);
             }
         )*
     };

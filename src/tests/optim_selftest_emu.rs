@@ -18,7 +18,7 @@ fn entry_points(stem: &str) -> Vec<String> {
 
 #[test]
 fn optim_kernels_match_the_cpu_and_all_launch() {
-    let report = crate::cli::selftest::run(Device::Emu, "optim/").unwrap();
+    let report = crate::cli::selftest::run(Device::Emu(0), "optim/").unwrap();
     assert!(report.failed.is_empty(), "failed: {:#?}", report.failed);
     assert!(
         report.passed.len() > 30,

@@ -11,7 +11,7 @@ use gradstep::{DType, Device, Tensor};
 
 use super::emu_lock;
 
-const DEV: Device = Device::Emu;
+const DEV: Device = Device::Emu(0);
 const BATCH: usize = 8;
 const FEATURES: usize = 16;
 const CLASSES: usize = 4;

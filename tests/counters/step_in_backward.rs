@@ -65,7 +65,7 @@ fn values(m: &Sequential) -> Vec<Vec<f64>> {
 #[test]
 fn stepping_in_backward_equals_the_three_steps() {
     let _guard = emu_lock();
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         for kind in 0..3 {
             for imp in [Impl::ForLoop, Impl::Foreach, Impl::Fused] {
                 let what = format!("{device} optimizer {kind} {imp:?}");
@@ -95,7 +95,7 @@ fn stepping_in_backward_equals_the_three_steps() {
 /// Device bytes allocated at the peak of one steady step over those allocated before it,
 /// and the peak gradient bytes of the step in backward (None for the three steps).
 fn step_peak(dtype: DType, in_backward: bool) -> (u64, Option<usize>) {
-    let device = Device::Emu;
+    let device = Device::Emu(0);
     let m = model(device, dtype);
     let b = batch(device, dtype, 1);
     let mut plain = (!in_backward).then(|| optimizer(2, m.parameters(), Impl::Fused));

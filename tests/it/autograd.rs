@@ -250,7 +250,7 @@ fn errors_not_panics() {
     ));
     let f = Tensor::from_slice(&[1.0f32; 4], &[2, 2], Device::Cpu).unwrap();
     assert!(matches!(x.mul(&f), Err(Error::DTypeMismatch { .. })));
-    if let Ok(e) = Tensor::from_slice(&[1.0f32; 4], &[2, 2], Device::Emu) {
+    if let Ok(e) = Tensor::from_slice(&[1.0f32; 4], &[2, 2], Device::Emu(0)) {
         assert!(matches!(f.add(&e), Err(Error::DeviceMismatch { .. })));
     }
     let i = Tensor::from_slice(&[1i64], &[1], Device::Cpu).unwrap();

@@ -24,7 +24,7 @@ fn is_oom(r: gradstep::Result<Tensor>) -> bool {
 fn shapes_whose_size_overflows_are_errors_in_every_constructor() {
     let huge = [(1usize << 63) + 1, 2];
     let msg = |r: gradstep::Result<Tensor>| r.expect_err("must fail").to_string();
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         assert!(msg(Tensor::zeros(&huge, DType::F32, device)).contains("more elements"));
         assert!(
             msg(Tensor::from_f64s(&[1.0, 2.0], &huge, DType::F32, device))
@@ -40,7 +40,7 @@ fn shapes_whose_size_overflows_are_errors_in_every_constructor() {
 #[test]
 fn requests_larger_than_memory_are_out_of_memory_not_aborts() {
     let n = 1usize << 40; // 4 TiB of f32, more than any host this runs on
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         assert!(is_oom(Tensor::zeros(&[n], DType::F32, device)), "{device}");
         assert!(
             is_oom(Tensor::rand(&[n], 1, DType::F32, device)),
@@ -356,7 +356,7 @@ fn conversions_to_f16_and_bf16_round_once_on_every_device() {
         ),
     ];
     for (dtype, v, want) in cases {
-        for device in [Device::Cpu, Device::Emu] {
+        for device in [Device::Cpu, Device::Emu(0)] {
             let cast = Tensor::from_f64s(&[v], &[1], DType::F64, device)
                 .unwrap()
                 .to_dtype(dtype)
@@ -371,7 +371,7 @@ fn conversions_to_f16_and_bf16_round_once_on_every_device() {
 
 #[test]
 fn the_scaler_never_reads_past_an_expanded_grad() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         let p = Tensor::zeros(&[1000], DType::F32, device)
             .unwrap()
             .requires_grad_(true)

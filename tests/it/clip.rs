@@ -68,7 +68,7 @@ fn tol(dtype: DType) -> (f64, f64) {
 
 #[test]
 fn clip_grad_norm_matches_the_reference_for_every_order_device_and_form() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         for dtype in [DType::F64, DType::F32, DType::F16] {
             for (p, max_norm) in [
                 (2.0, 5.0),
@@ -106,7 +106,7 @@ fn clip_grad_norm_matches_the_reference_for_every_order_device_and_form() {
 
 #[test]
 fn an_unclipped_grad_is_unchanged_and_no_grads_give_a_cpu_zero() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         let ps = params(device, DType::F32, 3);
         let before = grads(&ps);
         clip_grad_norm_(&ps, 1e30, 2.0, false, None).unwrap();
@@ -122,7 +122,7 @@ fn an_unclipped_grad_is_unchanged_and_no_grads_give_a_cpu_zero() {
 
 #[test]
 fn a_nonfinite_total_norm_is_an_error_only_when_asked_and_then_changes_nothing() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         for bad in [f64::NAN, f64::INFINITY] {
             let ps = params(device, DType::F32, 5);
             let g = ps[0].grad().unwrap();
@@ -162,7 +162,7 @@ fn a_nonfinite_total_norm_is_an_error_only_when_asked_and_then_changes_nothing()
 
 #[test]
 fn clip_grad_value_clamps_and_keeps_nan() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         for dtype in [DType::F32, DType::F16, DType::F64] {
             for foreach in [None, Some(false)] {
                 let ps = params(device, dtype, 7);
@@ -224,7 +224,10 @@ fn bad_clipping_arguments_are_errors_naming_them() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no parameter has a grad"), "{e}");
-    let mixed = vec![ps[0].clone(), params(Device::Emu, DType::F32, 1)[0].clone()];
+    let mixed = vec![
+        ps[0].clone(),
+        params(Device::Emu(0), DType::F32, 1)[0].clone(),
+    ];
     let e = clip_grad_norm_(&mixed, 1.0, 2.0, false, None)
         .unwrap_err()
         .to_string();
@@ -233,7 +236,7 @@ fn bad_clipping_arguments_are_errors_naming_them() {
 
 #[test]
 fn unscale_then_step_equals_stepping_the_unscaled_grads() {
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         let ps = params(device, DType::F32, 9);
         let values: Vec<Vec<f64>> = ps.iter().map(|p| p.to_vec_f64().unwrap()).collect();
         let before = grads(&ps);

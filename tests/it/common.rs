@@ -100,11 +100,11 @@ pub fn assert_no_failures(passed: usize, failures: &[String]) {
 /// One `#[test]` per `name => file on device` row, each calling `run(file, device)`
 /// (its result, if any, is dropped).
 macro_rules! case_file_tests {
-    ($run:ident: $($name:ident => $file:literal on $device:ident),* $(,)?) => {
+    ($run:ident: $($name:ident => $file:literal on $device:ident $(($ord:literal))?),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $run($file, gradstep::Device::$device);
+                $run($file, gradstep::Device::$device $(($ord))?);
             }
         )*
     };

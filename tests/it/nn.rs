@@ -103,7 +103,7 @@ fn quickstart_step(device: Device) -> Result<(f64, Vec<f64>, Vec<Vec<f64>>)> {
 fn quickstart_gradients_agree_on_cpu_and_emulated_gpu() {
     let (loss_c, logits_c, grads_c) = quickstart_step(Device::Cpu).unwrap();
     assert!(loss_c.is_finite() && grads_c.iter().all(|g| g.iter().any(|v| *v != 0.0)));
-    let (loss_e, logits_e, grads_e) = quickstart_step(Device::Emu).unwrap();
+    let (loss_e, logits_e, grads_e) = quickstart_step(Device::Emu(0)).unwrap();
     assert!((loss_c - loss_e).abs() < 1e-5, "loss {loss_c} vs {loss_e}");
     assert_close("logits", &logits_e, &logits_c, 1e-4, 1e-5);
     for (k, (e, c)) in grads_e.iter().zip(&grads_c).enumerate() {
@@ -310,11 +310,11 @@ fn to_device_moves_parameters_as_new_leaves() {
     m.to_dtype(DType::F32).unwrap();
     let after: Vec<Vec<f32>> = m.parameters().iter().map(|p| p.to_vec().unwrap()).collect();
     assert_eq!(before, after);
-    if Tensor::zeros(&[1], DType::F32, Device::Emu).is_ok() {
-        m.to_device(Device::Emu).unwrap();
+    if Tensor::zeros(&[1], DType::F32, Device::Emu(0)).is_ok() {
+        m.to_device(Device::Emu(0)).unwrap();
         assert!(m
             .parameters()
             .iter()
-            .all(|p| p.device() == Device::Emu && p.requires_grad()));
+            .all(|p| p.device() == Device::Emu(0) && p.requires_grad()));
     }
 }

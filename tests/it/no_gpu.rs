@@ -54,7 +54,7 @@ fn cuda_tensor_without_a_driver_is_an_error() {
 #[test]
 fn device_parse_accepts_the_documented_forms() {
     assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
-    assert_eq!(Device::parse("emu").unwrap(), Device::Emu);
+    assert_eq!(Device::parse("emu").unwrap(), Device::Emu(0));
     assert_eq!(Device::parse("cuda").unwrap(), Device::Cuda(0));
     assert_eq!(Device::parse("cuda:3").unwrap(), Device::Cuda(3));
 }

@@ -222,6 +222,6 @@ fn run_file(name: &str, device: Device) {
 crate::common::case_file_tests! {run_file:
     standard_cases_on_cpu => "optim_standard.json" on Cpu,
     stress_cases_on_cpu => "optim_stress.json" on Cpu,
-    standard_cases_on_emu => "optim_standard.json" on Emu,
-    stress_cases_on_emu => "optim_stress.json" on Emu,
+    standard_cases_on_emu => "optim_standard.json" on Emu(0),
+    stress_cases_on_emu => "optim_stress.json" on Emu(0),
 }

@@ -101,7 +101,7 @@ fn host_step_rejects_bad_buffers() {
 
 /// An emulated f32 buffer holding `v` (a tensor: its device address is the buffer).
 fn on_emu(v: &[f32]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), &[v.len()], Device::Emu).unwrap()
+    Tensor::from_vec(v.to_vec(), &[v.len()], Device::Emu(0)).unwrap()
 }
 
 fn addr(t: &Tensor) -> u64 {
@@ -125,7 +125,7 @@ impl Buffers {
             state: (0..hyper.buffer_names().len())
                 .map(|_| on_emu(&vec![0.0; n]))
                 .collect(),
-            step: Tensor::zeros(&[], DType::F32, Device::Emu).unwrap(),
+            step: Tensor::zeros(&[], DType::F32, Device::Emu(0)).unwrap(),
         }
     }
 
@@ -167,7 +167,7 @@ fn device_steps_and_zero_match_the_optimizers_on_the_emulator() {
             // shared, and nothing else uses them during the call.
             unsafe {
                 step_device(
-                    Device::Emu,
+                    Device::Emu(0),
                     RawStream::OWN,
                     DType::F32,
                     &hyper,
@@ -187,7 +187,7 @@ fn device_steps_and_zero_match_the_optimizers_on_the_emulator() {
             .map(|b| (addr(&b.grad), b.grad.numel() as u64 * 4))
             .collect();
         // SAFETY: the grad tensors are live emulated buffers of these sizes.
-        unsafe { zero_device(Device::Emu, RawStream::OWN, &ranges).unwrap() };
+        unsafe { zero_device(Device::Emu(0), RawStream::OWN, &ranges).unwrap() };
         for b in &bufs {
             assert!(b.grad.to_vec_f64().unwrap().iter().all(|&x| x == 0.0));
         }
@@ -195,7 +195,14 @@ fn device_steps_and_zero_match_the_optimizers_on_the_emulator() {
         let mut bad = params[1];
         bad.state[0] = 0;
         let step = |ps: &[DeviceParam]| unsafe {
-            step_device(Device::Emu, RawStream::OWN, DType::F32, &hyper, ps, false)
+            step_device(
+                Device::Emu(0),
+                RawStream::OWN,
+                DType::F32,
+                &hyper,
+                ps,
+                false,
+            )
         };
         assert!(step(&[bad]).is_err());
         // Two parameters sharing a buffer, or Adam's step counter, are refused.

@@ -617,7 +617,7 @@ fn graph_matches_eager(cfg: TrainConfig) -> train::TrainReport {
 /// Two epochs of five batches (the last one partial) on the emulated GPU.
 fn graph_config(optimizer: OptimizerKind, lr: f64, schedule: &str) -> TrainConfig {
     TrainConfig {
-        device: Device::Emu,
+        device: Device::Emu(0),
         optimizer,
         lr,
         lr_schedule: Some(train::LrSchedule::parse(schedule).unwrap()),

@@ -146,7 +146,7 @@ fn bf16_mixed_precision_tracks_f32_on_cpu_and_emu() {
     check_against_f32(DType::BF16, Device::Cpu, 10, sgd, (0.03, 0.03));
     check_against_f32(
         DType::BF16,
-        Device::Emu,
+        Device::Emu(0),
         3,
         (OptimizerKind::AdamW, 1e-3),
         (0.08, 0.03),
@@ -232,7 +232,7 @@ fn state_beside_master_weights_is_f32_on_cpu_and_emu() {
         // f32 parameters: what the f32 master weights must follow.
         let (want, _) = run(make, DType::F32, Device::Cpu, Impl::ForLoop);
         let (cpu, _) = run(make, DType::F16, Device::Cpu, Impl::ForLoop);
-        for device in [Device::Cpu, Device::Emu] {
+        for device in [Device::Cpu, Device::Emu(0)] {
             for imp in [Impl::ForLoop, Impl::Foreach, Impl::Fused] {
                 let (got, sd) = run(make, DType::F16, device, imp);
                 for i in 0..N {
@@ -273,7 +273,7 @@ fn unsupported_dtype_is_an_error() {
 #[test]
 fn grad_scaler_state_round_trips_and_bad_state_changes_nothing() {
     use gradstep::optim::{GradScaler, ScalerState};
-    for device in [Device::Cpu, Device::Emu] {
+    for device in [Device::Cpu, Device::Emu(0)] {
         let mut s = GradScaler::with_options(device, 1024.0, 2.0, 0.5, 3).unwrap();
         let saved = ScalerState {
             scale: 8.0,

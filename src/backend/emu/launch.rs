@@ -190,7 +190,7 @@ mod tests {
             .find(|d| d.name() == "emu_test_barrier_phases")
             .expect("host test kernel");
         let n = 64usize;
-        let out = memory::alloc(n * 4, false).unwrap();
+        let out = memory::alloc(crate::base::Device::Emu(0), n * 4, false).unwrap();
         let poison = i32::from_ne_bytes([0xAB; 4]);
         // SAFETY: `out` is a live allocation of n * 4 bytes.
         unsafe { std::ptr::write_bytes(out as *mut u8, 0xAB, n * 4) };

@@ -25,17 +25,14 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<u64, usize>> {
 }
 
 /// Allocates `bytes` (> 0) of emulated device memory (guarded when `guarded`).
-pub(crate) fn alloc(bytes: usize, guarded: bool) -> Result<u64> {
+pub(crate) fn alloc(device: Device, bytes: usize, guarded: bool) -> Result<u64> {
     if bytes == 0 {
         return Err(Error::invalid(
             "emu alloc",
             "zero-byte allocations are handled by the caller",
         ));
     }
-    let oom = || Error::OutOfMemory {
-        device: Device::Emu,
-        bytes,
-    };
+    let oom = || Error::OutOfMemory { device, bytes };
     let ptr = if guarded {
         // SAFETY: plain allocation call; null on failure.
         unsafe { ffi::gs_emu_guarded_alloc(bytes) as *mut u8 }

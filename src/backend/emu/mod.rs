@@ -30,7 +30,7 @@ use std::sync::{Mutex, OnceLock};
 #[cfg(test)]
 use crate::backend::gpu::KernelArgs;
 use crate::backend::gpu::{DeviceApi, DeviceGraph, KernelId, LaunchConfig, Params, Stream};
-use crate::base::{Error, Result};
+use crate::base::{Device, Error, Result};
 
 pub(crate) use memory::holds;
 
@@ -116,6 +116,8 @@ fn install_fault_handler() {
 /// memsets) holds the device's lock, so work from several host threads runs one call
 /// after another, as on a CUDA stream.
 pub struct EmuApi {
+    /// Which emulated device this is (`Device::Emu(ordinal)`).
+    ordinal: usize,
     schedule: Schedule,
     stream: Mutex<StreamState>,
 }
@@ -127,9 +129,9 @@ struct StreamState {
 }
 
 impl EmuApi {
-    /// The emulated device with the schedule of `GRADSTEP_EMU_SCHEDULE`. Fails on a bad
-    /// schedule, or when the compiled kernel table does not match the kernel ids.
-    pub fn new() -> Result<Self> {
+    /// Emulated device `ordinal` with the schedule of `GRADSTEP_EMU_SCHEDULE`. Fails on a
+    /// bad schedule, or when the compiled kernel table does not match the kernel ids.
+    pub fn new(ordinal: usize) -> Result<Self> {
         let names = kernel_names();
         if names != crate::backend::gpu::kernels::KERNEL_NAMES {
             return Err(Error::invalid(
@@ -137,13 +139,17 @@ impl EmuApi {
                 format!("the emulated kernel table {names:?} does not match the kernel ids"),
             ));
         }
-        Ok(Self::with_schedule(Schedule::from_env()?))
+        Ok(EmuApi {
+            ordinal,
+            ..Self::with_schedule(Schedule::from_env()?)
+        })
     }
 
     /// The emulated device with an explicit schedule (memory is shared by every instance).
     pub fn with_schedule(schedule: Schedule) -> Self {
         install_fault_handler();
         EmuApi {
+            ordinal: 0,
             schedule,
             stream: Mutex::new(StreamState::default()),
         }
@@ -180,10 +186,13 @@ impl EmuApi {
 // hands out distinct host blocks.
 unsafe impl DeviceApi for EmuApi {
     fn name(&self) -> String {
-        format!("host emulation ({})", self.schedule)
+        match self.ordinal {
+            0 => format!("host emulation ({})", self.schedule),
+            n => format!("host emulation #{n} ({})", self.schedule),
+        }
     }
     fn alloc(&self, bytes: usize) -> Result<u64> {
-        memory::alloc(bytes, sanitize_enabled())
+        memory::alloc(Device::Emu(self.ordinal), bytes, sanitize_enabled())
     }
     unsafe fn free(&self, ptr: u64) {
         // SAFETY: forwarded contract; the lock orders it after queued work.
@@ -292,7 +301,7 @@ pub fn host_test_kernel_names() -> Vec<&'static str> {
 
 #[cfg(test)]
 /// Launches a host-only test kernel by name with an explicit schedule (sanitizer as the
-/// environment says). Memory comes from the emulated device (`gpu::get(Device::Emu)`).
+/// environment says). Memory comes from the emulated device (`gpu::get(Device::Emu(0))`).
 ///
 /// # Safety
 /// `args` match the kernel's C signature and every pointer argument addresses emulated

@@ -461,7 +461,7 @@ pub(crate) fn get(device: Device) -> Result<Arc<GpuDevice>> {
     }
     let api: Arc<dyn DeviceApi> = match device {
         #[cfg(feature = "emu")]
-        Device::Emu => Arc::new(crate::backend::emu::EmuApi::new()?),
+        Device::Emu(ordinal) => Arc::new(crate::backend::emu::EmuApi::new(ordinal)?),
         #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => Arc::new(crate::backend::cuda::CudaApi::new(ordinal)?),
         _ => return Err(crate::backend::not_built(device)),

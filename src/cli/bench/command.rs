@@ -149,7 +149,7 @@ fn config(args: &BenchArgs) -> Result<BenchConfig> {
                 "--plot draws the zeroing sweep: add `zero` to what is measured",
             ));
         }
-        if args.device == Device::Emu {
+        if args.device.is_emu() {
             return Err(Error::invalid(
                 "bench",
                 "--plot needs times, and the emulator only counts",
@@ -172,7 +172,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
     for (_, p) in &outputs {
         crate::io::check_output(p)?;
     }
-    if cfg.device == Device::Emu {
+    if cfg.device.is_emu() {
         eprintln!("note: the emulator runs every kernel on the host: launch counts only, no times");
     }
     let mut stderr = std::io::stderr();
@@ -229,7 +229,7 @@ mod tests {
             "o.json",
         ]);
         assert_eq!(a.what, vec![What::Zero, What::Step]);
-        assert_eq!(a.device, Device::Emu);
+        assert_eq!(a.device, Device::Emu(0));
         assert_eq!(a.sets, vec![ParamSet::Mixed(10)]);
         let cfg = config(&a).unwrap();
         assert_eq!(cfg.dtypes, vec![DType::F16]);

@@ -8,7 +8,7 @@
 //! - [`report`]: one record per case, JSON with the torch script's keys, a text table.
 //! - [`plot`]: zeroing time against tensor count, as a PNG.
 //!
-//! On the emulator ([`Device::Emu`]) every case is run and counted, never timed: the
+//! On the emulator ([`Device::Emu(0)`]) every case is run and counted, never timed: the
 //! emulator is a correctness tool, not a timing one.
 
 /// The public API that `params`, `cases` and `timing` use: the criterion benches include
@@ -106,7 +106,7 @@ impl BenchConfig {
     /// emulator, where every kernel runs on the host), f32 and f16, every optimizer and
     /// implementation, the torch script's timing rules, batch 64 for training.
     pub fn new(device: Device, what: Vec<What>) -> BenchConfig {
-        let sets = if device == Device::Emu {
+        let sets = if device.is_emu() {
             vec![ParamSet::Mixed(1000)]
         } else {
             ParamSet::STANDARD.to_vec()
@@ -127,7 +127,7 @@ impl BenchConfig {
             zero_impls: ZeroImpl::ALL.to_vec(),
             sweep: false,
             timing: TimingOptions::default(),
-            copy_bytes: if device == Device::Emu { 0 } else { COPY_BYTES },
+            copy_bytes: if device.is_emu() { 0 } else { COPY_BYTES },
             train_batch: 64,
             train_graph: false,
         }
@@ -158,7 +158,7 @@ fn measure(
         f()?;
         rec.counts = count_call(cfg.device, reborrow(&mut setup), f)?;
     }
-    if cfg.device != Device::Emu {
+    if !cfg.device.is_emu() {
         let t = time_calls(cfg.device, &cfg.timing, setup, f)?;
         rec.set_timing(t, copy_gbps);
     }
@@ -399,7 +399,7 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
         report.results.push(r);
     };
     let mut copy = None;
-    if cfg.copy_bytes > 0 && cfg.device != Device::Emu {
+    if cfg.copy_bytes > 0 && !cfg.device.is_emu() {
         let r = copy_bandwidth(cfg)?;
         copy = r.gbps;
         report.meta.copy_gbps = copy;

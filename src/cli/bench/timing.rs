@@ -87,7 +87,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
 pub fn sync(device: Device) -> Result<()> {
     match device {
         Device::Cuda(_) => device.synchronize(),
-        Device::Cpu | Device::Emu => Ok(()),
+        Device::Cpu | Device::Emu(_) => Ok(()),
     }
 }
 
@@ -303,8 +303,8 @@ mod tests {
 
     #[test]
     fn counts_on_the_emulator() {
-        let t = crate::Tensor::zeros(&[1000], crate::DType::F32, Device::Emu).unwrap();
-        let c = count_call(Device::Emu, None, &mut || t.fill_(1.0))
+        let t = crate::Tensor::zeros(&[1000], crate::DType::F32, Device::Emu(0)).unwrap();
+        let c = count_call(Device::Emu(0), None, &mut || t.fill_(1.0))
             .unwrap()
             .unwrap();
         // Other tests may use the emulator at the same time: at least this fill is counted.

@@ -434,7 +434,7 @@ mod tests {
         let unsupported = Error::Unsupported {
             op: "layer_norm",
             dtype: DType::F16,
-            device: Device::Emu,
+            device: Device::Emu(0),
         };
         assert!(matches!(Stop::from(unsupported), Stop::Skip(_)));
         assert!(matches!(
