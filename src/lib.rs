@@ -13,7 +13,7 @@
 //! 3. [`tensor`]: [`Tensor`], the checked primitives on tensors, and the backward graph
 //!    that ops record;
 //! 4. [`ops`]: differentiable operations; [`autograd`]: the backward engine;
-//! 5. [`nn`] and [`optim`];
+//! 5. [`nn`], [`optim`] and [`distributed`] (data-parallel training);
 //! 6. [`data`], [`io`] (safetensors files) and [`train`] (the quickstart, checkpoints);
 //! 7. `cli`: the command line (feature `cli`).
 //!
@@ -33,6 +33,7 @@ pub mod backend;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
+pub mod distributed;
 pub mod graph;
 pub mod io;
 pub mod nn;

@@ -7,6 +7,7 @@
 //! to the crate; what is public here is what a user asks of a device (its counters,
 //! its memory, see the methods of [`crate::Device`]) and the options of the losses.
 
+pub(crate) mod collective;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;

@@ -29,6 +29,11 @@ pub struct CounterSnapshot {
     pub stream_waits: u64,
     /// Captured graphs launched (each replays its kernels without host launches).
     pub graph_launches: u64,
+    /// Collectives issued (all-reduce, broadcast, all-gather, reduce-scatter, barrier)
+    /// through a [`crate::distributed::ProcessGroup`] of this device.
+    pub collectives: u64,
+    /// Bytes this device sent into its collectives (its input buffers' sizes).
+    pub collective_bytes: u64,
 }
 
 impl std::ops::Sub for CounterSnapshot {
@@ -45,6 +50,8 @@ impl std::ops::Sub for CounterSnapshot {
             frees: self.frees - o.frees,
             stream_waits: self.stream_waits - o.stream_waits,
             graph_launches: self.graph_launches - o.graph_launches,
+            collectives: self.collectives - o.collectives,
+            collective_bytes: self.collective_bytes - o.collective_bytes,
         }
     }
 }

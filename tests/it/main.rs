@@ -9,6 +9,7 @@ mod autograd;
 mod bad_input;
 mod clip;
 mod data_idx;
+mod distributed;
 mod fuzz;
 mod gradcheck;
 mod nn;

@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     frees: AtomicU64,
     stream_waits: AtomicU64,
     graph_launches: AtomicU64,
+    collectives: AtomicU64,
+    collective_bytes: AtomicU64,
 }
 
 /// What a counter counts.
@@ -42,6 +44,8 @@ pub(crate) enum Event {
     StreamWait,
     /// A captured graph launched.
     GraphLaunch,
+    /// A collective that sends this many bytes from this device.
+    Collective(u64),
 }
 
 impl Counters {
@@ -61,6 +65,10 @@ impl Counters {
             Event::Free => &self.frees,
             Event::StreamWait => &self.stream_waits,
             Event::GraphLaunch => &self.graph_launches,
+            Event::Collective(bytes) => {
+                self.collective_bytes.fetch_add(bytes, Ordering::Relaxed);
+                &self.collectives
+            }
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -79,6 +87,8 @@ impl Counters {
             frees: l(&self.frees),
             stream_waits: l(&self.stream_waits),
             graph_launches: l(&self.graph_launches),
+            collectives: l(&self.collectives),
+            collective_bytes: l(&self.collective_bytes),
         }
     }
 }

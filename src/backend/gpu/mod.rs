@@ -7,6 +7,7 @@
 
 mod alloc;
 mod args;
+mod collective;
 mod counters;
 mod graph;
 pub(crate) mod kernels;
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub(crate) use crate::backend::collective::{Collective, Communicator};
 pub(crate) use alloc::Allocator;
 pub(crate) use args::{KernelArgs, LaunchConfig};
 pub(crate) use counters::{Counters, Event};
@@ -162,6 +164,19 @@ pub(crate) unsafe trait DeviceApi: Send + Sync {
     /// # Safety
     /// The memory the graph's work uses is still allocated to it.
     unsafe fn launch_graph(&self, g: &dyn DeviceGraph) -> Result<()>;
+    /// Performs one rank's part of a collective with `comm`, in stream order. Backends
+    /// without collectives (or handed a communicator of another backend) refuse.
+    ///
+    /// # Safety
+    /// `c.send` holds `c.count` elements and `c.recv` `c.recv_count(world)` elements of
+    /// `c.dtype`, in memory of this device.
+    unsafe fn collective(&self, comm: &dyn Communicator, c: &Collective) -> Result<()> {
+        let _ = (comm, c);
+        Err(Error::invalid(
+            "collective",
+            format!("{} has no collectives", self.name()),
+        ))
+    }
     /// Whether freed blocks may be cached for reuse (not under the emulator's sanitizer,
     /// which guards each buffer's exact end and must see every use after a free).
     fn caches_blocks(&self) -> bool {
