@@ -89,6 +89,11 @@ pub(crate) struct TrainArgs {
     /// unscaling with a GradScaler).
     #[arg(long)]
     pub clip_grad_norm: Option<f64>,
+    /// Data-parallel ranks: with --device emu, N emulated devices in this process (one
+    /// thread each) average their gradients with DistributedDataParallel. --batch-size
+    /// is per rank; rank 0 prints, evaluates and saves.
+    #[arg(long, default_value_t = 1)]
+    pub world_size: usize,
 }
 
 /// Arguments of `gradstep eval`.
@@ -170,6 +175,7 @@ impl TrainArgs {
                 dtype: self.dtype.is_some(),
                 batch_size: self.batch_size.is_some(),
             },
+            world_size: self.world_size,
         })
     }
 }

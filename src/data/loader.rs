@@ -28,6 +28,16 @@ pub struct DataLoader {
     shuffle: Option<Rng>,
     device: Device,
     prefetch: usize,
+    /// `(rank, world size)` of a data-parallel run.
+    shard: Option<(usize, usize)>,
+}
+
+/// Rank `rank`'s part of a global batch of `len` samples split over `world` ranks: a
+/// contiguous range, as even as possible (the first `len % world` ranks get one more).
+pub fn shard_range(len: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (len / world, len % world);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
 }
 
 impl DataLoader {
@@ -47,7 +57,41 @@ impl DataLoader {
             shuffle: None,
             device: Device::Cpu,
             prefetch: 2,
+            shard: None,
         })
+    }
+
+    /// Rank `rank` of `world_size` in a data-parallel run (the distributed sampler). The
+    /// epoch's sample order is the one a one-rank loader with the same generator gives;
+    /// it is cut into global batches of `batch_size * world_size` samples, and each rank
+    /// takes its contiguous part of each ([`shard_range`]). So a run on N ranks with
+    /// batch B each sees, batch by batch, exactly the samples of a one-rank run with
+    /// batch N·B, for any N (a last, partial global batch is split as evenly as
+    /// possible; a rank may get an empty part). `len()` counts global batches;
+    /// `drop_last` drops a partial global batch.
+    pub fn shard(mut self, rank: usize, world_size: usize) -> Result<Self> {
+        if rank >= world_size {
+            return Err(Error::invalid(
+                "DataLoader",
+                format!("rank {rank} of a world of {world_size} ranks"),
+            ));
+        }
+        self.batch_size
+            .checked_mul(world_size)
+            .ok_or_else(|| Error::invalid("DataLoader", "batch_size * world_size overflows"))?;
+        self.shard = Some((rank, world_size));
+        Ok(self)
+    }
+
+    /// Samples per global batch: `batch_size` times the world size of a sharded loader.
+    pub fn global_batch_size(&self) -> usize {
+        self.batch_size * self.shard.map_or(1, |(_, w)| w)
+    }
+
+    /// Samples in global batch `i` of an epoch (all ranks together).
+    pub fn global_batch_len(&self, i: usize) -> usize {
+        let g = self.global_batch_size();
+        self.dataset.len().saturating_sub(i * g).min(g)
     }
 
     /// Reshuffles the samples at the start of every epoch with `rng` (seeded: the same
@@ -85,13 +129,15 @@ impl DataLoader {
         self.batch_size
     }
 
-    /// Number of batches per epoch (`len(dataloader)` in PyTorch).
+    /// Number of batches per epoch (`len(dataloader)` in PyTorch; global batches when
+    /// sharded).
     pub fn len(&self) -> usize {
         let n = self.dataset.len();
+        let g = self.global_batch_size();
         if self.drop_last {
-            n / self.batch_size
+            n / g
         } else {
-            n.div_ceil(self.batch_size)
+            n.div_ceil(g)
         }
     }
 
@@ -126,15 +172,16 @@ impl DataLoader {
         let order = self.next_order();
         let (tx, rx) = sync_channel::<Result<HostBatch>>(self.prefetch);
         let dataset = self.dataset.clone();
-        let (batch_size, drop_last) = (self.batch_size, self.drop_last);
+        let (global, drop_last) = (self.global_batch_size(), self.drop_last);
+        let (rank, world) = self.shard.unwrap_or((0, 1));
         let worker = std::thread::Builder::new()
             .name("gradstep-loader".into())
             .spawn(move || {
-                for chunk in order.chunks(batch_size) {
-                    if drop_last && chunk.len() < batch_size {
+                for chunk in order.chunks(global) {
+                    if drop_last && chunk.len() < global {
                         break;
                     }
-                    let batch = dataset.collate(chunk);
+                    let batch = dataset.collate(&chunk[shard_range(chunk.len(), rank, world)]);
                     let failed = batch.is_err();
                     if tx.send(batch).is_err() || failed {
                         break;

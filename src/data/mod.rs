@@ -12,5 +12,5 @@ mod loader;
 mod mnist;
 
 pub use dataset::{check_indices, Batch, Dataset, HostBatch};
-pub use loader::{Batches, DataLoader};
+pub use loader::{shard_range, Batches, DataLoader};
 pub use mnist::{default_data_dir, MnistDataset, Split, FASHION_MNIST_CLASSES, MNIST_CLASSES};

@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::autograd::no_grad;
 use crate::base::{Error, Result};
 use crate::data::{Batch, DataLoader};
+use crate::distributed::{DistributedDataParallel, ReduceOp};
 use crate::graph::StepGraph;
 use crate::nn::{CrossEntropyLoss, Module};
 use crate::optim::{GradScaler, LrScheduler, Optimizer};
@@ -137,55 +138,87 @@ pub struct Trainee<'a> {
     pub scheduler: Option<&'a mut dyn LrScheduler>,
     /// Run the step as a captured graph (GPU devices): see [`GraphedStep`].
     pub graph: Option<&'a mut GraphedStep>,
+    /// Data-parallel training: the gradients are averaged over the ranks during backward
+    /// (the loader must be sharded for the same ranks, [`DataLoader::shard`]).
+    pub ddp: Option<&'a DistributedDataParallel>,
 }
 
 impl Trainee<'_> {
-    /// One batch: forward and loss, `zero_grad` when `zero`, backward, and the (scaled)
-    /// optimizer step when `stepping`. Returns the loss.
+    /// One batch: forward and loss, `zero_grad` when `zero`, backward of the loss times
+    /// `weight` (scaled), and the (scaled) optimizer step when `stepping`. Returns the
+    /// (unweighted) loss. Data-parallel: a batch that does not step accumulates without
+    /// reducing (`no_sync`), and a rank whose shard is empty contributes its grads
+    /// without a backward pass (its loss is 0).
     fn step(
         &mut self,
         b: &Batch,
         opts: &LoopOptions,
         zero: bool,
         stepping: bool,
+        weight: f64,
     ) -> Result<Tensor> {
-        let pred = forward_in_param_dtype(self.model, &b.inputs)?;
-        let loss = self.loss_fn.forward(&loss_logits(&pred)?, &b.targets)?;
+        let _local = self.ddp.filter(|_| !stepping).map(|d| d.no_sync());
         if zero {
             self.optimizer.zero_grad(opts.set_to_none)?;
         }
-        match self.scaler.as_deref_mut() {
-            Some(s) => {
-                s.scale(&loss)?.backward()?;
+        let loss = match self.ddp.filter(|_| b.inputs.numel() == 0) {
+            Some(ddp) => {
                 if stepping {
-                    if let Some(max_norm) = opts.clip_grad_norm {
-                        s.unscale_(self.optimizer)?;
-                        clip(self.optimizer, max_norm)?;
-                    }
-                    s.step(self.optimizer)?;
-                    s.update()?;
+                    ddp.reduce_without_backward()?;
                 }
+                Tensor::zeros(&[], DType::F32, b.inputs.device())?
             }
             None => {
-                loss.backward()?;
-                if stepping {
-                    if let Some(max_norm) = opts.clip_grad_norm {
-                        clip(self.optimizer, max_norm)?;
-                    }
-                    self.optimizer.step()?;
+                let pred = forward_in_param_dtype(self.model, &b.inputs)?;
+                let loss = self.loss_fn.forward(&loss_logits(&pred)?, &b.targets)?;
+                let weighted = if weight == 1.0 {
+                    loss.clone()
+                } else {
+                    loss.mul_scalar(weight)?
+                };
+                match self.scaler.as_deref_mut() {
+                    Some(s) => s.scale(&weighted)?.backward()?,
+                    None => weighted.backward()?,
                 }
+                loss
             }
+        };
+        if stepping {
+            self.apply_step(opts)?;
         }
         Ok(loss)
+    }
+
+    /// The (scaled, clipped) optimizer step, after the gradients' reduction.
+    fn apply_step(&mut self, opts: &LoopOptions) -> Result<()> {
+        if let Some(ddp) = self.ddp {
+            ddp.finish_reduction()?;
+        }
+        match self.scaler.as_deref_mut() {
+            Some(s) => {
+                if let Some(max_norm) = opts.clip_grad_norm {
+                    s.unscale_(self.optimizer)?;
+                    clip(self.optimizer, max_norm)?;
+                }
+                s.step(self.optimizer)?;
+                s.update()
+            }
+            None => {
+                if let Some(max_norm) = opts.clip_grad_norm {
+                    clip(self.optimizer, max_norm)?;
+                }
+                self.optimizer.step()
+            }
+        }
     }
 
     /// One whole step, through the captured graph in graph mode: the warm-up step (the
     /// first) runs eagerly, the next full batch captures the step and replays it, later
     /// ones of that shape replay it, and a batch of another shape (the last, partial
     /// one) runs eagerly.
-    fn whole_step(&mut self, b: &Batch, opts: &LoopOptions) -> Result<Tensor> {
+    fn whole_step(&mut self, b: &Batch, opts: &LoopOptions, weight: f64) -> Result<Tensor> {
         let Some(g) = self.graph.as_deref_mut() else {
-            return self.step(b, opts, true, true);
+            return self.step(b, opts, true, true, weight);
         };
         if let Some((graph, loss)) = &g.captured {
             let fits = graph.inputs()[0].shape() == b.inputs.shape()
@@ -198,7 +231,7 @@ impl Trainee<'_> {
         }
         if !g.warmed_up || g.captured.is_some() {
             g.warmed_up = true;
-            return self.step(b, opts, true, true);
+            return self.step(b, opts, true, true, weight);
         }
         let device = b.inputs.device();
         let fixed = Batch {
@@ -208,7 +241,7 @@ impl Trainee<'_> {
         fixed.inputs.copy_(&b.inputs)?;
         fixed.targets.copy_(&b.targets)?;
         let (graph, loss) = StepGraph::capture(device, &[&fixed.inputs, &fixed.targets], || {
-            self.step(&fixed, opts, true, true)
+            self.step(&fixed, opts, true, true, weight)
         })?;
         // The capture ran nothing: the replay is this batch's step.
         graph.replay()?;
@@ -292,6 +325,15 @@ pub fn train_loop(
             ),
         ));
     }
+    if trainee.graph.is_some() && trainee.ddp.is_some() {
+        return Err(Error::invalid(
+            "train_loop",
+            "a captured step cannot hold the data-parallel collectives yet",
+        ));
+    }
+    let world = trainee
+        .ddp
+        .map_or(1, |d| d.process_group().world_size());
     let size = loader.dataset().len();
     let num_batches = loader.len();
     let start = Instant::now();
@@ -304,10 +346,30 @@ pub fn train_loop(
         // Gradient accumulation: zero_grad before the first batch of each group of K,
         // step after its last (or after the epoch's last batch).
         let stepping = (batch + 1) % k == 0 || batch + 1 == num_batches;
-        let loss = if k == 1 {
-            trainee.whole_step(&b, opts)?
+        // Data-parallel: this rank's share of the global batch's mean loss is
+        // `n / global`, and the ranks' grads are averaged (divided by `world`), so its loss
+        // is weighted by `n * world / global` (1 when the shards are even).
+        let global = loader.global_batch_len(batch);
+        let n = b.inputs.shape().first().copied().unwrap_or(0);
+        let weight = if n * world == global {
+            1.0
         } else {
-            trainee.step(&b, opts, batch % k == 0, stepping)?
+            (n * world) as f64 / global as f64
+        };
+        let loss = if k == 1 {
+            trainee.whole_step(&b, opts, weight)?
+        } else {
+            trainee.step(&b, opts, batch % k == 0, stepping, weight)?
+        };
+        // The loss of the whole global batch, for the log lines: the ranks' shares added.
+        let loss = match trainee.ddp.filter(|_| batch % opts.log_every == 0) {
+            Some(ddp) => {
+                let _g = no_grad();
+                let share = loss.detach().mul_scalar(n as f64 / global as f64)?;
+                ddp.process_group().all_reduce(&share, ReduceOp::Sum)?;
+                share
+            }
+            None => loss,
         };
         if stepping {
             steps += 1;
@@ -322,7 +384,7 @@ pub fn train_loop(
             opts,
             batch,
             step_offset,
-            &b,
+            global,
             &loss,
             size,
         )?;
@@ -343,7 +405,7 @@ fn log(
     opts: &LoopOptions,
     batch: usize,
     step_offset: u64,
-    b: &Batch,
+    batch_len: usize,
     loss: &Tensor,
     size: usize,
 ) -> Result<()> {
@@ -357,7 +419,7 @@ fn log(
     match report {
         Report::Lines(out) => {
             if let Some(value) = logged {
-                let current = batch * b.inputs.shape()[0];
+                let current = batch * batch_len;
                 writeln!(out, "{}", pyfmt::loss_line(value, current, size)).map_err(write_err)?;
             }
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::base::{Error, Result};
 use crate::data::{DataLoader, Dataset, MnistDataset, Split};
+use crate::distributed::{DdpOptions, DistributedDataParallel, ProcessGroup};
 use crate::nn::{CrossEntropyLoss, Module, Sequential};
 use crate::optim::{GradScaler, Impl, LrScheduler};
 use crate::tensor::{DType, Device, Rng, Tensor};
@@ -62,6 +63,11 @@ pub struct TrainConfig {
     pub test_samples: Option<usize>,
     /// Which settings override a resumed checkpoint's (see [`ResumeOverrides`]).
     pub resume_overrides: ResumeOverrides,
+    /// Data-parallel ranks (1: one device). With N > 1 on `emu`, N emulated devices train
+    /// in this process, one thread each, with [`DistributedDataParallel`]; `batch_size`
+    /// is per rank, and the run sees the samples of a one-rank run with batch
+    /// N × `batch_size` in the same order. Rank 0 prints, evaluates and saves.
+    pub world_size: usize,
 }
 
 /// The rule for a resumed run whose settings disagree with its checkpoint (PyTorch's:
@@ -214,6 +220,7 @@ impl Default for TrainConfig {
             train_samples: None,
             test_samples: None,
             resume_overrides: ResumeOverrides::default(),
+            world_size: 1,
         }
     }
 }
@@ -331,6 +338,15 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     if cfg.epochs == 0 {
         return Err(Error::invalid("train", "epochs must be at least 1"));
     }
+    if !(1..=MAX_EMULATED_RANKS).contains(&cfg.world_size) {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "--world-size (world_size) must be between 1 and {MAX_EMULATED_RANKS}, got {}",
+                cfg.world_size
+            ),
+        ));
+    }
     cfg.loop_options.validate()?;
     if cfg.graph && !cfg.device.is_gpu() {
         return Err(Error::invalid(
@@ -349,11 +365,98 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     check_input_size(train_data.as_ref(), &cfg.data_dir)?;
     check_input_size(test_data.as_ref(), &cfg.data_dir)?;
     open_device(cfg.device)?;
+    let data = (train_data, test_data);
+    let resume = resume.as_ref().map(|(p, c)| (*p, c));
+    if cfg.world_size <= 1 {
+        return train_rank(cfg, resume, resumed.as_ref(), &data, None, out);
+    }
+    let groups = process_groups(cfg)?;
+    std::thread::scope(|s| {
+        let mut groups = groups.into_iter();
+        let first = groups.next();
+        let others: Vec<_> = groups
+            .map(|pg| {
+                let data = &data;
+                let resumed = resumed.as_ref();
+                s.spawn(move || {
+                    train_rank(cfg, resume, resumed, data, Some(pg), &mut std::io::sink())
+                })
+            })
+            .collect();
+        let mine = train_rank(cfg, resume, resumed.as_ref(), &data, first, out);
+        let theirs = others.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::invalid("train", "a rank's thread panicked")))
+        });
+        first_cause(std::iter::once(mine).chain(theirs).collect())
+    })
+}
+
+/// The most ranks a run takes (each emulated rank is a thread and a device).
+const MAX_EMULATED_RANKS: usize = 64;
+
+/// The process group of each rank of a `world_size` > 1 run.
+fn process_groups(cfg: &TrainConfig) -> Result<Vec<ProcessGroup>> {
+    if cfg.graph {
+        return Err(Error::invalid(
+            "train",
+            "--graph with --world-size > 1: a captured step cannot hold collectives yet",
+        ));
+    }
+    match cfg.device {
+        #[cfg(feature = "emu")]
+        Device::Emu(0) => {
+            ProcessGroup::emulated(cfg.world_size, crate::distributed::timeout_from_env()?)
+        }
+        d => Err(Error::invalid(
+            "train",
+            format!(
+                "--world-size {} needs emulated ranks (--device emu); on {d} it needs NCCL,                  which this build does not have",
+                cfg.world_size
+            ),
+        )),
+    }
+}
+
+/// Rank 0's report, or the error that caused the others: a rank that failed by itself
+/// rather than one that failed because another left.
+fn first_cause(results: Vec<Result<TrainReport>>) -> Result<TrainReport> {
+    let is_echo = |e: &Error| {
+        let m = e.to_string();
+        m.contains("left the group") || m.contains("did not join")
+    };
+    let mut echo = None;
+    let mut report = None;
+    for r in results {
+        match r {
+            Ok(rep) => report = report.or(Some(rep)),
+            Err(e) if is_echo(&e) => echo = echo.or(Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    match (echo, report) {
+        (Some(e), _) => Err(e),
+        (None, Some(r)) => Ok(r),
+        (None, None) => Err(Error::invalid("train", "no rank ran")),
+    }
+}
+
+/// One rank's run (the whole run when `pg` is None).
+fn train_rank(
+    cfg: &TrainConfig,
+    resume: Option<(&Path, &Checkpoint)>,
+    resumed: Option<&Resumed>,
+    (train_data, test_data): &(Arc<dyn Dataset>, Arc<dyn Dataset>),
+    pg: Option<ProcessGroup>,
+    out: &mut dyn Write,
+) -> Result<TrainReport> {
+    let rank = pg.as_ref().map_or(0, ProcessGroup::rank);
+    let device = pg.as_ref().map_or(cfg.device, ProcessGroup::device);
     let w = |e| Error::io("<output>", e);
     writeln!(out, "Using {} device", cfg.device).map_err(w)?;
 
     let mut rng = Rng::new(cfg.seed);
-    let mut model = quickstart_model(&mut rng, cfg.dtype, cfg.device)?;
+    let mut model = quickstart_model(&mut rng, cfg.dtype, device)?;
     let mut optimizer = cfg
         .optimizer
         .build(model.parameters(), cfg.lr, cfg.momentum, cfg.imp)?;
@@ -369,7 +472,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     }
     let mut scaler = if cfg.dtype == DType::F16 {
         Some(GradScaler::with_options(
-            cfg.device,
+            device,
             cfg.init_scale,
             2.0,
             0.5,
@@ -379,15 +482,20 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         None
     };
     let loss_fn = CrossEntropyLoss::new();
-    let mut train_loader = DataLoader::new(train_data, cfg.batch_size)?.device(cfg.device);
+    let mut train_loader = DataLoader::new(train_data.clone(), cfg.batch_size)?.device(device);
+    if let Some(pg) = &pg {
+        train_loader = train_loader.shard(pg.rank(), pg.world_size())?;
+    }
     if cfg.shuffle {
         train_loader = train_loader.shuffle(rng);
     }
-    let mut test_loader = DataLoader::new(test_data, cfg.batch_size)?.device(cfg.device);
+    // Rank 0 tests with the global batch, as a one-rank run with that batch does.
+    let test_batch = cfg.batch_size * pg.as_ref().map_or(1, ProcessGroup::world_size);
+    let mut test_loader = DataLoader::new(test_data.clone(), test_batch)?.device(device);
 
     let mut history = History::default();
     let mut first_epoch = 0;
-    if let (Some((path, ckpt)), Some(r)) = (&resume, &resumed) {
+    if let (Some((path, ckpt)), Some(r)) = (resume, resumed) {
         let meta = ckpt.apply_parts(
             &mut model,
             r.optimizer_state.then_some(optimizer.as_mut()),
@@ -414,8 +522,11 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             s.step(optimizer.as_mut())?;
         }
     }
+    let ddp = pg
+        .map(|pg| DistributedDataParallel::new(model.parameters(), pg, DdpOptions::default()))
+        .transpose()?;
     let mut graph = cfg.graph.then(GraphedStep::new);
-    if first_epoch >= cfg.epochs {
+    if first_epoch >= cfg.epochs && rank == 0 {
         eprintln!(
             "note: the checkpoint has {first_epoch} completed epochs and --epochs is {}: nothing to train",
             cfg.epochs
@@ -455,6 +566,7 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
             scaler: scaler.as_mut(),
             scheduler: scheduler.as_mut().map(|s| &mut **s as &mut dyn LrScheduler),
             graph: graph.as_mut(),
+            ddp: ddp.as_ref(),
         };
         let stats = loops::train_loop(
             &mut train_loader,
@@ -470,6 +582,9 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
         let stats = stats?;
         report.batches += stats.batches;
         report.train_seconds += stats.seconds;
+        if rank != 0 {
+            continue; // rank 0 evaluates and saves
+        }
         let (correct, test_loss) = loops::test_loop(&mut test_loader, &mut model, &loss_fn, out)?;
         history.accuracy.push(correct);
         history.test_loss.push(test_loss);
