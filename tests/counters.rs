@@ -1,10 +1,12 @@
 //! Budgets asserted on the emulated GPU's counters (launches, memsets, copies, host
 //! syncs, allocations): zero_grad and step, and the zero_grad semantics that PyTorch
 //! documents; the training step, eager and captured into a graph (`graph`); the step
-//! inside backward (`step_in_backward`). Its own test binary: the counters are
-//! process-wide, so these tests run one at a time and no other test's work lands
-//! between two snapshots.
+//! inside backward (`step_in_backward`); a data-parallel step (`distributed`). Its own
+//! test binary: the counters are process-wide, so these tests run one at a time and no
+//! other test's work lands between two snapshots.
 
+#[path = "counters/distributed.rs"]
+mod distributed;
 #[path = "counters/graph.rs"]
 mod graph;
 #[path = "counters/step_in_backward.rs"]

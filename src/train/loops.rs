@@ -331,9 +331,7 @@ pub fn train_loop(
             "a captured step cannot hold the data-parallel collectives yet",
         ));
     }
-    let world = trainee
-        .ddp
-        .map_or(1, |d| d.process_group().world_size());
+    let world = trainee.ddp.map_or(1, |d| d.process_group().world_size());
     let size = loader.dataset().len();
     let num_batches = loader.len();
     let start = Instant::now();

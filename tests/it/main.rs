@@ -18,4 +18,5 @@ mod optim_autograd;
 mod optim_conformance;
 mod optim_raw;
 mod train;
+mod train_distributed;
 mod train_f16;
