@@ -18,6 +18,7 @@
 //! - **NCCL** on CUDA GPUs: not built yet; see `docs/distributed.md`.
 
 mod ddp;
+pub mod rendezvous;
 
 use std::sync::Arc;
 use std::time::Duration;

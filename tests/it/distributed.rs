@@ -403,3 +403,123 @@ fn ddp_refuses_bad_parameters_and_reports_an_unreduced_bucket() {
         assert!(e.contains("parameters [1] got no gradient"), "{e}");
     }
 }
+
+mod rendezvous {
+    use std::time::{Duration, Instant};
+
+    use gradstep::distributed::rendezvous::{fetch, RankEnv, Server};
+
+    const LOOPBACK: &str = "127.0.0.1";
+
+    #[test]
+    fn rank_zero_serves_every_peer_over_loopback() {
+        let server = Server::bind(LOOPBACK, 0).unwrap();
+        let port = server.port().unwrap();
+        let blob: Vec<u8> = (0..128).map(|i| (i * 7) as u8).collect();
+        let t = Duration::from_secs(20);
+        let got = std::thread::scope(|s| {
+            let peers: Vec<_> = (1..4)
+                .map(|r| s.spawn(move || fetch(LOOPBACK, port, r, 4, t)))
+                .collect();
+            server.serve(4, &blob, t).unwrap();
+            peers
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert!(got.iter().all(|b| b == &blob));
+    }
+
+    #[test]
+    fn a_peer_that_never_comes_is_named_within_the_timeout() {
+        let server = Server::bind(LOOPBACK, 0).unwrap();
+        let port = server.port().unwrap();
+        let t = Duration::from_millis(400);
+        let start = Instant::now();
+        let e = std::thread::scope(|s| {
+            let peer = s.spawn(move || fetch(LOOPBACK, port, 1, 3, Duration::from_secs(20)));
+            let e = server.serve(3, b"id", t).unwrap_err().to_string();
+            assert_eq!(peer.join().unwrap().unwrap(), b"id");
+            e
+        });
+        assert!(e.contains("rank(s) [2] of 3 did not reach rank 0"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_peer_gives_up_on_an_absent_rank_zero_after_bounded_retries() {
+        // A port nobody listens on: bind one, note it, close it.
+        let port = Server::bind(LOOPBACK, 0).unwrap().port().unwrap();
+        let start = Instant::now();
+        let e = fetch(LOOPBACK, port, 1, 2, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rank 1 could not reach rank 0 at 127.0.0.1:"),
+            "{e}"
+        );
+        assert!(e.contains("attempts"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mismatched_world_sizes_and_taken_ranks_are_refused() {
+        let server = Server::bind(LOOPBACK, 0).unwrap();
+        let port = server.port().unwrap();
+        let t = Duration::from_secs(20);
+        let e = std::thread::scope(|s| {
+            let peer = s.spawn(move || fetch(LOOPBACK, port, 1, 5, t));
+            let e = server.serve(2, b"id", t).unwrap_err().to_string();
+            let _ = peer.join().unwrap(); // the peer sees the connection closed
+            e
+        });
+        assert!(e.contains("rank 1 says WORLD_SIZE=5, rank 0 has 2"), "{e}");
+    }
+
+    #[test]
+    fn torchrun_variables_are_read_and_checked() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(RankEnv::from_lookup(env(&[])).unwrap(), None);
+        let r = RankEnv::from_lookup(env(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            r,
+            RankEnv {
+                rank: 3,
+                world_size: 4,
+                local_rank: 1,
+                master_addr: "127.0.0.1".into(),
+                master_port: 29500
+            }
+        );
+        let bad: [(&'static [(&'static str, &'static str)], &str); 5] = [
+            (&[("WORLD_SIZE", "two")], "WORLD_SIZE=`two`"),
+            (&[("WORLD_SIZE", "2")], "RANK is not"),
+            (
+                &[("WORLD_SIZE", "2"), ("RANK", "2")],
+                "RANK=2 with WORLD_SIZE=2",
+            ),
+            (&[("WORLD_SIZE", "0"), ("RANK", "0")], "WORLD_SIZE=0"),
+            (
+                &[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")],
+                "MASTER_PORT=`70000`",
+            ),
+        ];
+        for (vars, want) in bad {
+            let e = RankEnv::from_lookup(env(vars)).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+        }
+    }
+}
