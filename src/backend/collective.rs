@@ -4,9 +4,8 @@
 //! communicator); on a GPU device the launch path performs a [`Collective`] with it on
 //! the device's stream, as it would a launch, and counts it.
 
-// Only the emulator makes communicators so far (NCCL is not built yet): without it
-// nothing reads the descriptions.
-#![cfg_attr(not(feature = "emu"), allow(dead_code))]
+// Without the emulator or NCCL nothing makes a communicator or reads the descriptions.
+#![cfg_attr(not(any(feature = "emu", feature = "nccl")), allow(dead_code))]
 
 use std::any::Any;
 
@@ -43,8 +42,6 @@ pub(crate) enum CollectiveKind {
     /// Rank r's `recv` (count / world elements) is the reduction of the ranks' r-th
     /// slices of `send`.
     ReduceScatter(ReduceOp),
-    /// Nothing moves; every rank returns once all have arrived.
-    Barrier,
 }
 
 impl CollectiveKind {
@@ -55,7 +52,6 @@ impl CollectiveKind {
             CollectiveKind::Broadcast { .. } => "broadcast",
             CollectiveKind::AllGather => "all_gather",
             CollectiveKind::ReduceScatter(_) => "reduce_scatter",
-            CollectiveKind::Barrier => "barrier",
         }
     }
 }
@@ -77,7 +73,6 @@ impl Collective {
         match self.kind {
             CollectiveKind::AllGather => self.count * world,
             CollectiveKind::ReduceScatter(_) => self.count / world,
-            CollectiveKind::Barrier => 0,
             _ => self.count,
         }
     }

@@ -94,6 +94,10 @@ pub(crate) struct TrainArgs {
     /// is per rank; rank 0 prints, evaluates and saves.
     #[arg(long, default_value_t = 1)]
     pub world_size: usize,
+    /// Train through DistributedDataParallel even with one rank (its overhead; NCCL with
+    /// one GPU).
+    #[arg(long)]
+    pub ddp: bool,
 }
 
 /// Arguments of `gradstep eval`.
@@ -176,6 +180,7 @@ impl TrainArgs {
                 batch_size: self.batch_size.is_some(),
             },
             world_size: self.world_size,
+            ddp: self.ddp,
         })
     }
 }

@@ -125,6 +125,65 @@ impl ProcessGroup {
             .collect()
     }
 
+    /// One rank per CUDA device of `devices`, in this process (rank r on
+    /// `Device::Cuda(devices[r])`, one host thread each), over NCCL
+    /// (`ncclCommInitAll`). Errors when libnccl cannot be loaded.
+    #[cfg(feature = "nccl")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nccl")))]
+    pub fn nccl_local(devices: &[usize]) -> Result<Vec<ProcessGroup>> {
+        if devices.is_empty() {
+            return Err(Error::invalid("distributed", "no devices"));
+        }
+        let comms = crate::backend::cuda::nccl::NcclComm::init_all(devices)?;
+        Ok(comms
+            .into_iter()
+            .zip(devices)
+            .map(|(comm, &d)| ProcessGroup {
+                device: Device::Cuda(d),
+                comm,
+            })
+            .collect())
+    }
+
+    /// This process's rank of a multi-process run set up as `torchrun` does
+    /// ([`rendezvous::RankEnv`]), on `Device::Cuda(LOCAL_RANK)` over NCCL: rank 0 makes
+    /// the NCCL id and serves it at `MASTER_ADDR:MASTER_PORT`; the others fetch it, all
+    /// within `timeout`. `Ok(None)` when `WORLD_SIZE` is unset.
+    #[cfg(feature = "nccl")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nccl")))]
+    pub fn nccl_from_env(timeout: Duration) -> Result<Option<ProcessGroup>> {
+        let Some(env) = rendezvous::RankEnv::from_env()? else {
+            return Ok(None);
+        };
+        let id = if env.rank == 0 {
+            let id = crate::backend::cuda::nccl::unique_id()?;
+            let server = rendezvous::Server::bind(&env.master_addr, env.master_port)?;
+            let blob = id.to_vec();
+            let world = env.world_size;
+            // Serve while this rank joins the clique (which waits for the others).
+            std::thread::spawn(move || server.serve(world, &blob, timeout));
+            id
+        } else {
+            let blob = rendezvous::fetch(
+                &env.master_addr,
+                env.master_port,
+                env.rank,
+                env.world_size,
+                timeout,
+            )?;
+            blob.try_into().map_err(|b: Vec<u8>| {
+                Error::invalid(
+                    "rendezvous",
+                    format!("rank 0 sent {} bytes, not an NCCL id of 128", b.len()),
+                )
+            })?
+        };
+        let device = Device::Cuda(env.local_rank);
+        let comm =
+            crate::backend::cuda::nccl::NcclComm::init_rank(device, env.world_size, env.rank, id)?;
+        Ok(Some(ProcessGroup { device, comm }))
+    }
+
     /// This rank (0 ≤ rank < world size).
     pub fn rank(&self) -> usize {
         self.comm.rank()
@@ -321,22 +380,12 @@ impl ProcessGroup {
         )
     }
 
-    /// Returns once every rank has called it (`dist.barrier`).
+    /// Returns once every rank has called it (`dist.barrier`): an all-reduce of one
+    /// element, then a host synchronisation, as PyTorch's NCCL barrier does.
     pub fn barrier(&self) -> Result<()> {
-        // SAFETY: a barrier moves no data.
-        unsafe {
-            collective::perform(
-                self.device,
-                self.comm.as_ref(),
-                &Collective {
-                    kind: CollectiveKind::Barrier,
-                    dtype: DType::F32,
-                    send: 0,
-                    recv: 0,
-                    count: 0,
-                },
-            )
-        }
+        let t = Tensor::zeros(&[1], DType::F32, self.device)?;
+        self.all_reduce(&t, ReduceOp::Sum)?;
+        self.device.synchronize()
     }
 }
 

@@ -68,6 +68,9 @@ pub struct TrainConfig {
     /// is per rank, and the run sees the samples of a one-rank run with batch
     /// N × `batch_size` in the same order. Rank 0 prints, evaluates and saves.
     pub world_size: usize,
+    /// Train through [`DistributedDataParallel`] even with one rank (to measure its
+    /// overhead, or run NCCL with one GPU); always on when `world_size` > 1.
+    pub ddp: bool,
 }
 
 /// The rule for a resumed run whose settings disagree with its checkpoint (PyTorch's:
@@ -221,6 +224,7 @@ impl Default for TrainConfig {
             test_samples: None,
             resume_overrides: ResumeOverrides::default(),
             world_size: 1,
+            ddp: false,
         }
     }
 }
@@ -367,7 +371,13 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
     open_device(cfg.device)?;
     let data = (train_data, test_data);
     let resume = resume.as_ref().map(|(p, c)| (*p, c));
-    if cfg.world_size <= 1 {
+    #[cfg(feature = "nccl")]
+    if let Some(pg) = torchrun_group(cfg)? {
+        let quiet = &mut std::io::sink();
+        let out = if pg.rank() == 0 { out } else { quiet };
+        return train_rank(cfg, resume, resumed.as_ref(), &data, Some(pg), out);
+    }
+    if cfg.world_size <= 1 && !cfg.ddp {
         return train_rank(cfg, resume, resumed.as_ref(), &data, None, out);
     }
     let groups = process_groups(cfg)?;
@@ -395,12 +405,29 @@ pub fn train(cfg: &TrainConfig, out: &mut dyn Write) -> Result<TrainReport> {
 /// The most ranks a run takes (each emulated rank is a thread and a device).
 const MAX_EMULATED_RANKS: usize = 64;
 
+/// This process's rank when `torchrun` (or the like) started it on a CUDA device: the
+/// `WORLD_SIZE`/`RANK` variables are set; `None` otherwise.
+#[cfg(feature = "nccl")]
+fn torchrun_group(cfg: &TrainConfig) -> Result<Option<ProcessGroup>> {
+    if !matches!(cfg.device, Device::Cuda(_)) || std::env::var_os("WORLD_SIZE").is_none() {
+        return Ok(None);
+    }
+    if cfg.world_size > 1 {
+        return Err(Error::invalid(
+            "train",
+            "--world-size launches ranks in this process; WORLD_SIZE says a launcher \
+             started this one: use one or the other",
+        ));
+    }
+    ProcessGroup::nccl_from_env(crate::distributed::timeout_from_env()?)
+}
+
 /// The process group of each rank of a `world_size` > 1 run.
 fn process_groups(cfg: &TrainConfig) -> Result<Vec<ProcessGroup>> {
     if cfg.graph {
         return Err(Error::invalid(
             "train",
-            "--graph with --world-size > 1: a captured step cannot hold collectives yet",
+            "--graph with --world-size > 1 or --ddp: a captured step cannot hold collectives yet",
         ));
     }
     match cfg.device {
@@ -408,10 +435,13 @@ fn process_groups(cfg: &TrainConfig) -> Result<Vec<ProcessGroup>> {
         Device::Emu(0) => {
             ProcessGroup::emulated(cfg.world_size, crate::distributed::timeout_from_env()?)
         }
+        #[cfg(feature = "nccl")]
+        Device::Cuda(0) => ProcessGroup::nccl_local(&(0..cfg.world_size).collect::<Vec<_>>()),
         d => Err(Error::invalid(
             "train",
             format!(
-                "--world-size {} needs emulated ranks (--device emu); on {d} it needs NCCL,                  which this build does not have",
+                "--world-size {} (or --ddp) needs emulated ranks (--device emu), or NCCL \
+                 on cuda (the `nccl` feature); {d} has neither in this build",
                 cfg.world_size
             ),
         )),

@@ -90,8 +90,29 @@ fn world_size_errors_name_the_problem() {
     });
     assert!(e.contains("needs emulated ranks (--device emu)"), "{e}");
     let e = err(&TrainConfig {
+        device: Device::Cpu,
+        ddp: true,
+        ..ranks(1, 32, OptimizerKind::Sgd, 64)
+    });
+    assert!(e.contains("(or --ddp) needs emulated ranks"), "{e}");
+    let e = err(&TrainConfig {
         graph: true,
         ..ranks(2, 32, OptimizerKind::Sgd, 64)
     });
     assert!(e.contains("--graph with --world-size > 1"), "{e}");
+}
+
+#[test]
+fn one_rank_through_ddp_trains_as_without_it() {
+    let plain = ranks(1, 32, OptimizerKind::AdamW, 128);
+    let ddp = TrainConfig {
+        ddp: true,
+        ..plain.clone()
+    };
+    let ((a, _), (b, _)) = (run(&plain), run(&ddp));
+    assert_eq!(a.history.test_loss, b.history.test_loss);
+    assert_eq!(a.parameters.len(), b.parameters.len());
+    for ((n, x), (_, y)) in a.parameters.iter().zip(&b.parameters) {
+        assert_eq!(x.to_vec_f64().unwrap(), y.to_vec_f64().unwrap(), "{n}");
+    }
 }

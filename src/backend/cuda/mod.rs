@@ -9,6 +9,8 @@ mod blas;
 mod error;
 mod graph;
 mod modules;
+#[cfg(feature = "nccl")]
+pub(crate) mod nccl;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -236,6 +238,16 @@ unsafe impl DeviceApi for CudaApi {
             )
         }
         .map_err(|e| error::kernel(kernel.name(), &format!("cuLaunchKernel {cfg:?}"), e))
+    }
+
+    #[cfg(feature = "nccl")]
+    unsafe fn collective(
+        &self,
+        comm: &dyn crate::backend::gpu::Communicator,
+        c: &crate::backend::gpu::Collective,
+    ) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.nccl(comm, c) }
     }
 
     fn begin_capture(&self) -> Result<()> {

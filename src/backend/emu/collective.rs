@@ -89,7 +89,6 @@ fn describe(c: &Collective) -> String {
             format!("broadcast from rank {root} of {} {}", c.count, c.dtype)
         }
         CollectiveKind::AllGather => format!("all_gather of {} {}", c.count, c.dtype),
-        CollectiveKind::Barrier => "barrier".into(),
     }
 }
 
@@ -282,7 +281,6 @@ unsafe fn execute(parts: &[Collective]) -> Result<()> {
     // Results are computed before any is written: a rank's recv may be its send.
     // SAFETY (all blocks below): the contract says every buffer holds its elements.
     match first.kind {
-        CollectiveKind::Barrier => {}
         CollectiveKind::AllReduce(op) => {
             let out: Vec<f64> = (0..count)
                 .map(|i| unsafe { reduce(dtype, op, &sends, i) })
