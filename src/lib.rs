@@ -19,7 +19,8 @@
 //!
 //! Cargo features: `cuda` (default; CUDA GPUs through cudarc, the committed PTX and
 //! cuBLAS), `emu` (the host emulator: compiles the kernels with a C++ compiler; what the
-//! project's own tests use), `cli` (the `gradstep` binary and its plots). With
+//! project's own tests use), `nccl` (NCCL collectives for [`distributed`] on CUDA GPUs),
+//! `cli` (the `gradstep` binary and its plots). With
 //! `default-features = false` gradstep is a CPU-only library with no C++ and no CUDA.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
