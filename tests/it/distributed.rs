@@ -213,14 +213,17 @@ fn a_rank_that_leaves_early_fails_the_others_at_once_naming_it() {
 fn a_rank_that_never_arrives_fails_the_others_within_the_timeout() {
     let timeout = Duration::from_millis(300);
     let start = Instant::now();
+    let rank0_done = std::sync::Barrier::new(2);
     let got = on_ranks(2, timeout, |pg| {
         if pg.rank() == 1 {
-            // Alive but busy elsewhere for longer than the timeout.
-            std::thread::sleep(timeout * 4);
+            // Alive but busy elsewhere until rank 0 has given up.
+            rank0_done.wait();
             return Ok(());
         }
         let t = Tensor::ones(&[8], DType::F32, pg.device())?;
-        pg.all_reduce(&t, ReduceOp::Sum)
+        let r = pg.all_reduce(&t, ReduceOp::Sum);
+        rank0_done.wait();
+        r
     });
     let e = got[0].as_ref().unwrap_err().to_string();
     assert!(

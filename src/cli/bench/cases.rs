@@ -302,6 +302,11 @@ impl TrainCase {
         }
     }
 
+    /// The model's parameters.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.model.parameters()
+    }
+
     /// `(tensors, elements)` of the model's parameters.
     pub fn size(&self) -> (usize, usize) {
         let ps = self.model.parameters();

@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Also time the training step replayed from a captured graph (cuda, emu).
     #[arg(long)]
     pub graph: bool,
+    /// Also run the training step on N data-parallel ranks with DistributedDataParallel
+    /// (emu: emulated ranks, counted; cuda: NCCL over the first N GPUs, timed): buckets
+    /// per step, all-reduce bytes and time, and how much of it backward hid.
+    #[arg(long, value_name = "N")]
+    pub world_size: Option<usize>,
     /// Size of each buffer of the copy-bandwidth measurement, MiB (0: skip it).
     #[arg(long, value_name = "MIB")]
     pub copy_mib: Option<usize>,
@@ -141,6 +146,21 @@ fn config(args: &BenchArgs) -> Result<BenchConfig> {
             ));
         }
         cfg.train_graph = true;
+    }
+    if let Some(n) = args.world_size {
+        if !args.what.contains(&What::Train) {
+            return Err(Error::invalid(
+                "bench",
+                "--world-size runs the training step on data-parallel ranks: add `train`",
+            ));
+        }
+        if !(1..=64).contains(&n) {
+            return Err(Error::invalid(
+                "bench",
+                format!("--world-size must be between 1 and 64, got {n}"),
+            ));
+        }
+        cfg.train_world_size = Some(n);
     }
     if args.plot.is_some() {
         if !args.what.contains(&What::Zero) {
@@ -254,5 +274,12 @@ mod tests {
                 .sweep
         );
         assert!(config(&args(&["zero", "--min-time=-1", "--device", "cpu"])).is_err());
+        let ws = |v: &[&str]| config(&args(v)).map(|c| c.train_world_size);
+        assert_eq!(
+            ws(&["train", "--world-size", "2", "--device", "emu"]).unwrap(),
+            Some(2)
+        );
+        assert!(ws(&["step", "--world-size", "2", "--device", "emu"]).is_err());
+        assert!(ws(&["train", "--world-size", "0", "--device", "emu"]).is_err());
     }
 }

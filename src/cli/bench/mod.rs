@@ -8,7 +8,7 @@
 //! - [`report`]: one record per case, JSON with the torch script's keys, a text table.
 //! - [`plot`]: zeroing time against tensor count, as a PNG.
 //!
-//! On the emulator ([`Device::Emu(0)`]) every case is run and counted, never timed: the
+//! On the emulator ([`Device::Emu`]) every case is run and counted, never timed: the
 //! emulator is a correctness tool, not a timing one.
 
 /// The public API that `params`, `cases` and `timing` use: the criterion benches include
@@ -21,6 +21,7 @@ mod api {
 
 pub(crate) mod cases;
 pub(crate) mod command;
+mod ddp;
 pub(crate) mod params;
 pub(crate) mod plot;
 pub(crate) mod report;
@@ -99,6 +100,9 @@ pub struct BenchConfig {
     pub train_batch: usize,
     /// Also measure the training step replayed from a captured graph.
     pub train_graph: bool,
+    /// Also measure the training step on this many data-parallel ranks with
+    /// DistributedDataParallel (emulated ranks on the emulator, NCCL on CUDA).
+    pub train_world_size: Option<usize>,
 }
 
 impl BenchConfig {
@@ -130,6 +134,7 @@ impl BenchConfig {
             copy_bytes: if device.is_emu() { 0 } else { COPY_BYTES },
             train_batch: 64,
             train_graph: false,
+            train_world_size: None,
         }
     }
 
@@ -444,6 +449,15 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
                     if cfg.train_graph {
                         push(&mut report, train_record(cfg, dtype, true));
                     }
+                    if let Some(world) = cfg.train_world_size {
+                        let plain = report
+                            .results
+                            .iter()
+                            .rev()
+                            .find(|r| r.bench == "train" && r.imp.as_deref() == Some("fused"))
+                            .and_then(|r| r.seconds);
+                        push(&mut report, ddp::record(cfg, dtype, world, plain));
+                    }
                 }
             }
         }
@@ -532,6 +546,40 @@ mod tests {
             .unwrap()
             .iter()
             .all(|&x| x == 0.0)));
+    }
+
+    #[test]
+    fn emu_data_parallel_step_reports_its_bucket_and_collective() {
+        let mut cfg = quick(Device::Emu(0), What::Train);
+        cfg.train_batch = 4;
+        cfg.train_world_size = Some(2);
+        let report = run(&cfg, &mut |_| {}).unwrap();
+        let r = report
+            .results
+            .iter()
+            .find(|r| r.imp.as_deref() == Some("fused+ddp"))
+            .unwrap();
+        assert!(r.error.is_none(), "{r:?}");
+        let d = r.ddp.unwrap();
+        // 669,706 parameters in one 25 MiB bucket, each view aligned to 64 floats.
+        let bytes = 4 * (401_408 + 512 + 262_144 + 512 + 5_120 + 64);
+        assert_eq!((d.world_size, d.buckets, d.allreduce_bytes), (2, 1, bytes));
+        // The one bucket completes with the first layer's grads, the last of backward.
+        assert_eq!(d.issued_in_backward, 0.0);
+        let c = r.counts.unwrap();
+        assert_eq!((c.collectives, c.collective_bytes), (1, bytes));
+        assert!(
+            r.seconds.is_none() && d.overlap.is_none(),
+            "the emulator is not timed"
+        );
+        assert!(report
+            .table()
+            .contains("ddp   2 ranks: 1 all-reduce(s) per step, 2.68 MB"));
+        let mut cpu = quick(Device::Cpu, What::Train);
+        cpu.train_world_size = Some(2);
+        let r = run(&cpu, &mut |_| {}).unwrap();
+        let e = r.results.last().unwrap().error.clone().unwrap();
+        assert!(e.contains("--world-size 2 needs --device emu"), "{e}");
     }
 
     #[test]

@@ -54,6 +54,31 @@ pub struct Record {
     /// Why the case could not be measured, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A data-parallel step: its ranks, buckets, all-reduce time and overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddp: Option<DdpStats>,
+}
+
+/// What a data-parallel training step did, per step and rank.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DdpStats {
+    /// Ranks.
+    pub world_size: usize,
+    /// Bucket all-reduces per step.
+    pub buckets: usize,
+    /// Bytes all-reduced per step.
+    pub allreduce_bytes: u64,
+    /// The buckets' all-reduces alone, seconds per step (timed devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_seconds: Option<f64>,
+    /// The fraction of the all-reduce bytes issued while backward still had gradients to
+    /// produce (counted from the bucket log).
+    pub issued_in_backward: f64,
+    /// The fraction of the all-reduce time hidden behind backward:
+    /// `(plain step + all-reduce - DDP step) / all-reduce`, clamped to 0..1 (timed
+    /// devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
 }
 
 impl Record {
@@ -138,7 +163,7 @@ impl Report {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<5} {:<14} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
+            "{:<5} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
             "bench",
             "set",
             "dtype",
@@ -161,7 +186,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<5} {:<14} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
+                "{:<5} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
                 r.bench,
                 opt(&r.set),
                 opt(&r.dtype),
@@ -179,6 +204,21 @@ impl Report {
                 counts(|c| c.graph_launches),
                 counts(|c| c.syncs),
                 counts(|c| c.allocs),
+            );
+        }
+        for r in self.results.iter() {
+            let Some(d) = &r.ddp else { continue };
+            let _ = writeln!(
+                out,
+                "ddp   {} ranks: {} all-reduce(s) per step, {:.2} MB, {:.0}% of the bytes issued \
+                 during backward, all-reduce alone {}, overlap {}",
+                d.world_size,
+                d.buckets,
+                d.allreduce_bytes as f64 / 1e6,
+                100.0 * d.issued_in_backward,
+                d.allreduce_seconds.map_or("-".into(), format_seconds),
+                d.overlap
+                    .map_or("-".into(), |o| format!("{:.0}%", 100.0 * o)),
             );
         }
         for r in self.results.iter().filter(|r| r.error.is_some()) {

@@ -209,6 +209,12 @@ pub struct CallCounts {
     /// Captured graphs launched.
     #[serde(default)]
     pub graph_launches: u64,
+    /// Collectives issued (all-reduces of a data-parallel step).
+    #[serde(default)]
+    pub collectives: u64,
+    /// Bytes sent into those collectives.
+    #[serde(default)]
+    pub collective_bytes: u64,
 }
 
 impl From<CounterSnapshot> for CallCounts {
@@ -223,6 +229,8 @@ impl From<CounterSnapshot> for CallCounts {
             allocs: s.allocs,
             frees: s.frees,
             graph_launches: s.graph_launches,
+            collectives: s.collectives,
+            collective_bytes: s.collective_bytes,
         }
     }
 }
