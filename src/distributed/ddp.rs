@@ -26,10 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use super::{ProcessGroup, ReduceOp};
 use crate::autograd::{no_grad, PostAccumulateGradHook};
 use crate::base::{Error, Result};
-use crate::tensor::{contiguous_strides, prim, DType, Layout, Tensor};
-
-/// Each view starts on a 256-byte boundary (16-byte vector loads for every dtype).
-const ALIGN_BYTES: usize = 256;
+use crate::optim::grad_views;
+use crate::tensor::{prim, DType, Tensor};
 
 /// How [`DistributedDataParallel`] buckets the gradients.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -319,25 +317,11 @@ impl DistributedDataParallel {
         let mut buckets = Vec::new();
         let mut slot_of = HashMap::new();
         for (b, (dtype, idx)) in plan(&params, cap.max(1)).into_iter().enumerate() {
-            let align = ALIGN_BYTES / dtype.size_in_bytes();
-            let mut offsets = Vec::with_capacity(idx.len());
-            let mut total = 0usize;
-            for &i in &idx {
-                offsets.push(total);
-                total = (total + params[i].numel()).next_multiple_of(align);
-            }
-            let buffer = Tensor::zeros(&[total], dtype, pg.device())?;
-            let mut slots = Vec::with_capacity(idx.len());
-            for (s, (&i, off)) in idx.iter().zip(offsets).enumerate() {
-                let p = &params[i];
-                let layout = Layout::new(p.shape().to_vec(), contiguous_strides(p.shape()), off);
-                let view = buffer.with_layout(layout)?;
-                if let Some(g) = p.grad() {
-                    prim::copy_(&view, &g)?;
-                }
-                p.set_grad(Some(view.clone()))?;
-                slot_of.insert(p.id(), (b, s));
-                slots.push((i, view));
+            let members: Vec<&Tensor> = idx.iter().map(|&i| &params[i]).collect();
+            let (buffer, views) = grad_views(&members, dtype, pg.device())?;
+            let slots: Vec<(usize, Tensor)> = idx.into_iter().zip(views).collect();
+            for (s, (i, _)) in slots.iter().enumerate() {
+                slot_of.insert(params[*i].id(), (b, s));
             }
             buckets.push(Bucket {
                 dtype,

@@ -41,6 +41,36 @@ impl ArenaGroup {
     }
 }
 
+/// One zeroed buffer of `dtype` on `device` holding a grad view per parameter of
+/// `params`, in order, each view starting on a 256-byte boundary. Each parameter's `.grad`
+/// becomes its view; a grad it already has is copied in first. Returns the buffer and the
+/// views. Shared by the arena and by DistributedDataParallel's buckets.
+pub(crate) fn grad_views(
+    params: &[&Tensor],
+    dtype: DType,
+    device: Device,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let align = ALIGN_BYTES / dtype.size_in_bytes();
+    let mut offsets = Vec::with_capacity(params.len());
+    let mut total = 0usize;
+    for p in params {
+        offsets.push(total);
+        total = (total + p.numel()).next_multiple_of(align);
+    }
+    let buffer = Tensor::zeros(&[total], dtype, device)?;
+    let mut views = Vec::with_capacity(params.len());
+    for (p, off) in params.iter().zip(offsets) {
+        let layout = Layout::new(p.shape().to_vec(), contiguous_strides(p.shape()), off);
+        let view = buffer.with_layout(layout)?;
+        if let Some(g) = p.grad() {
+            crate::tensor::prim::copy_(&view, &g)?;
+        }
+        p.set_grad(Some(view.clone()))?;
+        views.push(view);
+    }
+    Ok((buffer, views))
+}
+
 /// Contiguous grad storage for a list of parameters, one buffer per (device, dtype).
 #[derive(Debug, Default)]
 pub struct GradArena {
@@ -57,34 +87,17 @@ impl GradArena {
         keys.dedup();
         let mut groups = Vec::new();
         for (device, dtype) in keys {
-            let align = ALIGN_BYTES / dtype.size_in_bytes();
-            let mut offsets = Vec::new();
-            let mut total = 0usize;
-            for (i, p) in params
+            let (index, members): (Vec<usize>, Vec<&Tensor>) = params
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| (p.device(), p.dtype()) == (device, dtype))
-            {
-                offsets.push((i, total));
-                total = (total + p.numel()).next_multiple_of(align);
-            }
-            let buffer = Tensor::zeros(&[total], dtype, device)?;
-            let mut views = Vec::new();
-            for (i, off) in offsets {
-                let p = &params[i];
-                let layout = Layout::new(p.shape().to_vec(), contiguous_strides(p.shape()), off);
-                let view = buffer.with_layout(layout)?;
-                if let Some(g) = p.grad() {
-                    crate::tensor::prim::copy_(&view, &g)?;
-                }
-                p.set_grad(Some(view.clone()))?;
-                views.push((i, view));
-            }
+                .unzip();
+            let (buffer, views) = grad_views(&members, dtype, device)?;
             groups.push(ArenaGroup {
                 device,
                 dtype,
                 buffer,
-                views,
+                views: index.into_iter().zip(views).collect(),
             });
         }
         Ok(GradArena { groups })

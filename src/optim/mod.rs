@@ -41,6 +41,7 @@ mod zero;
 
 pub use self::core::{OptimCore, ParamGroup};
 pub use adam::{Adam, AdamW};
+pub(crate) use arena::grad_views;
 pub use arena::GradArena;
 pub use clip::{clip_grad_norm_, clip_grad_value_};
 pub use config::{AdamConfig, Hyper, SgdConfig};
