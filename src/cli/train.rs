@@ -258,3 +258,29 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<ExitCode> {
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(v: &[&str]) -> Result<TrainConfig> {
+        let cli = Cli::try_parse_from([&["gradstep", "train"][..], v].concat()).expect("parses");
+        let Command::Train(a) = cli.command else {
+            panic!("not train")
+        };
+        a.config()
+    }
+
+    #[test]
+    fn data_parallel_flags_reach_the_config() {
+        let c = config(&["--device", "emu", "--world-size", "2", "--batch-size", "32"]).unwrap();
+        assert_eq!((c.world_size, c.ddp, c.batch_size), (2, false, 32));
+        assert_eq!(c.device, Device::Emu(0));
+        let c = config(&["--device", "emu:3", "--ddp"]).unwrap();
+        assert_eq!((c.world_size, c.ddp, c.device), (1, true, Device::Emu(3)));
+        assert_eq!(config(&[]).unwrap().world_size, 1);
+        assert!(Cli::try_parse_from(["gradstep", "train", "--world-size", "-1"]).is_err());
+    }
+}
