@@ -392,9 +392,10 @@ impl DistributedDataParallel {
         NoSync(self)
     }
 
-    /// Makes the step wait for the gradient all-reduces (on the device: no host
-    /// synchronisation); an error if the last backward left a bucket unreduced (a
-    /// parameter that got no gradient). Call it between backward and `step`.
+    /// Checks that the last backward reduced every bucket: an error names the parameters
+    /// that got no gradient. The all-reduces are queued on the device's stream, so the
+    /// step that follows runs after them, with no host synchronisation. Call it between
+    /// backward and `step`.
     pub fn finish_reduction(&self) -> Result<()> {
         let st = self.shared.lock();
         if st.next != 0 || st.ready != 0 {
@@ -413,8 +414,8 @@ impl DistributedDataParallel {
                 ),
             ));
         }
-        // The emulator completes each collective before it returns, so the step's stream
-        // has nothing to wait for.
+        // Every collective was queued on the device's own stream (the emulator's complete
+        // on return): the step follows them in stream order, with nothing to wait for.
         Ok(())
     }
 
