@@ -243,7 +243,7 @@ unsafe impl DeviceApi for CudaApi {
     #[cfg(feature = "nccl")]
     unsafe fn collective(
         &self,
-        comm: &crate::backend::gpu::Comm,
+        comm: &dyn crate::backend::gpu::Communicator,
         c: &crate::backend::gpu::Collective,
     ) -> Result<()> {
         // SAFETY: forwarded contract.
