@@ -8,6 +8,7 @@
 #![cfg_attr(not(any(feature = "emu", feature = "nccl")), allow(dead_code))]
 
 use std::any::Any;
+use std::sync::Arc;
 
 use crate::base::{DType, Device, Result};
 
@@ -97,17 +98,17 @@ pub(crate) trait Communicator: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// Performs `c` with `comm` on `device` (a GPU device; the CPU has no collectives).
+/// A rank's communicator, shared (a captured graph holds the one its collectives use).
+pub(crate) type Comm = Arc<dyn Communicator>;
+
+/// Performs `c` with `comm` on `device` (a GPU device; the CPU has no collectives), or
+/// records it into the graph the calling thread captures on `device`.
 ///
 /// # Safety
 /// `c.send` holds `c.count` elements and `c.recv` `c.recv_count(world)` elements of
 /// `c.dtype`, in memory of `device`, and nothing else writes them until every rank's
 /// call returned.
-pub(crate) unsafe fn perform(
-    device: Device,
-    comm: &dyn Communicator,
-    c: &Collective,
-) -> Result<()> {
+pub(crate) unsafe fn perform(device: Device, comm: &Comm, c: &Collective) -> Result<()> {
     #[cfg(gpu)]
     if device.is_gpu() {
         // SAFETY: forwarded contract.

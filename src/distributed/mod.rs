@@ -6,7 +6,9 @@
 //! Its collectives (`all_reduce`, `broadcast`, `all_gather`, `reduce_scatter`, `barrier`)
 //! work on device tensors in place and are issued through the device's launch path, in
 //! stream order, counted in [`crate::Device::counters`] (`collectives`,
-//! `collective_bytes`). Every rank must call the same collectives in the same order.
+//! `collective_bytes`), and recorded by a graph capture like a launch (each rank's
+//! replay joins the others'). Every rank must call the same collectives in the same
+//! order.
 //!
 //! Backends:
 //!
@@ -20,11 +22,10 @@
 mod ddp;
 pub mod rendezvous;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::backend::collective::ReduceOp;
-use crate::backend::collective::{self, Collective, CollectiveKind, Communicator};
+use crate::backend::collective::{self, Collective, CollectiveKind, Comm};
 use crate::base::{Error, Result};
 use crate::tensor::{DType, Device, Tensor};
 pub use ddp::{BucketRecord, DdpOptions, DistributedDataParallel, NoSync};
@@ -59,7 +60,7 @@ pub fn timeout_from_env() -> Result<Duration> {
 /// it leaves the group: collectives of the other ranks that wait for this one fail.
 pub struct ProcessGroup {
     device: Device,
-    comm: Arc<dyn Communicator>,
+    comm: Comm,
 }
 
 impl std::fmt::Debug for ProcessGroup {
@@ -236,7 +237,7 @@ impl ProcessGroup {
         // SAFETY: the public callers checked that the tensors are contiguous on this
         // rank's device with the sizes `c` says; they are borrowed for the whole call,
         // and the device's stream orders the collective after the work that made them.
-        unsafe { collective::perform(self.device, self.comm.as_ref(), &c)? };
+        unsafe { collective::perform(self.device, &self.comm, &c)? };
         written.storage().bump_version();
         Ok(())
     }

@@ -221,15 +221,17 @@ impl Trainee<'_> {
             return self.step(b, opts, true, true, weight);
         };
         if let Some((graph, loss)) = &g.captured {
+            // The capture holds a weight of 1 (an even data-parallel shard).
             let fits = graph.inputs()[0].shape() == b.inputs.shape()
-                && graph.inputs()[1].shape() == b.targets.shape();
+                && graph.inputs()[1].shape() == b.targets.shape()
+                && weight == 1.0;
             if fits {
                 graph.replay_with(&[&b.inputs, &b.targets])?;
                 g.replays += 1;
                 return Ok(loss.clone());
             }
         }
-        if !g.warmed_up || g.captured.is_some() {
+        if !g.warmed_up || g.captured.is_some() || weight != 1.0 {
             g.warmed_up = true;
             return self.step(b, opts, true, true, weight);
         }
@@ -323,12 +325,6 @@ pub fn train_loop(
                  (zero_grad_every {}) needs the eager loop",
                 opts.zero_grad_every
             ),
-        ));
-    }
-    if trainee.graph.is_some() && trainee.ddp.is_some() {
-        return Err(Error::invalid(
-            "train_loop",
-            "a captured step cannot hold the data-parallel collectives yet",
         ));
     }
     let world = trainee.ddp.map_or(1, |d| d.process_group().world_size());

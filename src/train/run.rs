@@ -424,12 +424,6 @@ fn torchrun_group(cfg: &TrainConfig) -> Result<Option<ProcessGroup>> {
 
 /// The process group of each rank of a `world_size` > 1 run.
 fn process_groups(cfg: &TrainConfig) -> Result<Vec<ProcessGroup>> {
-    if cfg.graph {
-        return Err(Error::invalid(
-            "train",
-            "--graph with --world-size > 1 or --ddp: a captured step cannot hold collectives yet",
-        ));
-    }
     match cfg.device {
         #[cfg(feature = "emu")]
         Device::Emu(0) => {

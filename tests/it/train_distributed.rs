@@ -28,8 +28,8 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 /// The runs end with the same test accuracy and loss within 1e-5 relative, and print
-/// the same loss lines. Returns the accuracy.
-fn same_run(a: &TrainConfig, b: &TrainConfig) -> f64 {
+/// the same loss lines. Returns the first run's report.
+fn same_run(a: &TrainConfig, b: &TrainConfig) -> train::TrainReport {
     let (ra, ta) = run(a);
     let (rb, tb) = run(b);
     let (acc_a, loss_a) = (ra.history.accuracy[0], ra.history.test_loss[0]);
@@ -48,14 +48,16 @@ fn same_run(a: &TrainConfig, b: &TrainConfig) -> f64 {
     assert_eq!(losses(&ta), losses(&tb));
     assert!(ta.starts_with("Using emu device"), "{ta}");
     assert_eq!(ra.batches, rb.batches);
-    acc_a
+    ra
 }
 
 #[test]
 fn two_ranks_of_32_train_like_one_rank_of_64_with_sgd_and_adamw() {
     for opt in [OptimizerKind::Sgd, OptimizerKind::AdamW] {
         // 304 samples: four full global batches and one of 48 (24 per rank).
-        let acc = same_run(&ranks(2, 32, opt, 304), &ranks(1, 64, opt, 304));
+        let acc = same_run(&ranks(2, 32, opt, 304), &ranks(1, 64, opt, 304))
+            .history
+            .accuracy[0];
         assert!(acc > 0.2, "{opt:?}: the model did not learn: {acc}");
     }
 }
@@ -95,11 +97,18 @@ fn world_size_errors_name_the_problem() {
         ..ranks(1, 32, OptimizerKind::Sgd, 64)
     });
     assert!(e.contains("(or --ddp) needs emulated ranks"), "{e}");
-    let e = err(&TrainConfig {
+}
+
+#[test]
+fn captured_data_parallel_steps_replay_the_all_reduces() {
+    let graphed = TrainConfig {
         graph: true,
-        ..ranks(2, 32, OptimizerKind::Sgd, 64)
-    });
-    assert!(e.contains("--graph with --world-size > 1"), "{e}");
+        ..ranks(2, 32, OptimizerKind::AdamW, 304)
+    };
+    let report = same_run(&graphed, &ranks(1, 64, OptimizerKind::AdamW, 304));
+    // Batch 0 warms up, batch 1 is captured and replayed, 2 and 3 replay; the last,
+    // smaller batch runs eagerly.
+    assert_eq!(report.replayed_steps, 3);
 }
 
 #[test]

@@ -243,7 +243,7 @@ unsafe impl DeviceApi for CudaApi {
     #[cfg(feature = "nccl")]
     unsafe fn collective(
         &self,
-        comm: &dyn crate::backend::gpu::Communicator,
+        comm: &crate::backend::gpu::Comm,
         c: &crate::backend::gpu::Collective,
     ) -> Result<()> {
         // SAFETY: forwarded contract.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::nccl::{result as nc, sys};
 
 use super::CudaApi;
-use crate::backend::collective::{Collective, CollectiveKind, Communicator, ReduceOp};
+use crate::backend::collective::{Collective, CollectiveKind, Comm, Communicator, ReduceOp};
 use crate::base::{DType, Device, Error, Result};
 
 /// Whether libnccl can be loaded (probed once; cudarc panics on a call without it).
@@ -158,7 +158,7 @@ impl CudaApi {
     ///
     /// # Safety
     /// As [`crate::backend::gpu::DeviceApi::collective`].
-    pub(super) unsafe fn nccl(&self, comm: &dyn Communicator, c: &Collective) -> Result<()> {
+    pub(super) unsafe fn nccl(&self, comm: &Comm, c: &Collective) -> Result<()> {
         let comm = comm.as_any().downcast_ref::<NcclComm>().ok_or_else(|| {
             Error::invalid(
                 "cuda",

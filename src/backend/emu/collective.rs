@@ -13,7 +13,7 @@ use std::any::Any;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::backend::collective::{Collective, CollectiveKind, Communicator, ReduceOp};
+use crate::backend::collective::{Collective, CollectiveKind, Comm, Communicator, ReduceOp};
 use crate::base::{DType, Error, Result};
 
 /// The shared state of an emulated group of ranks.
@@ -170,6 +170,39 @@ impl EmuComm {
                 .0;
         }
     }
+}
+
+/// The emulated member behind `comm`, or an error for another backend's.
+pub(super) fn member(comm: &Comm) -> Result<&EmuComm> {
+    comm.as_any().downcast_ref::<EmuComm>().ok_or_else(|| {
+        Error::invalid(
+            "emu",
+            "a communicator of another backend (not an emulated one)",
+        )
+    })
+}
+
+/// Checks this rank's buffers and joins `c` (issued, or replayed from a graph).
+///
+/// # Safety
+/// As [`EmuComm::perform`].
+pub(super) unsafe fn run(comm: &Comm, c: &Collective) -> Result<()> {
+    let comm = member(comm)?;
+    let recv = c.recv_count(comm.world_size()) * c.dtype.size_in_bytes();
+    for (what, ptr, bytes) in [
+        ("emu collective (send)", c.send, c.send_bytes()),
+        ("emu collective (receive)", c.recv, recv),
+    ] {
+        if bytes > 0 {
+            super::memory::check_range(what, ptr, bytes)?;
+        }
+    }
+    // The wait for the other ranks does not hold this device's stream: two groups over
+    // the same devices must not block each other's members. Work issued before is
+    // complete (every call is), so the collective follows it in stream order.
+    // SAFETY: both ranges lie in live allocations (checked); the caller's contract keeps
+    // them unused until every rank returns.
+    unsafe { comm.perform(c) }
 }
 
 fn collective_error(msg: String) -> Error {

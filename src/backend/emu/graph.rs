@@ -1,14 +1,14 @@
 //! The emulator's twin of CUDA graphs: during a capture every launch is recorded with
 //! its parameter bytes copied then (so a host value passed by value is frozen exactly as
-//! CUDA's stream capture freezes it), memsets and device copies likewise; a replay runs
-//! the recorded work in order.
+//! CUDA's stream capture freezes it), memsets, device copies and collectives likewise; a
+//! replay runs the recorded work in order.
 
 use std::any::Any;
 use std::ffi::c_void;
 
 use super::ffi::KernelDesc;
 use super::{launch, memory};
-use crate::backend::gpu::{DeviceGraph, LaunchConfig, Params};
+use crate::backend::gpu::{Collective, Comm, DeviceGraph, LaunchConfig, Params};
 use crate::base::Result;
 
 /// One recorded piece of work.
@@ -23,6 +23,8 @@ pub(super) enum Recorded {
     Memset { ptr: u64, bytes: usize },
     /// `dtod(src, dst, bytes)`.
     Copy { src: u64, dst: u64, bytes: usize },
+    /// A collective with this rank's communicator: a replay joins the other ranks'.
+    Collective { comm: Comm, c: Collective },
 }
 
 impl Recorded {
@@ -71,7 +73,7 @@ impl Recorded {
 pub(super) struct EmuGraph(pub(super) Vec<Recorded>);
 
 // SAFETY: the recorded parameter copies are plain bytes owned by the graph; the kernel
-// descriptors are immutable static data.
+// descriptors are immutable static data; communicators are Send + Sync.
 unsafe impl Send for EmuGraph {}
 // SAFETY: as above; a replay only reads the graph.
 unsafe impl Sync for EmuGraph {}
@@ -101,6 +103,11 @@ impl EmuGraph {
                     memory::check_range("emu memset", *ptr, *bytes)?;
                     // SAFETY: the range lies inside a live allocation.
                     unsafe { std::ptr::write_bytes(*ptr as *mut u8, 0, *bytes) };
+                }
+                Recorded::Collective { comm, c } => {
+                    // SAFETY: the caller keeps the recorded buffers allocated; every
+                    // rank's replay joins in the same order as its capture recorded.
+                    unsafe { super::collective::run(comm, c)? };
                 }
                 Recorded::Copy { src, dst, bytes } => {
                     memory::check_range("emu dtod (source)", *src, *bytes)?;

@@ -31,11 +31,11 @@ use std::sync::{Mutex, OnceLock};
 #[cfg(test)]
 use crate::backend::gpu::KernelArgs;
 use crate::backend::gpu::{
-    Collective, Communicator, DeviceApi, DeviceGraph, KernelId, LaunchConfig, Params, Stream,
+    Collective, Comm, DeviceApi, DeviceGraph, KernelId, LaunchConfig, Params, Stream,
 };
 use crate::base::{Device, Error, Result};
 
-pub(crate) use collective::{Clique, EmuComm};
+pub(crate) use collective::Clique;
 pub(crate) use memory::holds;
 
 /// Environment variable selecting the fiber schedule (`round-robin` or `random:SEED`).
@@ -288,29 +288,19 @@ unsafe impl DeviceApi for EmuApi {
     fn caches_blocks(&self) -> bool {
         !sanitize_enabled()
     }
-    unsafe fn collective(&self, comm: &dyn Communicator, c: &Collective) -> Result<()> {
-        let comm = comm.as_any().downcast_ref::<EmuComm>().ok_or_else(|| {
-            Error::invalid(
-                "emu",
-                "a communicator of another backend (not an emulated one)",
-            )
-        })?;
-        let elem = c.dtype.size_in_bytes();
-        let recv = c.recv_count(comm.world_size()) * elem;
-        for (what, ptr, bytes) in [
-            ("emu collective (send)", c.send, c.send_bytes()),
-            ("emu collective (receive)", c.recv, recv),
-        ] {
-            if bytes > 0 {
-                memory::check_range(what, ptr, bytes)?;
-            }
+    unsafe fn collective(&self, comm: &Comm, c: &Collective) -> Result<()> {
+        let recorded = || {
+            collective::member(comm)?;
+            Ok(graph::Recorded::Collective {
+                comm: comm.clone(),
+                c: *c,
+            })
+        };
+        if let Some(r) = self.record(recorded) {
+            return r;
         }
-        // The wait for the other ranks does not hold this device's stream: two groups
-        // over the same devices must not block each other's members. Work issued before
-        // is complete (every call is), so the collective follows it in stream order.
-        // SAFETY: both ranges lie in live allocations (checked); the caller's contract
-        // keeps them unused until every rank returns.
-        unsafe { comm.perform(c) }
+        // SAFETY: forwarded contract.
+        unsafe { collective::run(comm, c) }
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub(crate) use crate::backend::collective::{Collective, Communicator};
+pub(crate) use crate::backend::collective::{Collective, Comm};
 pub(crate) use alloc::Allocator;
 pub(crate) use args::{KernelArgs, LaunchConfig};
 pub(crate) use counters::{Counters, Event};
@@ -170,7 +170,7 @@ pub(crate) unsafe trait DeviceApi: Send + Sync {
     /// # Safety
     /// `c.send` holds `c.count` elements and `c.recv` `c.recv_count(world)` elements of
     /// `c.dtype`, in memory of this device.
-    unsafe fn collective(&self, comm: &dyn Communicator, c: &Collective) -> Result<()> {
+    unsafe fn collective(&self, comm: &Comm, c: &Collective) -> Result<()> {
         let _ = (comm, c);
         Err(Error::invalid(
             "collective",
