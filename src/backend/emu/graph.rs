@@ -85,12 +85,24 @@ impl DeviceGraph for EmuGraph {
 }
 
 impl EmuGraph {
-    /// Runs the recorded work in order (the caller holds the device's stream).
+    /// Runs the recorded work in order, holding the device's stream (`hold` takes it)
+    /// except while a collective waits for the other ranks: two groups over the same
+    /// devices must not block each other's members (as in [`super::collective::run`]).
     ///
     /// # Safety
     /// The memory the recorded work uses is still allocated.
-    pub(super) unsafe fn run(&self, opts: launch::RunOptions) -> Result<()> {
+    pub(super) unsafe fn run<G>(
+        &self,
+        opts: launch::RunOptions,
+        hold: impl Fn() -> G,
+    ) -> Result<()> {
+        let mut held = None;
         for r in &self.0 {
+            if matches!(r, Recorded::Collective { .. }) {
+                held = None;
+            } else if held.is_none() {
+                held = Some(hold());
+            }
             match r {
                 Recorded::Launch { desc, cfg, params } => {
                     let mut ptrs: Vec<*mut c_void> =

@@ -283,7 +283,7 @@ unsafe impl DeviceApi for EmuApi {
             .downcast_ref::<graph::EmuGraph>()
             .ok_or_else(|| Error::invalid("emu", "a graph recorded by another backend"))?;
         // SAFETY: forwarded contract.
-        self.in_order(|| unsafe { g.run(self.options()) })
+        unsafe { g.run(self.options(), || self.stream()) }
     }
     fn caches_blocks(&self) -> bool {
         !sanitize_enabled()

@@ -63,6 +63,14 @@ pub(super) fn refused(what: &str) -> Error {
     )
 }
 
+/// A capture that ended: what the backend's `stop` returned, and the capture's graph
+/// id and frozen values.
+struct Finished<R> {
+    recorded: R,
+    graph_id: u64,
+    frozen: Vec<Frozen>,
+}
+
 /// See [`GpuDevice::issue`].
 pub(crate) struct Issue<'a> {
     /// This thread is the one capturing: its work is recorded.
@@ -155,9 +163,8 @@ impl GpuDevice {
 
     /// Ends the capture: the graph of everything issued since [`Self::begin_capture`].
     pub(crate) fn end_capture(self: &Arc<Self>) -> Result<CapturedGraph> {
-        let c = self.finish_capture()?;
-        self.mem.end_capture(c.graph_id);
-        match self.api.end_capture() {
+        let c = self.finish_capture(|| self.api.end_capture())?;
+        match c.recorded {
             Ok(graph) => Ok(CapturedGraph {
                 device: self.clone(),
                 graph,
@@ -173,34 +180,46 @@ impl GpuDevice {
 
     /// Abandons a capture after an error; nothing recorded is kept.
     pub(crate) fn abort_capture(&self) {
-        if let Ok(c) = self.finish_capture() {
-            self.api.abort_capture();
-            self.mem.end_capture(c.graph_id);
+        if let Ok(c) = self.finish_capture(|| self.api.abort_capture()) {
             self.mem.drop_graph(c.graph_id);
         }
     }
 
-    fn finish_capture(&self) -> Result<Capture> {
+    /// Stops the backend's recording with `stop` and the allocator's capture, then lets
+    /// the other threads issue work again, in this order: until the backend stops
+    /// recording, their work would land in the graph (and not run now).
+    fn finish_capture<R>(&self, stop: impl FnOnce() -> R) -> Result<Finished<R>> {
         if !self.capturing() {
             return Err(Error::invalid(
                 "graph capture",
                 "this thread is not capturing",
             ));
         }
-        let c = self
-            .capture_state()
+        let recorded = stop();
+        let mut state = self.capture_state();
+        let c = state
             .take()
             .ok_or_else(|| Error::invalid("graph capture", "no capture is under way"))?;
+        self.mem.end_capture(c.graph_id);
         self.capturing.store(false, Ordering::Release);
+        drop(state);
         self.capture_ended.notify_all();
-        Ok(c)
+        #[cfg(test)]
+        tests::AFTER_RELEASE.with(|h| h.take().map(|f| f()));
+        Ok(Finished {
+            recorded,
+            graph_id: c.graph_id,
+            frozen: c.frozen,
+        })
     }
 
     /// Registers a host value that a launch being captured holds by value (`what` names
     /// it; `source` holds its current value as f64 bits): a replay after it changed is
-    /// refused. A no-op when not capturing.
+    /// refused. A no-op when this thread is not capturing.
     pub(crate) fn freeze(&self, what: impl Into<String>, value: f64, source: &Arc<AtomicU64>) {
-        if let Some(c) = self.capture_state().as_mut() {
+        let me = std::thread::current().id();
+        // Another thread's capture holds nothing of this thread's launches.
+        if let Some(c) = self.capture_state().as_mut().filter(|c| c.thread == me) {
             c.frozen.push(Frozen {
                 what: what.into(),
                 value,
@@ -245,3 +264,48 @@ impl GpuDevice {
 
 /// Shared by `Mutex<Option<Capture>>` users.
 pub(super) type CaptureCell = Mutex<Option<Capture>>;
+
+#[cfg(all(test, feature = "emu"))]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::backend::gpu;
+    use crate::base::Device;
+
+    thread_local! {
+        /// Run by the capturing thread once other threads may issue work again.
+        pub(super) static AFTER_RELEASE: Cell<Option<Box<dyn FnOnce()>>> = const { Cell::new(None) };
+    }
+
+    #[test]
+    fn work_issued_once_a_capture_ended_runs_now_and_stays_out_of_the_graph() {
+        let dev = gpu::get(Device::Emu(0)).unwrap();
+        let buf = dev.alloc(4).unwrap();
+        let (other, ptr) = (dev.clone(), buf.ptr());
+        let read = || {
+            let mut b = [0u8; 4];
+            dev.dtoh(ptr, &mut b).unwrap();
+            b
+        };
+        dev.htod(&[1; 4], ptr).unwrap();
+        dev.begin_capture().unwrap();
+        // Another thread zeroes the buffer as soon as it may: its memset must run, not
+        // be recorded by a capture whose recording has not stopped.
+        AFTER_RELEASE.with(|h| {
+            h.set(Some(Box::new(move || {
+                std::thread::spawn(move || other.memset_zero(ptr, 4).unwrap())
+                    .join()
+                    .unwrap()
+            })))
+        });
+        let graph = dev.end_capture().unwrap();
+        assert_eq!(read(), [0; 4], "the other thread's memset did not run");
+        dev.htod(&[1; 4], ptr).unwrap();
+        dev.replay(&graph).unwrap();
+        assert_eq!(
+            read(),
+            [1; 4],
+            "the graph replayed the other thread's memset"
+        );
+    }
+}

@@ -5,9 +5,11 @@
 //! kernels find. The host reads it at its next natural synchronisation (a download such
 //! as `loss.item()`, `Tensor::to_cpu_storage`, or `Device::synchronize`), clears it, and
 //! returns the error naming the op, the position and the value, as an eager check would
-//! have. Each device has [`SLOTS`] records and each host thread its own (threads past
-//! that many share): an error surfaces in the thread whose op found it, not in another
-//! thread that happens to synchronise first.
+//! have. Each device has [`SLOTS`] records and each live host thread its own (a thread
+//! that exits gives its index to the next; past that many live threads, some share): an
+//! error surfaces in the thread whose op found it, not in another thread that happens to
+//! synchronise first. A thread that exits without synchronising after a failed check
+//! leaves the error in its record for the next thread that takes the index.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,22 +38,43 @@ pub(super) const STATUS_BYTES: usize = std::mem::size_of::<StatusRecord>();
 /// Records per device.
 pub(super) const SLOTS: usize = 64;
 
-/// This thread's record index.
-fn slot() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
-    }
-    SLOT.with(|s| match s.get() {
-        Some(i) => i,
-        None => {
-            let i = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
-            s.set(Some(i));
-            i
+/// Record indices of exited threads, for the next threads to take.
+static FREE_SLOTS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+/// A thread's record index, given back when the thread exits.
+struct Slot(usize);
+
+impl Slot {
+    /// The lowest index an exited thread gave back, else the next unused one (past
+    /// [`SLOTS`] live threads, indices are shared).
+    fn take() -> Slot {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let mut free = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = (0..free.len()).min_by_key(|&i| free[i]) {
+            return Slot(free.swap_remove(at));
         }
-    })
+        drop(free);
+        Slot(NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut free = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        if !free.contains(&self.0) {
+            free.push(self.0);
+        }
+    }
+}
+
+/// This thread's record index: a thread keeps one while it lives, so two live threads
+/// share one only past [`SLOTS`] of them.
+fn slot() -> usize {
+    thread_local! {
+        static SLOT: Slot = Slot::take();
+    }
+    SLOT.with(|s| s.0)
 }
 
 /// The record of one device and the numbering of the launches that check.
@@ -134,5 +157,16 @@ mod tests {
         let e = Status::error_of(&bytes).unwrap().to_string();
         assert!(e.contains("target 12 (row 3) is outside 0..10"), "{e}");
         assert!(Status::error_of(&[0; STATUS_BYTES]).is_none());
+    }
+
+    #[test]
+    fn threads_that_exited_give_their_records_to_later_threads() {
+        // More threads than records, one after another: each finds a record no live
+        // thread holds (the test binary's other threads hold some meanwhile).
+        let mine = slot();
+        for _ in 0..2 * SLOTS {
+            let theirs = std::thread::spawn(slot).join().unwrap();
+            assert_ne!(theirs, mine, "a live thread's record was handed out again");
+        }
     }
 }
