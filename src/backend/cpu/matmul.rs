@@ -94,23 +94,37 @@ const REPACK_MIN_ROWS: usize = 8;
 const TILE: usize = 32;
 
 /// The `r x c` matrix at `offset` with strides `rs`, `cs`, copied to row-major order
-/// tile by tile.
+/// tile by tile (a tile's source lines stay in L1 while each row of it is written).
+///
+/// # Panics
+/// When an element of the matrix lies outside `data` (checked once, before the copy).
 fn repack_mat<T: Copy + Default>(
     data: &[T],
     offset: usize,
     (r, c): (usize, usize),
     (rs, cs): (usize, usize),
 ) -> Vec<T> {
-    let mut dst = vec![T::default(); r * c];
-    for j0 in (0..c).step_by(TILE) {
-        for i0 in (0..r).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(c) {
-                for i in i0..(i0 + TILE).min(r) {
-                    dst[i * c + j] = data[offset + i * rs + j * cs];
+    let mut dst: Vec<T> = Vec::with_capacity(r * c);
+    if r == 0 || c == 0 {
+        return dst;
+    }
+    let last = offset + (r - 1) * rs + (c - 1) * cs;
+    assert!(last < data.len(), "repack of a view outside its storage");
+    let (src, out) = (data.as_ptr(), dst.as_mut_ptr());
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(r) {
+                let from = offset + i * rs;
+                for j in j0..(j0 + TILE).min(c) {
+                    // SAFETY: `from + j * cs <= last < data.len()` (checked above), and
+                    // `i * c + j < r * c`, the capacity of `dst`.
+                    unsafe { out.add(i * c + j).write(*src.add(from + j * cs)) };
                 }
             }
         }
     }
+    // SAFETY: the loops wrote every one of the r * c elements.
+    unsafe { dst.set_len(r * c) };
     dst
 }
 
@@ -176,9 +190,11 @@ fn column_major_product<T: 'static + Copy + Default>(
             cs: p.m,
         }
     };
-    let mut tmp = vec![T::default(); p.m * p.n];
+    let mut tmp = uninit(p.m * p.n);
     // SAFETY: `a` is either checked storage or the copy just made; `b` as in the caller.
-    unsafe { gemm_into(tmp.as_mut_ptr(), true, a, b, p, one, par) };
+    unsafe { gemm_into(tmp.as_mut_ptr().cast(), true, a, b, p, one, par) };
+    // SAFETY: the product wrote every element.
+    let tmp = unsafe { assume_init(tmp) };
     repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
 }
 
