@@ -17,6 +17,16 @@ pub(crate) trait Half: Copy + Send + Sync + Default + 'static {
     fn widen(src: &[Self], dst: &mut [f32]);
     /// Rounds `src` into `dst` (equal lengths).
     fn narrow(src: &[f32], dst: &mut [Self]);
+    /// Widens a short array, inlined into a caller compiled for AVX2 and F16C.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and F16C.
+    unsafe fn widen_inline<const N: usize>(src: &[Self; N], dst: &mut [f32; N]);
+    /// Rounds a short array, inlined as [`Half::widen_inline`].
+    ///
+    /// # Safety
+    /// As [`Half::widen_inline`].
+    unsafe fn narrow_inline<const N: usize>(src: &[f32; N], dst: &mut [Self; N]);
 }
 
 impl Half for f16 {
@@ -32,6 +42,28 @@ impl Half for f16 {
     }
     fn narrow(src: &[f32], dst: &mut [f16]) {
         narrow(src, dst)
+    }
+    #[inline(always)]
+    unsafe fn widen_inline<const N: usize>(src: &[f16; N], dst: &mut [f32; N]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's CPU has F16C; the arrays have equal lengths.
+        unsafe {
+            x86::widen_body(src, dst)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+    }
+    #[inline(always)]
+    unsafe fn narrow_inline<const N: usize>(src: &[f32; N], dst: &mut [f16; N]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `widen_inline`.
+        unsafe {
+            x86::narrow_body(src, dst)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(d, s)| *d = f16::from_f32(*s));
     }
 }
 
@@ -60,6 +92,14 @@ impl Half for bf16 {
             return unsafe { x86::narrow_bf16(src, dst) };
         }
         narrow_bf16(src, dst);
+    }
+    #[inline(always)]
+    unsafe fn widen_inline<const N: usize>(src: &[bf16; N], dst: &mut [f32; N]) {
+        widen_bf16(src, dst)
+    }
+    #[inline(always)]
+    unsafe fn narrow_inline<const N: usize>(src: &[f32; N], dst: &mut [bf16; N]) {
+        narrow_bf16(src, dst)
     }
 }
 
@@ -100,6 +140,12 @@ fn f16c() -> bool {
     std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx")
 }
 
+/// Whether the CPU has AVX2 and F16C, for loops that convert inside their vector body.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_f16c() -> bool {
+    avx2() && f16c()
+}
+
 /// Widens `src` into `dst` (equal lengths).
 pub(crate) fn widen(src: &[f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "widen: length mismatch");
@@ -136,6 +182,16 @@ mod x86 {
     /// The CPU must have F16C and AVX; `src` and `dst` have equal lengths.
     #[target_feature(enable = "avx,f16c")]
     pub(super) unsafe fn widen(src: &[f16], dst: &mut [f32]) {
+        // SAFETY: the CPU has F16C; equal lengths (the caller's contract).
+        unsafe { widen_body(src, dst) }
+    }
+
+    /// The body of [`widen`], inlined into callers compiled with F16C.
+    ///
+    /// # Safety
+    /// The CPU must have F16C and AVX; `src` and `dst` have equal lengths.
+    #[inline(always)]
+    pub(super) unsafe fn widen_body(src: &[f16], dst: &mut [f32]) {
         let n = src.len() / 8 * 8;
         for i in (0..n).step_by(8) {
             // SAFETY: i + 8 <= n <= both lengths; unaligned loads and stores.
@@ -171,6 +227,16 @@ mod x86 {
     /// As [`widen`].
     #[target_feature(enable = "avx,f16c")]
     pub(super) unsafe fn narrow(src: &[f32], dst: &mut [f16]) {
+        // SAFETY: as in `widen`.
+        unsafe { narrow_body(src, dst) }
+    }
+
+    /// The body of [`narrow`], inlined into callers compiled with F16C.
+    ///
+    /// # Safety
+    /// As [`widen_body`].
+    #[inline(always)]
+    pub(super) unsafe fn narrow_body(src: &[f32], dst: &mut [f16]) {
         let n = src.len() / 8 * 8;
         for i in (0..n).step_by(8) {
             // SAFETY: as in `widen`.
