@@ -22,4 +22,7 @@ pub use model::{
     parse_impl, quickstart_model, OptimizerKind, QUICKSTART_CLASSES, QUICKSTART_INPUTS,
 };
 pub use run::{eval, load_model, train, EvalConfig, ResumeOverrides, TrainConfig, TrainReport};
+
+/// Runs a closure on the rayon pool with its other workers polling for jobs (CPU training).
+pub use crate::backend::cpu::workers::with_spinning_workers;
 pub use schedule::LrSchedule;

@@ -16,6 +16,7 @@ mod norm;
 mod reduce;
 mod softmax;
 mod strided;
+pub(crate) mod workers;
 
 /// The CPU backend.
 #[derive(Debug, Default)]

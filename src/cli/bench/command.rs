@@ -196,8 +196,10 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode> {
         eprintln!("note: the emulator runs every kernel on the host: launch counts only, no times");
     }
     let mut stderr = std::io::stderr();
-    // Inside the rayon pool, as `gradstep train` runs.
-    let report = rayon::scope(|_| {
+    // Inside the rayon pool, with the other workers spinning on the CPU, as `gradstep
+    // train` runs.
+    let spin = cfg.device == Device::Cpu;
+    let report = crate::backend::cpu::workers::in_pool(spin, || {
         bench::run(&cfg, &mut |r| {
             let what = [&r.set, &r.dtype, &r.optimizer, &r.imp]
                 .iter()
