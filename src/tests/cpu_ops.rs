@@ -1116,3 +1116,60 @@ mod oracle {
         assert!(ran >= 140, "only {ran} cases ran");
     }
 }
+
+/// This test binary re-run on `tests` (exact names) with `GRADSTEP_CPU_ISA=value`, which
+/// the process reads once: its success and its output.
+fn run_capped(value: &str, tests: &[&str]) -> (bool, String) {
+    let path = module_path!().trim_start_matches("gradstep::");
+    let names: Vec<String> = tests.iter().map(|t| format!("{path}::{t}")).collect();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(&names)
+        .args(["--exact", "--test-threads=1"])
+        .env(crate::backend::cpu::isa::ISA_ENV, value)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn matmul_capped_at_avx2_matches_loops_and_says_it_is_capped() {
+    if std::env::var_os(crate::backend::cpu::isa::ISA_ENV).is_some() {
+        return; // the child itself, or a run under a cap already
+    }
+    let (ok, out) = run_capped(
+        "avx2",
+        &[
+            "matmul_matches_loops_for_odd_sizes_batches_and_views",
+            "vector_isa_follows_the_cap",
+        ],
+    );
+    assert!(ok && out.contains("2 passed"), "{out}");
+    let (ok, out) = run_capped(
+        "avx-9000",
+        &["matmul_matches_loops_for_odd_sizes_batches_and_views"],
+    );
+    assert!(!ok, "an unknown cap must fail the products: {out}");
+    assert!(
+        out.contains("GRADSTEP_CPU_ISA must be avx2 or avx512") && out.contains("avx-9000"),
+        "{out}"
+    );
+}
+
+#[test]
+fn vector_isa_follows_the_cap() {
+    let isa = crate::backend::cpu::vector_isa();
+    let capped = std::env::var(crate::backend::cpu::isa::ISA_ENV).is_ok_and(|v| v == "avx2");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        let want = match (avx512, capped) {
+            (true, false) => "avx512f",
+            (true, true) => "avx2+fma (capped)",
+            (false, _) => "avx2+fma",
+        };
+        assert_eq!(isa, want);
+    }
+    let _ = (isa, capped);
+}

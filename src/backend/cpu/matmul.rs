@@ -51,6 +51,37 @@ unsafe fn gemm_into<T: 'static + Copy>(
     par: gemm::Parallelism,
 ) {
     let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
+    #[cfg(target_arch = "x86_64")]
+    if matches!(super::isa::cap(), Ok(super::isa::Cap::Avx2)) {
+        let par = match par {
+            gemm::Parallelism::None => gemm_avx2::Parallelism::None,
+            gemm::Parallelism::Rayon(n) => gemm_avx2::Parallelism::Rayon(n),
+        };
+        // SAFETY: as for `gemm::gemm` below (the same contract in both releases).
+        return unsafe {
+            gemm_avx2::gemm(
+                p.m,
+                p.n,
+                p.k,
+                dst,
+                dst_cs as isize,
+                dst_rs as isize,
+                false,
+                a.data.as_ptr().add(a.offset),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(b.offset),
+                b.cs as isize,
+                b.rs as isize,
+                one,
+                one,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+    }
     gemm::gemm(
         p.m,
         p.n,
@@ -378,6 +409,8 @@ half_matmul!(f16);
 half_matmul!(bf16);
 
 fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
+    // An unknown GRADSTEP_CPU_ISA is an error here, before any product runs.
+    super::isa::cap()?;
     let ra = a.rank();
     let mut shape = a.shape()[..ra - 1].to_vec();
     shape.push(b.shape()[b.rank() - 1]);

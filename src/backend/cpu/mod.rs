@@ -11,6 +11,7 @@ mod elem;
 mod elementwise;
 mod embedding;
 pub(crate) mod f16conv;
+pub(crate) mod isa;
 mod matmul;
 mod norm;
 mod reduce;
@@ -22,23 +23,5 @@ pub(crate) mod workers;
 #[derive(Debug, Default)]
 pub(crate) struct CpuBackend;
 
-/// The vector instructions the CPU matmul kernels (the `gemm` crate, built with its
-/// `x86-v4` kernels) choose on this CPU at run time: `avx512f`, `avx2+fma`, `neon` or
-/// `scalar`. Recorded by `gradstep bench`.
-#[allow(dead_code)]
-pub(crate) fn vector_isa() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
-        }
-        if std::is_x86_feature_detected!("fma") {
-            return "avx2+fma";
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    if std::arch::is_aarch64_feature_detected!("neon") {
-        return "neon";
-    }
-    "scalar"
-}
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub(crate) use isa::vector_isa;

@@ -361,7 +361,7 @@ pub fn meta(device: Device) -> Meta {
         device: device.to_string(),
         device_name,
         threads: rayon::current_num_threads(),
-        cpu_isa: Some(crate::backend::cpu::vector_isa().into()),
+        cpu_isa: Some(crate::backend::cpu::vector_isa()),
         copy_gbps: None,
         loadavg: loadavg(),
     }
