@@ -51,15 +51,10 @@ unsafe fn gemm_into<T: 'static + Copy>(
     par: gemm::Parallelism,
 ) {
     let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
-    #[cfg(target_arch = "x86_64")]
-    if matches!(super::isa::cap(), Ok(super::isa::Cap::Avx2)) {
-        let par = match par {
-            gemm::Parallelism::None => gemm_avx2::Parallelism::None,
-            gemm::Parallelism::Rayon(n) => gemm_avx2::Parallelism::Rayon(n),
-        };
-        // SAFETY: as for `gemm::gemm` below (the same contract in both releases).
-        return unsafe {
-            gemm_avx2::gemm(
+    // One call of either gemm release (the same signature and contract in both).
+    macro_rules! call {
+        ($gemm:path, $par:expr) => {
+            $gemm(
                 p.m,
                 p.n,
                 p.k,
@@ -78,31 +73,19 @@ unsafe fn gemm_into<T: 'static + Copy>(
                 false,
                 false,
                 false,
-                par,
+                $par,
             )
         };
     }
-    gemm::gemm(
-        p.m,
-        p.n,
-        p.k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        false,
-        a.data.as_ptr().add(a.offset),
-        a.cs as isize,
-        a.rs as isize,
-        b.data.as_ptr().add(b.offset),
-        b.cs as isize,
-        b.rs as isize,
-        one,
-        one,
-        false,
-        false,
-        false,
-        par,
-    );
+    #[cfg(target_arch = "x86_64")]
+    if matches!(super::isa::cap(), Ok(super::isa::Cap::Avx2)) {
+        let par = match par {
+            gemm::Parallelism::None => gemm_avx2::Parallelism::None,
+            gemm::Parallelism::Rayon(n) => gemm_avx2::Parallelism::Rayon(n),
+        };
+        return call!(gemm_avx2::gemm, par);
+    }
+    call!(gemm::gemm, par);
 }
 
 /// Offset of batch `i` of a view whose leading `batch_shape` dims have `strides`.
