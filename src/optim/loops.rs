@@ -300,6 +300,7 @@ impl<'a, E> GradLane<'a, E> {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn into_read(self) -> &'a [E] {
         match self {
             GradLane::Read(g) => g,
@@ -731,10 +732,10 @@ fn widens<E: Elem, S: Elem<R = E::R>>() -> bool {
 /// The blocked pass: lanes of the compute type updated in place; 16-bit lanes widened
 /// [`BLOCK`] elements at a time into scratch buffers, updated and rounded back.
 fn run_blocks<E: Elem, S: Elem<R = E::R>>(job: &Job<E::R>, mut l: Lanes<'_, E, S>) {
-    let widens = widens::<E, S>();
+    let widened = widens::<E, S>();
     let n = l.len();
     // Scratch for widened blocks, only when a lane is f16.
-    let blk = if widens { n.min(BLOCK) } else { 0 };
+    let blk = if widened { n.min(BLOCK) } else { 0 };
     let mut scratch = vec![E::R::of(0.0); 5 * blk];
     let mut parts = scratch.chunks_mut(blk.max(1));
     let mut part = || parts.next().unwrap_or_default();

@@ -122,8 +122,15 @@ fn repack_mat<T: Copy + Default>(
     if r == 0 || c == 0 {
         return dst;
     }
-    let last = offset + (r - 1) * rs + (c - 1) * cs;
-    assert!(last < data.len(), "repack of a view outside its storage");
+    // Checked arithmetic: a wrapped sum could pass the bound and the writes below are
+    // unchecked.
+    let last = ((r - 1).checked_mul(rs))
+        .zip((c - 1).checked_mul(cs))
+        .and_then(|(a, b)| offset.checked_add(a)?.checked_add(b));
+    assert!(
+        last.is_some_and(|l| l < data.len()),
+        "repack of a view outside its storage"
+    );
     let (src, out) = (data.as_ptr(), dst.as_mut_ptr());
     for i0 in (0..r).step_by(TILE) {
         for j0 in (0..c).step_by(TILE) {
