@@ -1133,6 +1133,61 @@ fn run_capped(value: &str, tests: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Products above the threading threshold are split across the rayon threads: in pools
+/// of 1, 2 and 3 threads (uneven parts) they match the loops, and bit for bit each
+/// other. Covers splits along rows and columns, a row-major and a transposed left
+/// operand, and the transposed-weight product whose copies run in bands.
+#[test]
+fn split_products_match_loops_and_do_not_depend_on_the_thread_count() {
+    let shapes = [
+        (67usize, 129usize, 131usize),
+        (301, 70, 45),
+        (100, 400, 333),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (i, &(m, k, n)) in shapes.iter().enumerate() {
+            let seed = 40 + 2 * i as u64;
+            let (a, av) = random(&[m, k], seed, -1.0, 1.0, dtype);
+            let (b, bv) = random(&[k, n], seed + 1, -1.0, 1.0, dtype);
+            let (want, mag) = matmul_ref(&av, &bv, 1, m, k, n, true);
+            let at = tensor(&transpose(&av, m, k), &[k, m], dtype)
+                .transpose(0, 1)
+                .unwrap();
+            let bt = tensor(&transpose(&bv, k, n), &[n, k], dtype)
+                .transpose(0, 1)
+                .unwrap();
+            let mut first: Option<Vec<Vec<f64>>> = None;
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got: Vec<Vec<f64>> = pool.install(|| {
+                    [(&a, &b), (&at, &b), (&a, &bt), (&at, &bt)]
+                        .into_iter()
+                        .enumerate()
+                        .map(|(v, (x, y))| {
+                            let out = dispatch::matmul(x, y).unwrap();
+                            let what = format!("{m}x{k}x{n} variant {v} on {threads} threads");
+                            assert_tensor_close_mag(&what, dtype, &out, &want, &mag);
+                            out.to_vec_f64().unwrap()
+                        })
+                        .collect()
+                });
+                match &first {
+                    None => first = Some(got),
+                    Some(f) => assert!(
+                        f.iter()
+                            .zip(&got)
+                            .all(|(x, y)| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())),
+                        "{m}x{k}x{n} on {threads} threads differs from one thread"
+                    ),
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_capped_at_avx2_matches_loops_and_says_it_is_capped() {
     if std::env::var_os(crate::backend::cpu::isa::ISA_ENV).is_some() {
@@ -1142,10 +1197,11 @@ fn matmul_capped_at_avx2_matches_loops_and_says_it_is_capped() {
         "avx2",
         &[
             "matmul_matches_loops_for_odd_sizes_batches_and_views",
+            "split_products_match_loops_and_do_not_depend_on_the_thread_count",
             "vector_isa_follows_the_cap",
         ],
     );
-    assert!(ok && out.contains("2 passed"), "{out}");
+    assert!(ok && out.contains("3 passed"), "{out}");
     let (ok, out) = run_capped(
         "avx-9000",
         &["matmul_matches_loops_for_odd_sizes_batches_and_views"],

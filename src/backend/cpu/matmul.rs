@@ -15,7 +15,7 @@ use super::f16conv::Half;
 use super::strided::{map1, Dims};
 use super::CpuBackend;
 
-/// Products of at least this many multiply-adds use gemm's own threads.
+/// Products of at least this many multiply-adds are split across the rayon threads.
 const GEMM_PAR_MIN: usize = 1 << 18;
 
 /// One matrix operand: storage, offset and strides (in elements) of rows and columns.
@@ -35,22 +35,126 @@ struct Plan {
     n: usize,
 }
 
+/// Rows and columns of the parts a parallel product is split into are multiples of
+/// these (whole microkernel tiles on AVX2 and AVX-512).
+const SPLIT_ROWS: usize = 16;
+const SPLIT_COLS: usize = 8;
+
+/// A destination pointer shared by the threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct DstPtr<T>(*mut T);
+// SAFETY: the parts written through it are disjoint (see `gemm_into`).
+unsafe impl<T> Send for DstPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for DstPtr<T> {}
+
+impl<T> DstPtr<T> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// `dst [m, n]` (contiguous: row-major, or column-major with `dst_col_major`) = `a @ b`.
 /// Every element of `dst` is written and none is read, so it may be uninitialised.
+///
+/// With `parallel`, the product is split into one part per rayon thread along the
+/// longer of `m` and `n` (each part's other operand is the smaller one, read by every
+/// part), and each part runs single-threaded: one fork-join per product, where gemm's
+/// own threading forks twice per depth block and packs a row-major left operand on one
+/// thread. gemm chooses its depth blocks from `k`, so a part sums each output element in
+/// the same order as the whole product: results do not depend on the thread count (the
+/// tests compare 1, 2 and 3 threads bit for bit).
 ///
 /// # Safety
 /// Every element `offset + i*rs + j*cs` of `a` (`i < m`, `j < k`) and of `b` (`i < k`,
 /// `j < n`) must lie inside its `data`; `dst` must be valid for writing `m * n` elements.
-unsafe fn gemm_into<T: 'static + Copy>(
+unsafe fn gemm_into<T: 'static + Copy + Send + Sync>(
     dst: *mut T,
     dst_col_major: bool,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     p: Plan,
     one: T,
-    par: gemm::Parallelism,
+    parallel: bool,
 ) {
     let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
+    let split_rows = p.m > p.n;
+    let (len, align) = if split_rows {
+        (p.m, SPLIT_ROWS)
+    } else {
+        (p.n, SPLIT_COLS)
+    };
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let parts = threads.min(len.div_ceil(align)).max(1);
+    if parts == 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { gemm_part(dst, (dst_rs, dst_cs), a, b, p, one) };
+    }
+    let step = len.div_ceil(parts).next_multiple_of(align);
+    let dst = DstPtr(dst);
+    (0..len.div_ceil(step)).into_par_iter().for_each(|i| {
+        let (start, end) = (i * step, ((i + 1) * step).min(len));
+        // SAFETY: part `i` reads rows `start..end` of `a` (or columns of `b`), inside the
+        // caller's bounds, and writes only those rows (columns) of `dst`: the parts are
+        // disjoint and together cover `dst`.
+        unsafe {
+            if split_rows {
+                let a = Mat {
+                    offset: a.offset + start * a.rs,
+                    ..a
+                };
+                let to = dst.get().add(start * dst_rs);
+                gemm_part(
+                    to,
+                    (dst_rs, dst_cs),
+                    a,
+                    b,
+                    Plan {
+                        m: end - start,
+                        ..p
+                    },
+                    one,
+                );
+            } else {
+                let b = Mat {
+                    offset: b.offset + start * b.cs,
+                    ..b
+                };
+                let to = dst.get().add(start * dst_cs);
+                gemm_part(
+                    to,
+                    (dst_rs, dst_cs),
+                    a,
+                    b,
+                    Plan {
+                        n: end - start,
+                        ..p
+                    },
+                    one,
+                );
+            }
+        }
+    });
+}
+
+/// `dst = a @ b` on the calling thread, `dst` with row and column strides `dst_rs`,
+/// `dst_cs` (elements).
+///
+/// # Safety
+/// As [`gemm_into`], and `dst` valid for writing every `i * dst_rs + j * dst_cs`.
+unsafe fn gemm_part<T: 'static + Copy>(
+    dst: *mut T,
+    (dst_rs, dst_cs): (usize, usize),
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    p: Plan,
+    one: T,
+) {
     // One call of either gemm release (the same signature and contract in both).
     macro_rules! call {
         ($gemm:path, $par:expr) => {
@@ -79,13 +183,9 @@ unsafe fn gemm_into<T: 'static + Copy>(
     }
     #[cfg(target_arch = "x86_64")]
     if matches!(super::isa::cap(), Ok(super::isa::Cap::Avx2)) {
-        let par = match par {
-            gemm::Parallelism::None => gemm_avx2::Parallelism::None,
-            gemm::Parallelism::Rayon(n) => gemm_avx2::Parallelism::Rayon(n),
-        };
-        return call!(gemm_avx2::gemm, par);
+        return call!(gemm_avx2::gemm, gemm_avx2::Parallelism::None);
     }
-    call!(gemm::gemm, par);
+    call!(gemm::gemm, gemm::Parallelism::None);
 }
 
 /// Offset of batch `i` of a view whose leading `batch_shape` dims have `strides`.
@@ -108,22 +208,22 @@ const REPACK_MIN_ROWS: usize = 8;
 const TILE: usize = 32;
 
 /// The `r x c` matrix at `offset` with strides `rs`, `cs`, copied to row-major order
-/// tile by tile (a tile's source lines stay in L1 while each row of it is written).
+/// tile by tile (a tile's source lines stay in L1 while each row of it is written); a
+/// large one in bands of rows across the rayon threads.
 ///
 /// # Panics
 /// When an element of the matrix lies outside `data` (checked once, before the copy).
-fn repack_mat<T: Copy + Default>(
+fn repack_mat<T: Copy + Default + Send + Sync>(
     data: &[T],
     offset: usize,
     (r, c): (usize, usize),
     (rs, cs): (usize, usize),
 ) -> Vec<T> {
-    let mut dst: Vec<T> = Vec::with_capacity(r * c);
     if r == 0 || c == 0 {
-        return dst;
+        return Vec::new();
     }
-    // Checked arithmetic: a wrapped sum could pass the bound and the writes below are
-    // unchecked.
+    // Checked arithmetic: a wrapped sum could pass the bound and the band copies'
+    // reads are unchecked.
     let last = ((r - 1).checked_mul(rs))
         .zip((c - 1).checked_mul(cs))
         .and_then(|(a, b)| offset.checked_add(a)?.checked_add(b));
@@ -131,26 +231,55 @@ fn repack_mat<T: Copy + Default>(
         last.is_some_and(|l| l < data.len()),
         "repack of a view outside its storage"
     );
-    let (src, out) = (data.as_ptr(), dst.as_mut_ptr());
+    let mut dst = uninit(r * c);
+    let threads = rayon::current_num_threads();
+    if r * c >= super::strided::PAR_MIN && threads > 1 {
+        let band = r.div_ceil(threads).next_multiple_of(TILE);
+        dst.par_chunks_mut(band * c)
+            .enumerate()
+            .for_each(|(i, out)| {
+                // SAFETY: band `i` holds rows of the matrix checked above.
+                unsafe { copy_band(data, offset + i * band * rs, (rs, cs), c, out) }
+            });
+    } else {
+        // SAFETY: the whole matrix, checked above.
+        unsafe { copy_band(data, offset, (rs, cs), c, &mut dst) };
+    }
+    // SAFETY: the bands cover every one of the r * c elements.
+    unsafe { assume_init(dst) }
+}
+
+/// The `out.len() / c` rows of `c` elements starting at `offset` (strides `rs`, `cs`),
+/// written row-major into `out`.
+///
+/// # Safety
+/// Every element `offset + i * rs + j * cs` (`i < out.len() / c`, `j < c`) must lie
+/// inside `data`.
+unsafe fn copy_band<T: Copy>(
+    data: &[T],
+    offset: usize,
+    (rs, cs): (usize, usize),
+    c: usize,
+    out: &mut [MaybeUninit<T>],
+) {
+    let r = out.len() / c;
+    let (src, dst) = (data.as_ptr(), out.as_mut_ptr());
     for i0 in (0..r).step_by(TILE) {
         for j0 in (0..c).step_by(TILE) {
             for i in i0..(i0 + TILE).min(r) {
                 let from = offset + i * rs;
                 for j in j0..(j0 + TILE).min(c) {
-                    // SAFETY: `from + j * cs <= last < data.len()` (checked above), and
-                    // `i * c + j < r * c`, the capacity of `dst`.
-                    unsafe { out.add(i * c + j).write(*src.add(from + j * cs)) };
+                    // SAFETY: the element lies inside `data` (the caller's contract), and
+                    // `i * c + j < r * c <= out.len()`.
+                    unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs)) };
                 }
             }
         }
     }
-    // SAFETY: the loops wrote every one of the r * c elements.
-    unsafe { dst.set_len(r * c) };
-    dst
 }
 
 /// The matrices of a view `[.., r, c]` copied to row-major order.
-fn repack<T: Copy + Default>(data: &[T], l: &Layout) -> Vec<T> {
+fn repack<T: Copy + Default + Send + Sync>(data: &[T], l: &Layout) -> Vec<T> {
     let rank = l.rank();
     let (r, c) = (l.shape()[rank - 2], l.shape()[rank - 1]);
     let (rs, cs) = (l.strides()[rank - 2], l.strides()[rank - 1]);
@@ -192,12 +321,12 @@ fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
 /// `a @ b` for a column-major `b`, computed as a column-major product (gemm's fast
 /// case once `a` is column-major too) and transposed into a row-major result. Copies
 /// `m * (k + n)` elements where repacking `b` would copy `k * n`.
-fn column_major_product<T: 'static + Copy + Default>(
+fn column_major_product<T: GemmElem>(
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     p: Plan,
     one: T,
-    par: gemm::Parallelism,
+    parallel: bool,
 ) -> Vec<T> {
     let owned;
     let a = if a.rs == 1 {
@@ -213,7 +342,7 @@ fn column_major_product<T: 'static + Copy + Default>(
     };
     let mut tmp = uninit(p.m * p.n);
     // SAFETY: `a` is either checked storage or the copy just made; `b` as in the caller.
-    unsafe { gemm_into(tmp.as_mut_ptr().cast(), true, a, b, p, one, par) };
+    unsafe { gemm_into(tmp.as_mut_ptr().cast(), true, a, b, p, one, parallel) };
     // SAFETY: the product wrote every element.
     let tmp = unsafe { assume_init(tmp) };
     repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
@@ -269,13 +398,7 @@ fn product_strided<T: GemmElem>(
         rs,
         cs: ast[ra - 1],
     };
-    let par_of = |p: Plan| {
-        if p.m * p.n * p.k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        }
-    };
+    let par_of = |p: Plan| p.m * p.n * p.k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1;
     // A shared 2-D b and batch dims that fold into a's rows: one tall product.
     if folds(la, rb) {
         let rows = Dims::new(&la.shape()[..ra - 1], [&ast[..ra - 1]]);
@@ -313,7 +436,7 @@ fn product_strided<T: GemmElem>(
     if batch > 1 && batch * m * n * k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(i, dst)| one_product(i, dst, gemm::Parallelism::None));
+            .for_each(|(i, dst)| one_product(i, dst, false));
     } else {
         for (i, dst) in out.chunks_mut(m * n).enumerate() {
             one_product(i, dst, par_of(p));
