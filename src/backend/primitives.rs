@@ -182,10 +182,30 @@ pub(crate) trait Reductions {
 }
 
 /// Matrix products.
-pub(crate) trait Products {
+pub(crate) trait Products: Elementwise {
     /// `a [.., m, k] @ b [.., k, n]` with equal batch dims, or a 2-D `b` shared by every
     /// batch. f16 accumulates in f32.
     fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor>;
+
+    /// `a @ b + bias` (a linear layer's forward), where `bias` is the row of `n` values
+    /// broadcast to the product's shape: the bits of [`Self::matmul`] followed by
+    /// [`Elementwise::add_`], which is what this default does; a backend may fold the
+    /// add into a pass the product makes anyway.
+    fn matmul_bias(&self, a: &RawTensor, b: &RawTensor, bias: &RawTensor) -> Result<RawTensor> {
+        matmul_then_add(self, a, b, bias)
+    }
+}
+
+/// [`Products::matmul_bias`] as two ops: the product, then the bias added in place.
+pub(crate) fn matmul_then_add<B: Products + ?Sized>(
+    backend: &B,
+    a: &RawTensor,
+    b: &RawTensor,
+    bias: &RawTensor,
+) -> Result<RawTensor> {
+    let y = backend.matmul(a, b)?;
+    backend.add_(&y, bias, 1.0)?;
+    Ok(y)
 }
 
 /// The inputs of cross-entropy: `logits [N, C]`, class indices `target [N]` (i64).

@@ -49,8 +49,9 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `y = x @ weight^T + bias` with PyTorch's layout: `weight [out, in]`, `bias [out]`,
 /// `x [.., in]`.
 ///
-/// One graph node (as PyTorch's addmm): the bias is added in place to the fresh
-/// product, and the backward writes `grad_weight = grad^T @ x` directly in the weight's
+/// One graph node (as PyTorch's addmm): the bias is added to the product as the backend
+/// writes it (on the CPU, inside the copy that lays the product out row-major), and the
+/// backward writes `grad_weight = grad^T @ x` directly in the weight's
 /// row-major layout, so no transposed gradient has to be copied before it accumulates
 /// into `.grad`. The backward is built from differentiable ops, so double backward works.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
@@ -73,11 +74,10 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     let y = {
         let _plain = crate::tensor::grad_mode::no_grad();
-        let y = prim::matmul(x, &weight.t()?)?;
-        if let Some(b) = bias {
-            prim::add_(&y, &b.expand(y.shape())?, 1.0)?;
+        match bias {
+            Some(b) => prim::matmul_bias(x, &weight.t()?, b)?,
+            None => prim::matmul(x, &weight.t()?)?,
         }
-        y
     };
     let mut inputs = vec![x, weight];
     inputs.extend(bias);

@@ -132,6 +132,29 @@ pub(crate) fn sum_dims(x: &Tensor, dims: &[usize], keepdim: bool) -> Result<Tens
 /// Matrix product `a [.., m, k] @ b [.., k, n]` with equal batch dims, or a 2-D `b`
 /// shared by every batch. f16 accumulates in f32.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    check_matmul(a, b)?;
+    out(backend(a.device())?.matmul(a.raw(), b.raw()))
+}
+
+/// `a @ b + bias`, `bias [n]` added to every row of the product, with the bits of
+/// [`matmul`] followed by [`add_`].
+pub(crate) fn matmul_bias(a: &Tensor, b: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let shape = check_matmul(a, b)?;
+    same_dtype("matmul", a, bias)?;
+    if bias.shape() != [shape[shape.len() - 1]] {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            lhs: shape,
+            rhs: bias.shape().to_vec(),
+        });
+    }
+    let row = bias.layout().broadcast_to(&shape)?;
+    let bias = bias.raw().with_layout(row)?;
+    out(backend(a.device())?.matmul_bias(a.raw(), b.raw(), &bias))
+}
+
+/// The checks of a product `a @ b`; its output shape.
+fn check_matmul(a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     same_dtype("matmul", a, b)?;
     float("matmul", a)?;
     let (ra, rb) = (a.rank(), b.rank());
@@ -149,7 +172,9 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let rows = crate::base::checked_numel("matmul", &a.shape()[..ra - 1])?;
     let n = rows.checked_mul(b.shape()[rb - 1]).ok_or_else(bad)?;
     fits(a.device(), n, a.dtype())?;
-    out(backend(a.device())?.matmul(a.raw(), b.raw()))
+    let mut shape = a.shape()[..ra - 1].to_vec();
+    shape.push(b.shape()[rb - 1]);
+    Ok(shape)
 }
 
 /// A contiguous copy.

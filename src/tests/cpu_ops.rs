@@ -1133,6 +1133,52 @@ fn run_capped(value: &str, tests: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `matmul_bias` (a linear layer's forward) gives the bits of a product followed by an
+/// add of the broadcast row, on every path: a transposed weight (the bias added in the
+/// transposing copy, serial and in bands), a row-major one, batched and shared-b inputs,
+/// an empty inner dim, a strided bias, and the 16-bit dtypes (two ops).
+#[test]
+fn matmul_bias_has_the_bits_of_matmul_then_add() {
+    let cases: [(&[usize], &[usize], bool); 6] = [
+        (&[16, 200], &[300, 200], true),
+        (&[100, 400], &[333, 400], true),
+        (&[2, 3, 33, 65], &[7, 65], true),
+        (&[33, 65], &[65, 7], false),
+        (&[3, 33, 65], &[65, 70], false),
+        (&[5, 0], &[0, 9], false),
+    ];
+    for dtype in FLOATS {
+        for (i, &(xs, ws, transposed)) in cases.iter().enumerate() {
+            let seed = 60 + 3 * i as u64;
+            let (x, _) = random(xs, seed, -1.0, 1.0, dtype);
+            let (w, _) = random(ws, seed + 1, -1.0, 1.0, dtype);
+            let w = if transposed {
+                w.transpose(0, 1).unwrap()
+            } else {
+                w
+            };
+            let n = w.shape()[1];
+            // Every other element of a longer vector: a strided bias.
+            let (long, _) = random(&[2 * n], seed + 2, -1.0, 1.0, dtype);
+            let every_other = crate::base::Layout::new(vec![n], vec![2], 1);
+            let bias = long.with_layout(every_other).unwrap();
+            let got = dispatch::matmul_bias(&x, &w, &bias).unwrap();
+            let want = dispatch::matmul(&x, &w).unwrap();
+            dispatch::add_(&want, &bias.expand(want.shape()).unwrap(), 1.0).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            let (g, e) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+            assert!(
+                g.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{dtype:?} case {i}: {xs:?} @ {ws:?}"
+            );
+        }
+    }
+    let (x, _) = random(&[4, 6], 1, -1.0, 1.0, DType::F32);
+    let (w, _) = random(&[6, 5], 2, -1.0, 1.0, DType::F32);
+    let (bad, _) = random(&[4], 3, -1.0, 1.0, DType::F32);
+    assert!(dispatch::matmul_bias(&x, &w, &bad).is_err());
+}
+
 /// Products above the threading threshold are split across the rayon threads: in pools
 /// of 1, 2 and 3 threads (uneven parts) they match the loops, and bit for bit each
 /// other. Covers splits along rows and columns, a row-major and a transposed left

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::backend::Products;
 use crate::base::Result;
-use crate::base::{Layout, RawTensor};
+use crate::base::{DType, Layout, RawTensor};
 
 use super::elem::{output, read, read2, CpuElem, Float};
 use super::f16conv::Half;
@@ -209,15 +209,17 @@ const TILE: usize = 32;
 
 /// The `r x c` matrix at `offset` with strides `rs`, `cs`, copied to row-major order
 /// tile by tile (a tile's source lines stay in L1 while each row of it is written); a
-/// large one in bands of rows across the rayon threads.
+/// large one in bands of rows across the rayon threads. With `row` (`c` values), each
+/// element is written as `x + row[j]`: a bias added in the same pass.
 ///
 /// # Panics
 /// When an element of the matrix lies outside `data` (checked once, before the copy).
-fn repack_mat<T: Copy + Default + Send + Sync>(
+fn repack_mat<T: GemmElem>(
     data: &[T],
     offset: usize,
     (r, c): (usize, usize),
     (rs, cs): (usize, usize),
+    row: Option<&[T]>,
 ) -> Vec<T> {
     if r == 0 || c == 0 {
         return Vec::new();
@@ -231,6 +233,10 @@ fn repack_mat<T: Copy + Default + Send + Sync>(
         last.is_some_and(|l| l < data.len()),
         "repack of a view outside its storage"
     );
+    assert!(
+        row.is_none_or(|v| v.len() == c),
+        "a bias row of the wrong length"
+    );
     let mut dst = uninit(r * c);
     let threads = rayon::current_num_threads();
     if r * c >= super::strided::PAR_MIN && threads > 1 {
@@ -239,39 +245,50 @@ fn repack_mat<T: Copy + Default + Send + Sync>(
             .enumerate()
             .for_each(|(i, out)| {
                 // SAFETY: band `i` holds rows of the matrix checked above.
-                unsafe { copy_band(data, offset + i * band * rs, (rs, cs), c, out) }
+                unsafe { copy_band(data, offset + i * band * rs, (rs, cs), (c, row), out) }
             });
     } else {
         // SAFETY: the whole matrix, checked above.
-        unsafe { copy_band(data, offset, (rs, cs), c, &mut dst) };
+        unsafe { copy_band(data, offset, (rs, cs), (c, row), &mut dst) };
     }
     // SAFETY: the bands cover every one of the r * c elements.
     unsafe { assume_init(dst) }
 }
 
 /// The `out.len() / c` rows of `c` elements starting at `offset` (strides `rs`, `cs`),
-/// written row-major into `out`.
+/// written row-major into `out`, `row[j]` added to column `j` when given (`c` is then
+/// `row.len()`).
 ///
 /// # Safety
 /// Every element `offset + i * rs + j * cs` (`i < out.len() / c`, `j < c`) must lie
 /// inside `data`.
-unsafe fn copy_band<T: Copy>(
+unsafe fn copy_band<T: GemmElem>(
     data: &[T],
     offset: usize,
     (rs, cs): (usize, usize),
-    c: usize,
+    (c, row): (usize, Option<&[T]>),
     out: &mut [MaybeUninit<T>],
 ) {
     let r = out.len() / c;
     let (src, dst) = (data.as_ptr(), out.as_mut_ptr());
     for i0 in (0..r).step_by(TILE) {
         for j0 in (0..c).step_by(TILE) {
+            let cols = j0..(j0 + TILE).min(c);
             for i in i0..(i0 + TILE).min(r) {
                 let from = offset + i * rs;
-                for j in j0..(j0 + TILE).min(c) {
-                    // SAFETY: the element lies inside `data` (the caller's contract), and
-                    // `i * c + j < r * c <= out.len()`.
-                    unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs)) };
+                // SAFETY (both loops): the element lies inside `data` (the caller's
+                // contract), and `i * c + j < r * c <= out.len()`.
+                match row {
+                    Some(row) => {
+                        for (j, &add) in cols.clone().zip(&row[cols.clone()]) {
+                            unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs) + add) };
+                        }
+                    }
+                    None => {
+                        for j in cols.clone() {
+                            unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs)) };
+                        }
+                    }
                 }
             }
         }
@@ -279,7 +296,7 @@ unsafe fn copy_band<T: Copy>(
 }
 
 /// The matrices of a view `[.., r, c]` copied to row-major order.
-fn repack<T: Copy + Default + Send + Sync>(data: &[T], l: &Layout) -> Vec<T> {
+fn repack<T: GemmElem>(data: &[T], l: &Layout) -> Vec<T> {
     let rank = l.rank();
     let (r, c) = (l.shape()[rank - 2], l.shape()[rank - 1]);
     let (rs, cs) = (l.strides()[rank - 2], l.strides()[rank - 1]);
@@ -288,7 +305,7 @@ fn repack<T: Copy + Default + Send + Sync>(data: &[T], l: &Layout) -> Vec<T> {
     let mut out = Vec::with_capacity(batch * r * c);
     for p in 0..batch {
         let base = batch_offset(p, batch_shape, l.strides(), l.offset());
-        out.extend(repack_mat(data, base, (r, c), (rs, cs)));
+        out.extend(repack_mat(data, base, (r, c), (rs, cs), None));
     }
     out
 }
@@ -318,21 +335,22 @@ fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
     p.k > 1 && p.n > 1 && b.rs == 1 && b.cs != 1
 }
 
-/// `a @ b` for a column-major `b`, computed as a column-major product (gemm's fast
-/// case once `a` is column-major too) and transposed into a row-major result. Copies
-/// `m * (k + n)` elements where repacking `b` would copy `k * n`.
+/// `a @ b (+ row)` for a column-major `b`, computed as a column-major product (gemm's
+/// fast case once `a` is column-major too) and transposed into a row-major result, the
+/// bias row added in that copy. Copies `m * (k + n)` elements where repacking `b` would
+/// copy `k * n`.
 fn column_major_product<T: GemmElem>(
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     p: Plan,
-    one: T,
-    parallel: bool,
+    (one, parallel): (T, bool),
+    row: Option<&[T]>,
 ) -> Vec<T> {
     let owned;
     let a = if a.rs == 1 {
         a
     } else {
-        owned = repack_mat(a.data, a.offset, (p.k, p.m), (a.cs, a.rs));
+        owned = repack_mat(a.data, a.offset, (p.k, p.m), (a.cs, a.rs), None);
         Mat {
             data: &owned,
             offset: 0,
@@ -345,18 +363,24 @@ fn column_major_product<T: GemmElem>(
     unsafe { gemm_into(tmp.as_mut_ptr().cast(), true, a, b, p, one, parallel) };
     // SAFETY: the product wrote every element.
     let tmp = unsafe { assume_init(tmp) };
-    repack_mat(&tmp, 0, (p.m, p.n), (1, p.m))
+    repack_mat(&tmp, 0, (p.m, p.n), (1, p.m), row)
 }
 
 /// An element type gemm multiplies.
-trait GemmElem: 'static + Copy + Default + Send + Sync {}
-impl<T: 'static + Copy + Default + Send + Sync> GemmElem for T {}
+trait GemmElem: 'static + Copy + Default + Send + Sync + std::ops::Add<Output = Self> {}
+impl<T: 'static + Copy + Default + Send + Sync + std::ops::Add<Output = T>> GemmElem for T {}
 
 /// One operand of a product: its storage slice and its view's layout.
 type Operand<'a, T> = (&'a [T], &'a Layout);
 
-/// `a @ b` for gemm's element types, from storage slices and layouts.
-fn product<T: GemmElem>((sa, la): Operand<'_, T>, (sb, lb): Operand<'_, T>, one: T) -> Vec<T> {
+/// `a @ b`, plus `row` (`n` values) added to every row when given, for gemm's element
+/// types, from storage slices and layouts.
+fn product<T: GemmElem>(
+    (sa, la): Operand<'_, T>,
+    (sb, lb): Operand<'_, T>,
+    one: T,
+    row: Option<&[T]>,
+) -> Vec<T> {
     let (p, rb) = (plan_of(la, lb), lb.rank());
     let b = Mat {
         data: sb,
@@ -366,16 +390,17 @@ fn product<T: GemmElem>((sa, la): Operand<'_, T>, (sb, lb): Operand<'_, T>, one:
     };
     if column_major(&b, p) && p.m >= REPACK_MIN_ROWS && !folds(la, rb) {
         let b = repack(sb, lb);
-        return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one);
+        return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, row);
     }
-    product_strided((sa, la), (sb, lb), one)
+    product_strided((sa, la), (sb, lb), one, row)
 }
 
-/// `a @ b` straight from the strided views.
+/// `a @ b (+ row)` straight from the strided views.
 fn product_strided<T: GemmElem>(
     (sa, la): Operand<'_, T>,
     (sb, lb): Operand<'_, T>,
     one: T,
+    row: Option<&[T]>,
 ) -> Vec<T> {
     let (ra, rb) = (la.rank(), lb.rank());
     let Plan { m, k, n } = plan_of(la, lb);
@@ -383,7 +408,7 @@ fn product_strided<T: GemmElem>(
     let batch: usize = batch_shape.iter().product();
     let len = batch * m * n;
     if len == 0 || k == 0 {
-        return vec![T::default(); len];
+        return with_row(vec![T::default(); len], row);
     }
     let (ast, bst) = (la.strides(), lb.strides());
     let bmat = |off| Mat {
@@ -407,17 +432,17 @@ fn product_strided<T: GemmElem>(
         if column_major(&b, p) && p.m >= REPACK_MIN_ROWS {
             let a_copy = if a.rs == 1 { 0 } else { p.m * k };
             if p.m * n + a_copy < k * n {
-                return column_major_product(a, b, p, one, par_of(p));
+                return column_major_product(a, b, p, (one, par_of(p)), row);
             }
             let b = repack(sb, lb);
-            return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one);
+            return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, row);
         }
         let mut out = uninit(len);
         // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
         // the folded rows walk exactly a's elements; `out` holds m * n elements.
         unsafe { gemm_into(out.as_mut_ptr().cast(), false, a, b, p, one, par_of(p)) };
         // SAFETY: the product wrote every element.
-        return unsafe { assume_init(out) };
+        return with_row(unsafe { assume_init(out) }, row);
     }
     let p = Plan { m, k, n };
     let one_product = |i: usize, dst: &mut [MaybeUninit<T>], par| {
@@ -443,7 +468,27 @@ fn product_strided<T: GemmElem>(
         }
     }
     // SAFETY: every batch's product wrote its m * n elements.
-    unsafe { assume_init(out) }
+    with_row(unsafe { assume_init(out) }, row)
+}
+
+/// `out` with `row` added to each of its rows (of `row.len()` elements), in place: the
+/// bits of an add after the product.
+fn with_row<T: GemmElem>(mut out: Vec<T>, row: Option<&[T]>) -> Vec<T> {
+    let Some(row) = row.filter(|r| !r.is_empty()) else {
+        return out;
+    };
+    let add = |rows: &mut [T]| {
+        for r in rows.chunks_mut(row.len()) {
+            r.iter_mut().zip(row).for_each(|(o, &b)| *o = *o + b);
+        }
+    };
+    if out.len() >= super::strided::PAR_MIN && rayon::current_num_threads() > 1 {
+        let rows = super::strided::PAR_MIN.div_ceil(row.len());
+        out.par_chunks_mut(rows * row.len()).for_each(add);
+    } else {
+        add(&mut out);
+    }
+    out
 }
 
 /// An output buffer of `len` elements for gemm to write (no zeroing pass).
@@ -474,7 +519,7 @@ macro_rules! direct {
         impl MatmulElem for $t {
             fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
                 read2::<$t, _>("matmul", a, b, |sa, la, sb, lb| {
-                    product((sa, la), (sb, lb), 1.0)
+                    product((sa, la), (sb, lb), 1.0, None)
                 })
             }
         }
@@ -509,7 +554,7 @@ macro_rules! half_matmul {
                     })
                 };
                 let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
-                let v = product((&wa, &la), (&wb, &lb), 1.0f32);
+                let v = product((&wa, &la), (&wb, &lb), 1.0f32, None);
                 let mut out = vec![<$h as Half>::ZERO; v.len()];
                 <$h as Half>::narrow(&v, &mut out);
                 Ok(out)
@@ -521,17 +566,54 @@ macro_rules! half_matmul {
 half_matmul!(f16);
 half_matmul!(bf16);
 
-fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
-    // An unknown GRADSTEP_CPU_ISA is an error here, before any product runs.
+/// The shape of `a @ b`; an unknown GRADSTEP_CPU_ISA is an error here, before any
+/// product runs.
+fn out_shape(a: &RawTensor, b: &RawTensor) -> Result<Vec<usize>> {
     super::isa::cap()?;
     let ra = a.rank();
     let mut shape = a.shape()[..ra - 1].to_vec();
     shape.push(b.shape()[b.rank() - 1]);
+    Ok(shape)
+}
+
+fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
+    let shape = out_shape(a, b)?;
     Ok(output(T::matmul(a, b)?, &shape))
+}
+
+/// `a @ b + bias` for gemm's own element types, the bias added as the product is laid
+/// out (`bias` is a row broadcast to the product's shape).
+fn matmul_bias_t<T: GemmElem + CpuElem>(
+    a: &RawTensor,
+    b: &RawTensor,
+    bias: &RawTensor,
+    one: T,
+) -> Result<RawTensor> {
+    let shape = out_shape(a, b)?;
+    let row = read::<T, _>("matmul", bias, |s, l| {
+        let (n, stride) = (shape[shape.len() - 1], l.strides()[l.rank() - 1]);
+        (0..n)
+            .map(|j| s[l.offset() + j * stride])
+            .collect::<Vec<T>>()
+    })?;
+    let v = read2::<T, _>("matmul", a, b, |sa, la, sb, lb| {
+        product((sa, la), (sb, lb), one, Some(&row))
+    })?;
+    Ok(output(v, &shape))
 }
 
 impl Products for CpuBackend {
     fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor> {
         super::elem::with_float!(a.dtype(), "matmul", |T| matmul_t::<T>(a, b))
+    }
+
+    /// f32 and f64 add the bias inside the product's passes; f16 and bf16 round the
+    /// product before the add, so they run the two ops.
+    fn matmul_bias(&self, a: &RawTensor, b: &RawTensor, bias: &RawTensor) -> Result<RawTensor> {
+        match a.dtype() {
+            DType::F32 => matmul_bias_t::<f32>(a, b, bias, 1.0),
+            DType::F64 => matmul_bias_t::<f64>(a, b, bias, 1.0),
+            _ => crate::backend::primitives::matmul_then_add(self, a, b, bias),
+        }
     }
 }
