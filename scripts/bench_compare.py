@@ -117,6 +117,23 @@ def clip_table(ours, theirs):
     return lines
 
 
+def matmul_table(ours, theirs):
+    """The quickstart's products: gradstep's and torch's GFLOP/s side by side."""
+    lines = ["| product | dtype | gradstep | GFLOP/s | torch | torch GFLOP/s | torch / gradstep |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    t = index(theirs)
+    for r in ours:
+        if r.get("bench") != "matmul":
+            continue
+        ref = t.get(key(r))
+        ref_s = ref.get("seconds") if ref else None
+        lines.append(f"| {r['set']} | {r['dtype']} | {fmt_time(r.get('seconds'))} | "
+                     f"{fmt_num(r.get('gflops'), '.1f')} | {fmt_time(ref_s)} | "
+                     f"{fmt_num(ref.get('gflops') if ref else None, '.1f')} | "
+                     f"{fmt_ratio(ref_s, r.get('seconds'))} |")
+    return lines
+
+
 def best_table(ours, theirs):
     """Fastest gradstep implementation against torch's fastest, per (set, dtype, optimizer)."""
     lines = ["| set | dtype | optimizer | gradstep best | torch best | torch / gradstep |",
@@ -210,6 +227,8 @@ def render(g, t, title, meta, train_rounds=()):
     if train_rounds:
         out += ["", "### Quickstart training step, gradstep and torch alternating (steps/s)", ""]
         out += rounds_table(train_rounds)
+    if any(r.get("bench") == "matmul" for r in ours):
+        out += ["", "### The quickstart's matrix products (batch 64)", ""] + matmul_table(ours, theirs)
     if any(r.get("bench") == "step" for r in ours):
         out += ["", "### Optimizer step, fastest implementation of each", ""] + best_table(ours, theirs)
         out += ["", "### Optimizer step, every implementation", ""] + step_table(ours, theirs, copy_ours)

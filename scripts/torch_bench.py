@@ -9,7 +9,9 @@ operations as `gradstep bench`, timed with torch on the same machine.
 Benchmarks (--benches): zero (per-tensor zero_(), _foreach_zero_, set_to_none),
 step (SGD momentum 0.9, Adam, AdamW; for-loop, foreach, fused), train (one step of
 the quickstart: forward, loss, zero_grad, backward, SGD step; batch 64; with --graph also
-the step captured by torch.cuda.graph and replayed), clip
+the step captured by torch.cuda.graph and replayed), matmul (the quickstart's nine
+products at batch 64, laid out as training lays them out: x @ W.t(), g @ W, g.t() @ x
+for each of its three linear layers; GFLOP/s), clip
 (torch.nn.utils.clip_grad_norm_ with norm 2, foreach=True and foreach=False; max_norm so
 large that the coefficient is 1, so every call reads and writes every grad once and the
 grads keep their values).
@@ -150,12 +152,40 @@ def train_bench(device, dname, batch=64, graph=False):
             "tensors": len(ps), "numel": sum(p.numel() for p in ps), "seconds": t, "per_second": 1.0 / t}
 
 
+QUICKSTART_LAYERS = [(28 * 28, 512), (512, 512), (512, 10)]
+
+
+def matmul_bench(device, dname, batch=64):
+    """The quickstart's products, as `gradstep bench matmul`: for each layer the forward
+    x [batch, in] @ W.t() (W [out, in]), the input's gradient g [batch, out] @ W and the
+    weight's g.t() @ x."""
+    dtype = DTYPES[dname]
+    results = []
+    for i, (inp, out) in enumerate(QUICKSTART_LAYERS):
+        x = torch.rand(batch, inp).to(device=device, dtype=dtype)
+        w = torch.rand(out, inp).to(device=device, dtype=dtype)
+        g = torch.rand(batch, out).to(device=device, dtype=dtype)
+        cases = [("forward", x, w.t(), (batch, inp, out)), ("grad_input", g, w, (batch, out, inp)),
+                 ("grad_weight", g.t(), x, (out, batch, inp))]
+        for name, a, b, (m, k, n) in cases:
+            t = timeit(lambda: torch.matmul(a, b), device)
+            flops = 2 * m * k * n
+            nbytes = (m * k + k * n + m * n) * a.element_size()
+            results.append({"bench": "matmul", "set": f"fc{i + 1}.{name}", "dtype": dname, "tensors": 2,
+                            "numel": m * n, "bytes": nbytes, "flops": flops, "seconds": t,
+                            "gbps": nbytes / t / 1e9, "gflops": flops / t / 1e9})
+    return results
+
+
 def bench(args):
     device = args.device
     dtypes = DTYPES
     results = []
     bw = copy_bandwidth(device)
     results.append({"bench": "copy", "gbps": bw})
+    if "matmul" in args.benches:
+        for dname in args.dtypes:
+            results.extend(matmul_bench(device, dname))
     if "train" in args.benches:
         for dname in args.train_dtypes:
             results.append(train_bench(device, dname))
@@ -241,7 +271,7 @@ def bench(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train", "clip"])
+    ap.add_argument("--benches", nargs="+", default=["zero", "step", "train"], choices=["zero", "step", "train", "clip", "matmul"])
     ap.add_argument("--train-dtypes", nargs="+", default=["f32"], choices=["f32", "f16"])
     ap.add_argument("--graph", action="store_true",
                     help="also time the training step captured with torch.cuda.graph (cuda only)")
@@ -264,6 +294,8 @@ def main():
     for r in results:
         if r["bench"] == "copy":
             print(f"copy bandwidth {r['gbps']:.1f} GB/s")
+        elif r["bench"] == "matmul":
+            print(f"matmul {r['set']:16} {r['dtype']} {r['seconds'] * 1e6:10.1f} us {r['gflops']:8.1f} GFLOP/s")
         elif r["bench"] == "train":
             print(f"train {r['set']} {r['dtype']} {r['impl']:10} {r['seconds'] * 1e3:10.3f} ms "
                   f"{r['per_second']:8.1f} steps/s")

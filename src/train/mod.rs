@@ -19,7 +19,8 @@ pub use loops::{
     evaluate, test_loop, train_loop, EpochStats, GraphedStep, LoopOptions, Report, Trainee,
 };
 pub use model::{
-    parse_impl, quickstart_model, OptimizerKind, QUICKSTART_CLASSES, QUICKSTART_INPUTS,
+    parse_impl, quickstart_model, OptimizerKind, QUICKSTART_CLASSES, QUICKSTART_HIDDEN,
+    QUICKSTART_INPUTS,
 };
 pub use run::{eval, load_model, train, EvalConfig, ResumeOverrides, TrainConfig, TrainReport};
 

@@ -9,6 +9,8 @@ use crate::tensor::{DType, Device, Rng, Tensor};
 pub const QUICKSTART_INPUTS: usize = 28 * 28;
 /// Outputs of the quickstart model: ten classes.
 pub const QUICKSTART_CLASSES: usize = 10;
+/// Width of the quickstart model's two hidden layers.
+pub const QUICKSTART_HIDDEN: usize = 512;
 
 /// PyTorch quickstart's `NeuralNetwork`: `flatten`, then `linear_relu_stack` =
 /// Linear(784, 512), ReLU, Linear(512, 512), ReLU, Linear(512, 10). The parameters have
@@ -17,11 +19,11 @@ pub const QUICKSTART_CLASSES: usize = 10;
 pub fn quickstart_model(rng: &mut Rng, dtype: DType, device: Device) -> Result<Sequential> {
     let mut linear = |i, o| Linear::new(i, o, true, rng, dtype, device);
     let stack = Sequential::new()
-        .add(linear(QUICKSTART_INPUTS, 512)?)
+        .add(linear(QUICKSTART_INPUTS, QUICKSTART_HIDDEN)?)
         .add(ReLU::new())
-        .add(linear(512, 512)?)
+        .add(linear(QUICKSTART_HIDDEN, QUICKSTART_HIDDEN)?)
         .add(ReLU::new())
-        .add(linear(512, QUICKSTART_CLASSES)?);
+        .add(linear(QUICKSTART_HIDDEN, QUICKSTART_CLASSES)?);
     Ok(Sequential::new()
         .add_named("flatten", Flatten::new())
         .add_named("linear_relu_stack", stack))

@@ -548,7 +548,7 @@ macro_rules! half_matmul {
                             );
                         }
                         let mut w = vec![0f32; end - start];
-                        <$h as Half>::widen(&s[start..end], &mut w);
+                        par_convert(&s[start..end], &mut w, <$h as Half>::widen);
                         let shifted = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
                         (w, shifted)
                     })
@@ -556,11 +556,25 @@ macro_rules! half_matmul {
                 let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
                 let v = product((&wa, &la), (&wb, &lb), 1.0f32, None);
                 let mut out = vec![<$h as Half>::ZERO; v.len()];
-                <$h as Half>::narrow(&v, &mut out);
+                par_convert(&v, &mut out, <$h as Half>::narrow);
                 Ok(out)
             }
         }
     };
+}
+
+/// `convert(src, dst)` over equal-length slices, in chunks across the rayon threads when
+/// they are long (a weight's widening would otherwise run on one core while the others
+/// wait for the product).
+fn par_convert<S: Sync, D: Send>(src: &[S], dst: &mut [D], convert: fn(&[S], &mut [D])) {
+    const CHUNK: usize = 1 << 14;
+    if src.len() >= super::strided::PAR_MIN && rayon::current_num_threads() > 1 {
+        src.par_chunks(CHUNK)
+            .zip(dst.par_chunks_mut(CHUNK))
+            .for_each(|(s, d)| convert(s, d));
+    } else {
+        convert(src, dst);
+    }
 }
 
 half_matmul!(f16);

@@ -8,7 +8,9 @@ use super::api::nn::{CrossEntropyLoss, Module, Sequential};
 use super::api::optim::{
     zero_grad_params, Adam, AdamConfig, AdamW, GradArena, Impl, Optimizer, SgdConfig, ZeroMode, SGD,
 };
-use super::api::train::{quickstart_model, QUICKSTART_CLASSES, QUICKSTART_INPUTS};
+use super::api::train::{
+    quickstart_model, QUICKSTART_CLASSES, QUICKSTART_HIDDEN, QUICKSTART_INPUTS,
+};
 use super::api::{DType, Device, Error, Result, Rng, Tensor};
 
 /// How the grads are cleared.
@@ -311,6 +313,74 @@ impl TrainCase {
     pub fn size(&self) -> (usize, usize) {
         let ps = self.model.parameters();
         (ps.len(), ps.iter().map(Tensor::numel).sum())
+    }
+}
+
+/// One of the quickstart's matrix products, its operands laid out as training lays them
+/// out (the weight `[out, in]` row-major, transposed views where the layer takes them).
+pub struct MatmulCase {
+    /// The layer and the product: `fc1.forward`, `fc2.grad_input`, `fc3.grad_weight`.
+    pub name: String,
+    /// `(m, k, n)` of the product.
+    pub shape: (usize, usize, usize),
+    a: Tensor,
+    b: Tensor,
+}
+
+impl MatmulCase {
+    /// The nine products of the quickstart's three linear layers at batch `batch`: for
+    /// each layer `x [batch, in] @ W^T` (forward), `g [batch, out] @ W` (the input's
+    /// gradient; training skips it for the first layer) and `g^T @ x` (the weight's).
+    pub fn quickstart(device: Device, dtype: DType, batch: usize) -> Result<Vec<MatmulCase>> {
+        if batch == 0 {
+            return Err(Error::invalid(
+                "bench",
+                "the batch must hold at least one sample",
+            ));
+        }
+        let layers = [
+            (QUICKSTART_INPUTS, QUICKSTART_HIDDEN),
+            (QUICKSTART_HIDDEN, QUICKSTART_HIDDEN),
+            (QUICKSTART_HIDDEN, QUICKSTART_CLASSES),
+        ];
+        let mut cases = Vec::new();
+        for (i, &(inp, out)) in layers.iter().enumerate() {
+            let seed = 10 * i as u64;
+            let x = Tensor::rand(&[batch, inp], seed, dtype, device)?;
+            let w = Tensor::rand(&[out, inp], seed + 1, dtype, device)?;
+            let g = Tensor::rand(&[batch, out], seed + 2, dtype, device)?;
+            let layer = format!("fc{}", i + 1);
+            cases.push(MatmulCase {
+                name: format!("{layer}.forward"),
+                shape: (batch, inp, out),
+                a: x.clone(),
+                b: w.t()?,
+            });
+            cases.push(MatmulCase {
+                name: format!("{layer}.grad_input"),
+                shape: (batch, out, inp),
+                a: g.clone(),
+                b: w,
+            });
+            cases.push(MatmulCase {
+                name: format!("{layer}.grad_weight"),
+                shape: (out, batch, inp),
+                a: g.t()?,
+                b: x,
+            });
+        }
+        Ok(cases)
+    }
+
+    /// Floating-point operations of one product (`2 m k n`).
+    pub fn flops(&self) -> u64 {
+        let (m, k, n) = self.shape;
+        2 * (m * k * n) as u64
+    }
+
+    /// One product.
+    pub fn run(&self) -> Result<()> {
+        self.a.matmul(&self.b).map(drop)
     }
 }
 

@@ -13,7 +13,7 @@ use clap::Args;
 /// Arguments of `gradstep bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// What to measure: zero, step, train, clip (one or more, in order).
+    /// What to measure: zero, step, train, clip, matmul (one or more, in order).
     #[arg(required = true, value_parser = parse_what)]
     pub what: Vec<What>,
     /// Where to run: cpu, cuda, cuda:N, emu (launch counts only, no times) or auto.
@@ -47,7 +47,7 @@ pub struct BenchArgs {
     /// One warm-up call and three samples per case (a smoke test, not a measurement).
     #[arg(long)]
     pub quick: bool,
-    /// Batch size of the training step.
+    /// Batch size of the training step (and the rows of the matmul benchmark's products).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Also time the training step replayed from a captured graph (cuda, emu).

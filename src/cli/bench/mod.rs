@@ -27,7 +27,9 @@ pub(crate) mod plot;
 pub(crate) mod report;
 pub(crate) mod timing;
 
-pub use cases::{impl_name, CopyCase, OptName, StepCase, TrainCase, ZeroCase, ZeroImpl, IMPLS};
+pub use cases::{
+    impl_name, CopyCase, MatmulCase, OptName, StepCase, TrainCase, ZeroCase, ZeroImpl, IMPLS,
+};
 pub use params::{make_params, ParamSet};
 pub use report::{Meta, Record, Report};
 pub use timing::{count_call, reborrow, time_calls, Setup, TimingOptions};
@@ -47,19 +49,23 @@ pub enum What {
     Train,
     /// `clip_grad_norm_` (2-norm), multi-tensor and per tensor.
     Clip,
+    /// The quickstart's matrix products (forward and both backward products of each
+    /// layer), in GFLOP/s.
+    Matmul,
 }
 
 impl What {
-    /// Parses `zero`, `step`, `train` or `clip`.
+    /// Parses `zero`, `step`, `train`, `clip` or `matmul`.
     pub fn parse(s: &str) -> Result<What> {
         match s {
             "zero" => Ok(What::Zero),
             "step" => Ok(What::Step),
             "train" => Ok(What::Train),
             "clip" => Ok(What::Clip),
+            "matmul" => Ok(What::Matmul),
             _ => Err(Error::invalid(
                 "bench",
-                format!("unknown benchmark '{s}' (expected zero, step, train or clip)"),
+                format!("unknown benchmark '{s}' (expected zero, step, train, clip or matmul)"),
             )),
         }
     }
@@ -316,6 +322,37 @@ fn clip_records(cfg: &BenchConfig, set: ParamSet, dtype: DType, copy: Option<f64
         .collect()
 }
 
+/// The quickstart's products at the training batch, one record each.
+fn matmul_records(cfg: &BenchConfig, dtype: DType) -> Vec<Record> {
+    let base = || Record {
+        bench: "matmul".into(),
+        dtype: Some(dtype.as_str().into()),
+        tensors: 2,
+        ..Default::default()
+    };
+    let cases = match MatmulCase::quickstart(cfg.device, dtype, cfg.train_batch) {
+        Ok(c) => c,
+        Err(e) => return vec![failed(base(), &e)],
+    };
+    cases
+        .iter()
+        .map(|case| {
+            let (m, k, n) = case.shape;
+            let mut rec = Record {
+                set: Some(case.name.clone()),
+                numel: m * n,
+                flops: case.flops(),
+                bytes: ((m * k + k * n + m * n) * dtype.size_in_bytes()) as u64,
+                ..base()
+            };
+            match measure(cfg, None, &mut rec, None, &mut || case.run()) {
+                Ok(()) => rec,
+                Err(e) => failed(rec, &e),
+            }
+        })
+        .collect()
+}
+
 /// Eager training steps before a training record is counted or timed.
 const TRAIN_SETTLE_STEPS: usize = 4;
 
@@ -392,7 +429,7 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
     if cfg.what.is_empty() {
         return Err(Error::invalid(
             "bench",
-            "nothing to measure (expected zero, step, train or clip)",
+            "nothing to measure (expected zero, step, train, clip or matmul)",
         ));
     }
     let mut report = Report {
@@ -443,6 +480,13 @@ pub fn run(cfg: &BenchConfig, on_record: &mut dyn FnMut(&Record)) -> Result<Repo
                     }
                 }
             }
+            What::Matmul => {
+                for &dtype in &cfg.dtypes {
+                    for r in matmul_records(cfg, dtype) {
+                        push(&mut report, r);
+                    }
+                }
+            }
             What::Train => {
                 for &dtype in &cfg.dtypes {
                     push(&mut report, train_record(cfg, dtype, false));
@@ -476,6 +520,31 @@ mod tests {
         cfg.timing = TimingOptions::quick();
         cfg.copy_bytes = 1 << 16;
         cfg
+    }
+
+    #[test]
+    fn cpu_matmul_records_count_the_quickstart_products() {
+        let mut cfg = quick(Device::Cpu, What::Matmul);
+        cfg.copy_bytes = 0;
+        cfg.train_batch = 3;
+        cfg.dtypes = vec![DType::F32, DType::F16];
+        let report = run(&cfg, &mut |_| {}).unwrap();
+        assert_eq!(report.results.len(), 2 * 9);
+        let fc1 = &report.results[0];
+        assert_eq!(fc1.set.as_deref(), Some("fc1.forward"));
+        assert_eq!(fc1.flops, 2 * 3 * 784 * 512);
+        assert_eq!(fc1.bytes, 4 * (3 * 784 + 784 * 512 + 3 * 512));
+        let gw3 = &report.results[8];
+        assert_eq!(gw3.set.as_deref(), Some("fc3.grad_weight"));
+        assert_eq!((gw3.numel, gw3.flops), (10 * 512, 2 * 10 * 3 * 512));
+        for r in &report.results {
+            let (s, g) = (r.seconds.unwrap(), r.gflops.unwrap());
+            assert!((g - r.flops as f64 / s / 1e9).abs() <= 1e-9 * g, "{r:?}");
+        }
+        assert!(report.table().contains("GFLOP/s"));
+        cfg.train_batch = 0;
+        let report = run(&cfg, &mut |_| {}).unwrap();
+        assert!(report.failures() > 0, "a zero batch is refused");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Record {
     pub numel: usize,
     /// Bytes that must move per call (each input read once, each output written once).
     pub bytes: u64,
+    /// Floating-point operations per call (matrix products: `2 m k n`; 0 elsewhere).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub flops: u64,
     /// Median seconds per call (None where only counts were taken, e.g. on the emulator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
@@ -42,6 +45,9 @@ pub struct Record {
     /// `gbps` as a percentage of the copy bandwidth measured in the same run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pct_copy: Option<f64>,
+    /// `flops / seconds`, in GFLOP/s (10^9 operations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
     /// Calls per second (the train benchmark's steps/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_second: Option<f64>,
@@ -93,7 +99,14 @@ impl Record {
             self.gbps = Some(gbps);
             self.pct_copy = copy_gbps.filter(|c| *c > 0.0).map(|c| 100.0 * gbps / c);
         }
+        if self.flops > 0 {
+            self.gflops = Some(self.flops as f64 / t.median / 1e9);
+        }
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// What the run was, for the reader of a JSON file.
@@ -143,7 +156,7 @@ impl Report {
     }
 
     /// A human-readable table: one line per record, times per call, effective GB/s, % of
-    /// the copy bandwidth, and per call where counted: kernel launches, memsets, graph
+    /// the copy bandwidth, GFLOP/s of matrix products, and per call where counted: kernel launches, memsets, graph
     /// launches, host syncs and driver allocations.
     pub fn table(&self) -> String {
         let m = &self.meta;
@@ -163,7 +176,7 @@ impl Report {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<5} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
+            "{:<6} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>8} {:>7} {:>6} {:>5} {:>6}",
             "bench",
             "set",
             "dtype",
@@ -173,6 +186,7 @@ impl Report {
             "time/call",
             "GB/s",
             "%copy",
+            "GFLOP/s",
             "launches",
             "memsets",
             "graphs",
@@ -186,7 +200,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<5} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>7} {:>6} {:>5} {:>6}",
+                "{:<6} {:<16} {:<5} {:<6} {:<11} {:>7} {:>12} {:>8} {:>6} {:>8} {:>8} {:>7} {:>6} {:>5} {:>6}",
                 r.bench,
                 opt(&r.set),
                 opt(&r.dtype),
@@ -199,6 +213,7 @@ impl Report {
                 },
                 r.gbps.map_or("-".into(), |g| format!("{g:.1}")),
                 r.pct_copy.map_or("-".into(), |p| format!("{p:.0}%")),
+                r.gflops.map_or("-".into(), |g| format!("{g:.1}")),
                 counts(|c| c.launches),
                 counts(|c| c.memsets),
                 counts(|c| c.graph_launches),
