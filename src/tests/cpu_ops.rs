@@ -1182,13 +1182,16 @@ fn matmul_bias_has_the_bits_of_matmul_then_add() {
 /// Products above the threading threshold are split across the rayon threads: in pools
 /// of 1, 2 and 3 threads (uneven parts) they match the loops, and bit for bit each
 /// other. Covers splits along rows and columns, a row-major and a transposed left
-/// operand, and the transposed-weight product whose copies run in bands.
+/// operand, the transposed-weight product whose copies run in bands, and a narrow
+/// transposed right operand that gemm takes as it lies.
 #[test]
 fn split_products_match_loops_and_do_not_depend_on_the_thread_count() {
     let shapes = [
         (67usize, 129usize, 131usize),
         (301, 70, 45),
         (100, 400, 333),
+        (20, 517, 150),
+        (64, 512, 10),
     ];
     for dtype in [DType::F32, DType::F64] {
         for (i, &(m, k, n)) in shapes.iter().enumerate() {

@@ -40,6 +40,14 @@ struct Plan {
 const SPLIT_ROWS: usize = 16;
 const SPLIT_COLS: usize = 8;
 
+/// gemm (0.18 and 0.19) has paths of its own for products of at most this many rows and
+/// columns (depth blocks of at most 512 where the general path takes them from `k`) and
+/// of at most [`GEMM_SMALL_AREA`] elements (dot products); their sums are ordered
+/// differently, so no part of a split product may fall into them.
+const GEMM_SMALL: usize = 64;
+/// See [`GEMM_SMALL`].
+const GEMM_SMALL_AREA: usize = 16 * 16;
+
 /// A destination pointer shared by the threads that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct DstPtr<T>(*mut T);
@@ -80,25 +88,37 @@ unsafe fn gemm_into<T: 'static + Copy + Send + Sync>(
 ) {
     let (dst_cs, dst_rs) = if dst_col_major { (p.m, 1) } else { (1, p.n) };
     let split_rows = p.m > p.n;
-    let (len, align) = if split_rows {
-        (p.m, SPLIT_ROWS)
+    let (len, other, align) = if split_rows {
+        (p.m, p.n, SPLIT_ROWS)
     } else {
-        (p.n, SPLIT_COLS)
+        (p.n, p.m, SPLIT_COLS)
     };
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
         1
     };
-    let parts = threads.min(len.div_ceil(align)).max(1);
-    if parts == 1 {
+    // Every part keeps more than GEMM_SMALL of the split dim and more than
+    // GEMM_SMALL_AREA elements, so none falls into one of gemm's paths for small
+    // products (which order their sums differently) unless the whole product does.
+    let min_part = (GEMM_SMALL + 1).max((GEMM_SMALL_AREA + 1).div_ceil(other.max(1)));
+    let parts = threads.min(len / (min_part + align));
+    if parts <= 1 {
         // SAFETY: the caller's contract.
         return unsafe { gemm_part(dst, (dst_rs, dst_cs), a, b, p, one) };
     }
-    let step = len.div_ceil(parts).next_multiple_of(align);
+    // Part `i` starts at `bound(i)`: balanced, on multiples of `align`; each part holds
+    // at least `len / parts - align >= min_part` of the split dim.
+    let bound = |i: usize| {
+        if i == parts {
+            len
+        } else {
+            i * len / parts / align * align
+        }
+    };
     let dst = DstPtr(dst);
-    (0..len.div_ceil(step)).into_par_iter().for_each(|i| {
-        let (start, end) = (i * step, ((i + 1) * step).min(len));
+    (0..parts).into_par_iter().for_each(|i| {
+        let (start, end) = (bound(i), bound(i + 1));
         // SAFETY: part `i` reads rows `start..end` of `a` (or columns of `b`), inside the
         // caller's bounds, and writes only those rows (columns) of `dst`: the parts are
         // disjoint and together cover `dst`.
@@ -330,9 +350,16 @@ fn plan_of(la: &Layout, lb: &Layout) -> Plan {
     }
 }
 
-/// Whether `b` is column-major with both dims above 1: gemm's slow case.
+/// Columns from which a column-major `b` is gemm's slow case. A narrower one goes to
+/// gemm as it lies: packing a few columns costs less than a copy (the quickstart's
+/// 64x512x10 forward took 9 us direct against 14 us copied first under AVX2, 12 against
+/// 20 us with AVX-512, on 2 cores).
+const SLOW_COLUMN_MAJOR_MIN_N: usize = 16;
+
+/// Whether `b` is column-major with `k > 1` and at least [`SLOW_COLUMN_MAJOR_MIN_N`]
+/// columns: gemm's slow case.
 fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
-    p.k > 1 && p.n > 1 && b.rs == 1 && b.cs != 1
+    p.k > 1 && p.n >= SLOW_COLUMN_MAJOR_MIN_N && b.rs == 1 && b.cs != 1
 }
 
 /// `a @ b (+ row)` for a column-major `b`, computed as a column-major product (gemm's
