@@ -411,12 +411,7 @@ fn matmul_matches_loops_for_odd_sizes_batches_and_views() {
                     assert_eq!(y.shape(), &[m, n]);
                     assert_tensor_close_mag(&format!("matmul {m}x{k}x{n}"), dtype, &y, &want, &mag);
                     // Transposed operands: (b^T)^T, as backward passes them.
-                    let at = tensor(&transpose(&av, m, k), &[k, m], dtype)
-                        .transpose(0, 1)
-                        .unwrap();
-                    let bt = tensor(&transpose(&bv, k, n), &[n, k], dtype)
-                        .transpose(0, 1)
-                        .unwrap();
+                    let (at, bt) = (transposed(&av, m, k, dtype), transposed(&bv, k, n, dtype));
                     let y = dispatch::matmul(&at, &bt).unwrap();
                     assert_tensor_close_mag(
                         &format!("matmul^T {m}x{k}x{n}"),
@@ -468,6 +463,13 @@ fn matmul_with_empty_inner_dim_is_zero() {
         dispatch::matmul(&a, &b).unwrap().to_vec_f64().unwrap(),
         vec![0.0; 12]
     );
+}
+
+/// The row-major `r x c` values `v` as the transposed view of a `[c, r]` tensor.
+fn transposed(v: &[f64], r: usize, c: usize, dtype: DType) -> Tensor {
+    tensor(&transpose(v, r, c), &[c, r], dtype)
+        .transpose(0, 1)
+        .unwrap()
 }
 
 fn transpose(v: &[f64], r: usize, c: usize) -> Vec<f64> {
@@ -1199,12 +1201,7 @@ fn split_products_match_loops_and_do_not_depend_on_the_thread_count() {
             let (a, av) = random(&[m, k], seed, -1.0, 1.0, dtype);
             let (b, bv) = random(&[k, n], seed + 1, -1.0, 1.0, dtype);
             let (want, mag) = matmul_ref(&av, &bv, 1, m, k, n, true);
-            let at = tensor(&transpose(&av, m, k), &[k, m], dtype)
-                .transpose(0, 1)
-                .unwrap();
-            let bt = tensor(&transpose(&bv, k, n), &[n, k], dtype)
-                .transpose(0, 1)
-                .unwrap();
+            let (at, bt) = (transposed(&av, m, k, dtype), transposed(&bv, k, n, dtype));
             let mut first: Option<Vec<Vec<f64>>> = None;
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()

@@ -119,46 +119,25 @@ unsafe fn gemm_into<T: 'static + Copy + Send + Sync>(
     let dst = DstPtr(dst);
     (0..parts).into_par_iter().for_each(|i| {
         let (start, end) = (bound(i), bound(i + 1));
+        let (a, b, to, part) = if split_rows {
+            let a = Mat {
+                offset: a.offset + start * a.rs,
+                ..a
+            };
+            let m = end - start;
+            (a, b, start * dst_rs, Plan { m, ..p })
+        } else {
+            let b = Mat {
+                offset: b.offset + start * b.cs,
+                ..b
+            };
+            let n = end - start;
+            (a, b, start * dst_cs, Plan { n, ..p })
+        };
         // SAFETY: part `i` reads rows `start..end` of `a` (or columns of `b`), inside the
         // caller's bounds, and writes only those rows (columns) of `dst`: the parts are
         // disjoint and together cover `dst`.
-        unsafe {
-            if split_rows {
-                let a = Mat {
-                    offset: a.offset + start * a.rs,
-                    ..a
-                };
-                let to = dst.get().add(start * dst_rs);
-                gemm_part(
-                    to,
-                    (dst_rs, dst_cs),
-                    a,
-                    b,
-                    Plan {
-                        m: end - start,
-                        ..p
-                    },
-                    one,
-                );
-            } else {
-                let b = Mat {
-                    offset: b.offset + start * b.cs,
-                    ..b
-                };
-                let to = dst.get().add(start * dst_cs);
-                gemm_part(
-                    to,
-                    (dst_rs, dst_cs),
-                    a,
-                    b,
-                    Plan {
-                        n: end - start,
-                        ..p
-                    },
-                    one,
-                );
-            }
-        }
+        unsafe { gemm_part(dst.get().add(to), (dst_rs, dst_cs), a, b, part, one) };
     });
 }
 
