@@ -187,24 +187,36 @@ pub(crate) trait Products: Elementwise {
     /// batch. f16 accumulates in f32.
     fn matmul(&self, a: &RawTensor, b: &RawTensor) -> Result<RawTensor>;
 
-    /// `a @ b + bias` (a linear layer's forward), where `bias` is the row of `n` values
-    /// broadcast to the product's shape: the bits of [`Self::matmul`] followed by
-    /// [`Elementwise::add_`], which is what this default does; a backend may fold the
-    /// add into a pass the product makes anyway.
-    fn matmul_bias(&self, a: &RawTensor, b: &RawTensor, bias: &RawTensor) -> Result<RawTensor> {
-        matmul_then_add(self, a, b, bias)
+    /// `a @ b`, then `+ bias` and then ReLU where asked (a linear layer's forward, with
+    /// the ReLU that follows it), where `bias` is the row of `n` values broadcast to the
+    /// product's shape: the bits of [`Self::matmul`] followed by [`Elementwise::add_`]
+    /// and [`UnaryOp::Relu`], which is what this default runs; a backend may fold them
+    /// into a pass the product makes anyway.
+    fn matmul_epilogue(
+        &self,
+        operands: (&RawTensor, &RawTensor),
+        bias: Option<&RawTensor>,
+        relu: bool,
+    ) -> Result<RawTensor> {
+        matmul_then_epilogue(self, operands, bias, relu)
     }
 }
 
-/// [`Products::matmul_bias`] as two ops: the product, then the bias added in place.
-pub(crate) fn matmul_then_add<B: Products + ?Sized>(
+/// [`Products::matmul_epilogue`] as separate ops: the product, the bias added in place,
+/// ReLU.
+pub(crate) fn matmul_then_epilogue<B: Products + ?Sized>(
     backend: &B,
-    a: &RawTensor,
-    b: &RawTensor,
-    bias: &RawTensor,
+    (a, b): (&RawTensor, &RawTensor),
+    bias: Option<&RawTensor>,
+    relu: bool,
 ) -> Result<RawTensor> {
     let y = backend.matmul(a, b)?;
-    backend.add_(&y, bias, 1.0)?;
+    if let Some(bias) = bias {
+        backend.add_(&y, bias, 1.0)?;
+    }
+    if relu {
+        return backend.unary(UnaryOp::Relu, &y);
+    }
     Ok(y)
 }
 

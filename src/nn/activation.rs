@@ -20,6 +20,10 @@ impl Module for ReLU {
     fn forward(&self, input: &Tensor) -> Result<Tensor> {
         input.relu()
     }
+
+    fn is_relu(&self) -> bool {
+        true
+    }
 }
 
 /// GELU elementwise, exact or tanh-approximated.

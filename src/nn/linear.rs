@@ -83,6 +83,11 @@ impl Module for Linear {
         crate::ops::linear(input, &self.weight, self.bias.as_ref())
     }
 
+    /// One op: [`crate::ops::linear_relu`].
+    fn forward_relu(&self, input: &Tensor) -> Result<Tensor> {
+        crate::ops::linear_relu(input, &self.weight, self.bias.as_ref())
+    }
+
     fn own_parameters(&self) -> Vec<(&'static str, &Tensor)> {
         let mut v = vec![("weight", &self.weight)];
         v.extend(self.bias.as_ref().map(|b| ("bias", b)));

@@ -20,6 +20,20 @@ pub trait Module: Send + Sync {
     /// Applies the module.
     fn forward(&self, input: &Tensor) -> Result<Tensor>;
 
+    /// [`Self::forward`] followed by ReLU. [`crate::nn::Sequential`] calls it for a child
+    /// followed by a ReLU (see [`Self::is_relu`]), so that a module can fuse the two:
+    /// [`crate::nn::Linear`] applies bias and ReLU as it writes its product. The default
+    /// runs the forward and then ReLU; an override must give the same values and grads.
+    fn forward_relu(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward(input)?.relu()
+    }
+
+    /// Whether this module is a plain ReLU, which [`crate::nn::Sequential`] may then fold
+    /// into the child before it through [`Self::forward_relu`].
+    fn is_relu(&self) -> bool {
+        false
+    }
+
     /// This module's own parameters (not its children's) with their local names, in
     /// registration order.
     fn own_parameters(&self) -> Vec<(&'static str, &Tensor)> {

@@ -69,10 +69,23 @@ impl Sequential {
 }
 
 impl Module for Sequential {
+    /// Each child in order; a child followed by a ReLU runs both through its
+    /// [`Module::forward_relu`] (a `Linear` then fuses them into one op).
     fn forward(&self, input: &Tensor) -> Result<Tensor> {
         let mut x = input.clone();
-        for (_, m) in &self.layers {
-            x = m.forward(&x)?;
+        let mut i = 0;
+        while let Some((_, m)) = self.layers.get(i) {
+            if self
+                .layers
+                .get(i + 1)
+                .is_some_and(|(_, next)| next.is_relu())
+            {
+                x = m.forward_relu(&x)?;
+                i += 2;
+            } else {
+                x = m.forward(&x)?;
+                i += 1;
+            }
         }
         Ok(x)
     }

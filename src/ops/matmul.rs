@@ -55,6 +55,19 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// row-major layout, so no transposed gradient has to be copied before it accumulates
 /// into `.grad`. The backward is built from differentiable ops, so double backward works.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_then(x, weight, bias, false)
+}
+
+/// `relu(linear(x, weight, bias))` as one op and one graph node: the backend applies
+/// the bias and ReLU as it writes the product (on the CPU, f32 and f64, in the same copy),
+/// and the backward masks the gradient with the output (PyTorch's `threshold_backward`)
+/// before linear's. Values and gradients have the bits of the two ops.
+pub fn linear_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_then(x, weight, bias, true)
+}
+
+/// [`linear`], followed by ReLU when `relu`.
+fn linear_then(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, relu: bool) -> Result<Tensor> {
     if weight.rank() != 2 {
         return Err(Error::invalid(
             "linear",
@@ -74,10 +87,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     let y = {
         let _plain = crate::tensor::grad_mode::no_grad();
-        match bias {
-            Some(b) => prim::matmul_bias(x, &weight.t()?, b)?,
-            None => prim::matmul(x, &weight.t()?)?,
-        }
+        prim::matmul_epilogue(x, &weight.t()?, bias, relu)?
     };
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
@@ -86,9 +96,23 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
     let xs = SavedTensor::input(x);
     let ws = SavedTensor::input(weight);
+    let ys = relu.then(|| SavedTensor::output(&y));
     let (out_f, in_f) = (weight.shape()[0] as isize, weight.shape()[1] as isize);
     let has_bias = bias.is_some();
-    Ok(record("LinearBackward", &inputs, y, move |g, ctx| {
+    let name = if relu {
+        "LinearReluBackward"
+    } else {
+        "LinearBackward"
+    };
+    Ok(record(name, &inputs, y, move |g, ctx| {
+        let masked;
+        let g = match &ys {
+            Some(ys) => {
+                masked = crate::ops::unary::threshold_backward(g, &ctx.unpack(ys)?.detach())?;
+                &masked
+            }
+            None => g,
+        };
         let g2 = g.reshape(&[-1, out_f])?;
         let gx = if ctx.needs(0) {
             Some(g.matmul(&ctx.unpack(&ws)?)?)

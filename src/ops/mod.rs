@@ -21,7 +21,7 @@ mod unary;
 
 pub use crate::backend::{CrossEntropyOpts, Reduction};
 pub use loss::{cross_entropy, mse_loss};
-pub use matmul::{linear, matmul};
+pub use matmul::{linear, linear_relu, matmul};
 pub use nn_ops::{dropout, embedding, layer_norm};
 pub use softmax::{log_softmax, softmax};
 pub use unary::{gelu, relu, GeluApproximate};

@@ -55,7 +55,7 @@ where
 /// torch's `threshold_backward(g, y, 0)`: `g` where `y > 0` (or NaN), else 0 (a
 /// selection, so a dead unit drops even a non-finite `g`). Differentiable in `g` (the
 /// same selection), constant in `y` (relu's second derivative is zero).
-fn threshold_backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn threshold_backward(g: &Tensor, y: &Tensor) -> Result<Tensor> {
     let out = prim::binary(BinaryOp::ThresholdBackward, g, y)?;
     if !needs_grad(&[g]) {
         return Ok(out);

@@ -136,21 +136,32 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     out(backend(a.device())?.matmul(a.raw(), b.raw()))
 }
 
-/// `a @ b + bias`, `bias [n]` added to every row of the product, with the bits of
-/// [`matmul`] followed by [`add_`].
-pub(crate) fn matmul_bias(a: &Tensor, b: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// `a @ b`, then `+ bias` (`bias [n]` added to every row) and ReLU where asked, with the
+/// bits of [`matmul`] followed by [`add_`] and [`unary`] ReLU.
+pub(crate) fn matmul_epilogue(
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
     let shape = check_matmul(a, b)?;
-    same_dtype("matmul", a, bias)?;
-    if bias.shape() != [shape[shape.len() - 1]] {
-        return Err(Error::ShapeMismatch {
-            op: "matmul",
-            lhs: shape,
-            rhs: bias.shape().to_vec(),
-        });
-    }
-    let row = bias.layout().broadcast_to(&shape)?;
-    let bias = bias.raw().with_layout(row)?;
-    out(backend(a.device())?.matmul_bias(a.raw(), b.raw(), &bias))
+    let bias = match bias {
+        Some(bias) => {
+            same_dtype("matmul", a, bias)?;
+            if bias.shape() != [shape[shape.len() - 1]] {
+                return Err(Error::ShapeMismatch {
+                    op: "matmul",
+                    lhs: shape,
+                    rhs: bias.shape().to_vec(),
+                });
+            }
+            let row = bias.layout().broadcast_to(&shape)?;
+            Some(bias.raw().with_layout(row)?)
+        }
+        None => None,
+    };
+    let operands = (a.raw(), b.raw());
+    out(backend(a.device())?.matmul_epilogue(operands, bias.as_ref(), relu))
 }
 
 /// The checks of a product `a @ b`; its output shape.

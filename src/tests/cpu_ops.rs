@@ -1135,12 +1135,13 @@ fn run_capped(value: &str, tests: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// `matmul_bias` (a linear layer's forward) gives the bits of a product followed by an
-/// add of the broadcast row, on every path: a transposed weight (the bias added in the
-/// transposing copy, serial and in bands), a row-major one, batched and shared-b inputs,
-/// an empty inner dim, a strided bias, and the 16-bit dtypes (two ops).
+/// `matmul_epilogue` (a linear layer's forward, with or without the ReLU after it) gives
+/// the bits of a product followed by an add of the broadcast row and ReLU, on every path:
+/// a transposed weight (the epilogue applied in the transposing copy, serial and in
+/// bands), a row-major one, batched and shared-b inputs, an empty inner dim, a strided
+/// bias, no bias, and the 16-bit dtypes (separate ops).
 #[test]
-fn matmul_bias_has_the_bits_of_matmul_then_add() {
+fn matmul_epilogue_has_the_bits_of_matmul_add_and_relu() {
     let cases: [(&[usize], &[usize], bool); 6] = [
         (&[16, 200], &[300, 200], true),
         (&[100, 400], &[333, 400], true),
@@ -1164,21 +1165,30 @@ fn matmul_bias_has_the_bits_of_matmul_then_add() {
             let (long, _) = random(&[2 * n], seed + 2, -1.0, 1.0, dtype);
             let every_other = crate::base::Layout::new(vec![n], vec![2], 1);
             let bias = long.with_layout(every_other).unwrap();
-            let got = dispatch::matmul_bias(&x, &w, &bias).unwrap();
-            let want = dispatch::matmul(&x, &w).unwrap();
-            dispatch::add_(&want, &bias.expand(want.shape()).unwrap(), 1.0).unwrap();
-            assert_eq!(got.shape(), want.shape());
-            let (g, e) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-            assert!(
-                g.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{dtype:?} case {i}: {xs:?} @ {ws:?}"
-            );
+            for (with_bias, relu) in [(true, false), (true, true), (false, true)] {
+                let b = with_bias.then_some(&bias);
+                let got = dispatch::matmul_epilogue(&x, &w, b, relu).unwrap();
+                let mut want = dispatch::matmul(&x, &w).unwrap();
+                if let Some(b) = b {
+                    dispatch::add_(&want, &b.expand(want.shape()).unwrap(), 1.0).unwrap();
+                }
+                if relu {
+                    want = dispatch::unary(UnaryOp::Relu, &want).unwrap();
+                }
+                assert_eq!(got.shape(), want.shape());
+                let (g, e) = (got.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+                assert!(
+                    g.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dtype:?} case {i} (bias {with_bias}, relu {relu}): {xs:?} @ {ws:?}"
+                );
+                assert!(!relu || g.iter().all(|v| v.is_nan() || *v >= 0.0));
+            }
         }
     }
     let (x, _) = random(&[4, 6], 1, -1.0, 1.0, DType::F32);
     let (w, _) = random(&[6, 5], 2, -1.0, 1.0, DType::F32);
     let (bad, _) = random(&[4], 3, -1.0, 1.0, DType::F32);
-    assert!(dispatch::matmul_bias(&x, &w, &bad).is_err());
+    assert!(dispatch::matmul_epilogue(&x, &w, Some(&bad), false).is_err());
 }
 
 /// Products above the threading threshold are split across the rayon threads: in pools

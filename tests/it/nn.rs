@@ -111,6 +111,65 @@ fn quickstart_gradients_agree_on_cpu_and_emulated_gpu() {
     }
 }
 
+/// The quickstart's forward and gradients with every `Linear` + `ReLU` pair run as
+/// separate ops (each child's `forward`), as a list of per-sample values.
+fn unfused_step(m: &Sequential, x: &Tensor, y: &Tensor) -> Result<Vec<Vec<f64>>> {
+    fn forward(m: &dyn Module, x: Tensor) -> Result<Tensor> {
+        let children = m.children();
+        if children.is_empty() {
+            return m.forward(&x);
+        }
+        children.into_iter().try_fold(x, |x, (_, c)| forward(c, x))
+    }
+    let logits = forward(m, x.clone())?;
+    step_values(m, &logits, y)
+}
+
+fn step_values(m: &Sequential, logits: &Tensor, y: &Tensor) -> Result<Vec<Vec<f64>>> {
+    for p in m.parameters() {
+        p.set_grad(None)?;
+    }
+    let loss = CrossEntropyLoss::new().forward(&logits.cast(DType::F32)?, y)?;
+    loss.backward()?;
+    let mut out = vec![logits.to_vec_f64()?];
+    for p in m.parameters() {
+        out.push(p.grad().expect("grad").to_vec_f64()?);
+    }
+    Ok(out)
+}
+
+#[test]
+fn sequential_fuses_linear_and_relu_with_the_bits_of_the_separate_ops() {
+    for device in [Device::Cpu, Device::Emu(0)] {
+        let dtypes: &[DType] = if device == Device::Cpu {
+            &[DType::F32, DType::F64, DType::F16]
+        } else {
+            &[DType::F32, DType::F16]
+        };
+        for &dtype in dtypes {
+            let m = quickstart([40, 33, 20, 10], 3, dtype, device).unwrap();
+            // Negative inputs too, so that ReLU drops units.
+            let x = Tensor::rand(&[5, 1, 4, 10], 9, dtype, device)
+                .unwrap()
+                .affine(2.0, -1.0)
+                .unwrap();
+            let y = Tensor::from_slice(&[3i64, 0, 9, 1, 1], &[5], device).unwrap();
+            let fused = m.forward(&x).unwrap();
+            let stack = m.children()[1].1.children();
+            assert!(stack[1].1.is_relu() && !stack[0].1.is_relu());
+            let got = step_values(&m, &fused, &y).unwrap();
+            let want = unfused_step(&m, &x, &y).unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{device:?} {dtype:?}: value set {k} differs"
+                );
+            }
+            assert!(got[0].iter().any(|v| *v != 0.0));
+        }
+    }
+}
+
 // ---- PyTorch training cases (tests/data/train.json, train-ref/1) --------------------
 
 /// Replays a plain-SGD case: forward, loss and backward against torch's logits, losses

@@ -70,9 +70,11 @@ impl<T> DstPtr<T> {
 /// longer of `m` and `n` (each part's other operand is the smaller one, read by every
 /// part), and each part runs single-threaded: one fork-join per product, where gemm's
 /// own threading forks twice per depth block and packs a row-major left operand on one
-/// thread. gemm chooses its depth blocks from `k`, so a part sums each output element in
-/// the same order as the whole product: results do not depend on the thread count (the
-/// tests compare 1, 2 and 3 threads bit for bit).
+/// thread. Outside its small-product paths (see [`GEMM_SMALL`]) gemm chooses its depth
+/// blocks from `k` alone, and no part enters those paths unless the whole product does,
+/// so a part sums each output element in the same order as the whole product: results
+/// do not depend on the thread count (the tests compare 1, 2 and 3 threads bit for bit).
+/// A product too narrow to split that way runs on one thread.
 ///
 /// # Safety
 /// Every element `offset + i*rs + j*cs` of `a` (`i < m`, `j < k`) and of `b` (`i < k`,
@@ -208,8 +210,8 @@ const TILE: usize = 32;
 
 /// The `r x c` matrix at `offset` with strides `rs`, `cs`, copied to row-major order
 /// tile by tile (a tile's source lines stay in L1 while each row of it is written); a
-/// large one in bands of rows across the rayon threads. With `row` (`c` values), each
-/// element is written as `x + row[j]`: a bias added in the same pass.
+/// large one in bands of rows across the rayon threads, each element written through the
+/// epilogue `epi` (a bias row and ReLU applied in the same pass).
 ///
 /// # Panics
 /// When an element of the matrix lies outside `data` (checked once, before the copy).
@@ -218,7 +220,7 @@ fn repack_mat<T: GemmElem>(
     offset: usize,
     (r, c): (usize, usize),
     (rs, cs): (usize, usize),
-    row: Option<&[T]>,
+    epi: Epilogue<'_, T>,
 ) -> Vec<T> {
     if r == 0 || c == 0 {
         return Vec::new();
@@ -233,7 +235,7 @@ fn repack_mat<T: GemmElem>(
         "repack of a view outside its storage"
     );
     assert!(
-        row.is_none_or(|v| v.len() == c),
+        epi.row.is_none_or(|v| v.len() == c),
         "a bias row of the wrong length"
     );
     let mut dst = uninit(r * c);
@@ -244,19 +246,19 @@ fn repack_mat<T: GemmElem>(
             .enumerate()
             .for_each(|(i, out)| {
                 // SAFETY: band `i` holds rows of the matrix checked above.
-                unsafe { copy_band(data, offset + i * band * rs, (rs, cs), (c, row), out) }
+                unsafe { copy_band(data, offset + i * band * rs, (rs, cs), (c, epi), out) }
             });
     } else {
         // SAFETY: the whole matrix, checked above.
-        unsafe { copy_band(data, offset, (rs, cs), (c, row), &mut dst) };
+        unsafe { copy_band(data, offset, (rs, cs), (c, epi), &mut dst) };
     }
     // SAFETY: the bands cover every one of the r * c elements.
     unsafe { assume_init(dst) }
 }
 
 /// The `out.len() / c` rows of `c` elements starting at `offset` (strides `rs`, `cs`),
-/// written row-major into `out`, `row[j]` added to column `j` when given (`c` is then
-/// `row.len()`).
+/// written row-major into `out` through `epi` (column `j` of a row gets `epi.apply(j, x)`;
+/// a bias row has `c` values).
 ///
 /// # Safety
 /// Every element `offset + i * rs + j * cs` (`i < out.len() / c`, `j < c`) must lie
@@ -265,7 +267,7 @@ unsafe fn copy_band<T: GemmElem>(
     data: &[T],
     offset: usize,
     (rs, cs): (usize, usize),
-    (c, row): (usize, Option<&[T]>),
+    (c, epi): (usize, Epilogue<'_, T>),
     out: &mut [MaybeUninit<T>],
 ) {
     let r = out.len() / c;
@@ -277,16 +279,14 @@ unsafe fn copy_band<T: GemmElem>(
                 let from = offset + i * rs;
                 // SAFETY (both loops): the element lies inside `data` (the caller's
                 // contract), and `i * c + j < r * c <= out.len()`.
-                match row {
-                    Some(row) => {
-                        for (j, &add) in cols.clone().zip(&row[cols.clone()]) {
-                            unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs) + add) };
-                        }
+                if epi.is_none() {
+                    for j in cols.clone() {
+                        unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs)) };
                     }
-                    None => {
-                        for j in cols.clone() {
-                            unsafe { (*dst.add(i * c + j)).write(*src.add(from + j * cs)) };
-                        }
+                } else {
+                    for j in cols.clone() {
+                        let x = unsafe { *src.add(from + j * cs) };
+                        unsafe { (*dst.add(i * c + j)).write(epi.apply(j, x)) };
                     }
                 }
             }
@@ -304,7 +304,7 @@ fn repack<T: GemmElem>(data: &[T], l: &Layout) -> Vec<T> {
     let mut out = Vec::with_capacity(batch * r * c);
     for p in 0..batch {
         let base = batch_offset(p, batch_shape, l.strides(), l.offset());
-        out.extend(repack_mat(data, base, (r, c), (rs, cs), None));
+        out.extend(repack_mat(data, base, (r, c), (rs, cs), Epilogue::NONE));
     }
     out
 }
@@ -341,22 +341,22 @@ fn column_major<T>(b: &Mat<'_, T>, p: Plan) -> bool {
     p.k > 1 && p.n >= SLOW_COLUMN_MAJOR_MIN_N && b.rs == 1 && b.cs != 1
 }
 
-/// `a @ b (+ row)` for a column-major `b`, computed as a column-major product (gemm's
-/// fast case once `a` is column-major too) and transposed into a row-major result, the
-/// bias row added in that copy. Copies `m * (k + n)` elements where repacking `b` would
+/// `epi(a @ b)` for a column-major `b`, computed as a column-major product (gemm's fast
+/// case once `a` is column-major too) and transposed into a row-major result, the
+/// epilogue applied in that copy. Copies `m * (k + n)` elements where repacking `b` would
 /// copy `k * n`.
 fn column_major_product<T: GemmElem>(
     a: Mat<'_, T>,
     b: Mat<'_, T>,
     p: Plan,
     (one, parallel): (T, bool),
-    row: Option<&[T]>,
+    epi: Epilogue<'_, T>,
 ) -> Vec<T> {
     let owned;
     let a = if a.rs == 1 {
         a
     } else {
-        owned = repack_mat(a.data, a.offset, (p.k, p.m), (a.cs, a.rs), None);
+        owned = repack_mat(a.data, a.offset, (p.k, p.m), (a.cs, a.rs), Epilogue::NONE);
         Mat {
             data: &owned,
             offset: 0,
@@ -369,23 +369,29 @@ fn column_major_product<T: GemmElem>(
     unsafe { gemm_into(tmp.as_mut_ptr().cast(), true, a, b, p, one, parallel) };
     // SAFETY: the product wrote every element.
     let tmp = unsafe { assume_init(tmp) };
-    repack_mat(&tmp, 0, (p.m, p.n), (1, p.m), row)
+    repack_mat(&tmp, 0, (p.m, p.n), (1, p.m), epi)
 }
 
 /// An element type gemm multiplies.
-trait GemmElem: 'static + Copy + Default + Send + Sync + std::ops::Add<Output = Self> {}
-impl<T: 'static + Copy + Default + Send + Sync + std::ops::Add<Output = T>> GemmElem for T {}
+trait GemmElem:
+    'static + Copy + Default + PartialOrd + Send + Sync + std::ops::Add<Output = Self>
+{
+}
+impl<T> GemmElem for T where
+    T: 'static + Copy + Default + PartialOrd + Send + Sync + std::ops::Add<Output = T>
+{
+}
 
 /// One operand of a product: its storage slice and its view's layout.
 type Operand<'a, T> = (&'a [T], &'a Layout);
 
-/// `a @ b`, plus `row` (`n` values) added to every row when given, for gemm's element
-/// types, from storage slices and layouts.
+/// `epi(a @ b)` (a bias row of `n` values added to every row, then ReLU, as `epi` says)
+/// for gemm's element types, from storage slices and layouts.
 fn product<T: GemmElem>(
     (sa, la): Operand<'_, T>,
     (sb, lb): Operand<'_, T>,
     one: T,
-    row: Option<&[T]>,
+    epi: Epilogue<'_, T>,
 ) -> Vec<T> {
     let (p, rb) = (plan_of(la, lb), lb.rank());
     let b = Mat {
@@ -396,17 +402,17 @@ fn product<T: GemmElem>(
     };
     if column_major(&b, p) && p.m >= REPACK_MIN_ROWS && !folds(la, rb) {
         let b = repack(sb, lb);
-        return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, row);
+        return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, epi);
     }
-    product_strided((sa, la), (sb, lb), one, row)
+    product_strided((sa, la), (sb, lb), one, epi)
 }
 
-/// `a @ b (+ row)` straight from the strided views.
+/// `epi(a @ b)` straight from the strided views.
 fn product_strided<T: GemmElem>(
     (sa, la): Operand<'_, T>,
     (sb, lb): Operand<'_, T>,
     one: T,
-    row: Option<&[T]>,
+    epi: Epilogue<'_, T>,
 ) -> Vec<T> {
     let (ra, rb) = (la.rank(), lb.rank());
     let Plan { m, k, n } = plan_of(la, lb);
@@ -414,7 +420,7 @@ fn product_strided<T: GemmElem>(
     let batch: usize = batch_shape.iter().product();
     let len = batch * m * n;
     if len == 0 || k == 0 {
-        return with_row(vec![T::default(); len], row);
+        return epi.applied(vec![T::default(); len], n);
     }
     let (ast, bst) = (la.strides(), lb.strides());
     let bmat = |off| Mat {
@@ -438,17 +444,17 @@ fn product_strided<T: GemmElem>(
         if column_major(&b, p) && p.m >= REPACK_MIN_ROWS {
             let a_copy = if a.rs == 1 { 0 } else { p.m * k };
             if p.m * n + a_copy < k * n {
-                return column_major_product(a, b, p, (one, par_of(p)), row);
+                return column_major_product(a, b, p, (one, par_of(p)), epi);
             }
             let b = repack(sb, lb);
-            return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, row);
+            return product_strided((sa, la), (&b, &Layout::contiguous(lb.shape())), one, epi);
         }
         let mut out = uninit(len);
         // SAFETY: the layouts were checked to lie inside their storage (`read2`), and
         // the folded rows walk exactly a's elements; `out` holds m * n elements.
         unsafe { gemm_into(out.as_mut_ptr().cast(), false, a, b, p, one, par_of(p)) };
         // SAFETY: the product wrote every element.
-        return with_row(unsafe { assume_init(out) }, row);
+        return epi.applied(unsafe { assume_init(out) }, n);
     }
     let p = Plan { m, k, n };
     let one_product = |i: usize, dst: &mut [MaybeUninit<T>], par| {
@@ -474,27 +480,63 @@ fn product_strided<T: GemmElem>(
         }
     }
     // SAFETY: every batch's product wrote its m * n elements.
-    with_row(unsafe { assume_init(out) }, row)
+    epi.applied(unsafe { assume_init(out) }, n)
 }
 
-/// `out` with `row` added to each of its rows (of `row.len()` elements), in place: the
-/// bits of an add after the product.
-fn with_row<T: GemmElem>(mut out: Vec<T>, row: Option<&[T]>) -> Vec<T> {
-    let Some(row) = row.filter(|r| !r.is_empty()) else {
-        return out;
+/// What a product's elements get on their way out: a bias row added (`row[j]` to column
+/// `j`), then ReLU. Either has the bits of the separate op after the product.
+#[derive(Clone, Copy)]
+struct Epilogue<'a, T> {
+    row: Option<&'a [T]>,
+    relu: bool,
+}
+
+impl<T: GemmElem> Epilogue<'_, T> {
+    /// Nothing: the product as it is.
+    const NONE: Self = Epilogue {
+        row: None,
+        relu: false,
     };
-    let add = |rows: &mut [T]| {
-        for r in rows.chunks_mut(row.len()) {
-            r.iter_mut().zip(row).for_each(|(o, &b)| *o = *o + b);
-        }
-    };
-    if out.len() >= super::strided::PAR_MIN && rayon::current_num_threads() > 1 {
-        let rows = super::strided::PAR_MIN.div_ceil(row.len());
-        out.par_chunks_mut(rows * row.len()).for_each(add);
-    } else {
-        add(&mut out);
+
+    fn is_none(&self) -> bool {
+        self.row.is_none() && !self.relu
     }
-    out
+
+    /// Element `x` of column `j`. ReLU as the elementwise op: `x < 0` gives 0, anything
+    /// else (NaN and -0 included) stays.
+    #[inline(always)]
+    fn apply(&self, j: usize, x: T) -> T {
+        let x = match self.row {
+            Some(row) => x + row[j],
+            None => x,
+        };
+        if self.relu && x < T::default() {
+            T::default()
+        } else {
+            x
+        }
+    }
+
+    /// `out` (rows of `n` elements) with the epilogue applied in place.
+    fn applied(&self, mut out: Vec<T>, n: usize) -> Vec<T> {
+        if self.is_none() || n == 0 {
+            return out;
+        }
+        let run = |rows: &mut [T]| {
+            for r in rows.chunks_mut(n) {
+                r.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, o)| *o = self.apply(j, *o));
+            }
+        };
+        if out.len() >= super::strided::PAR_MIN && rayon::current_num_threads() > 1 {
+            let rows = super::strided::PAR_MIN.div_ceil(n);
+            out.par_chunks_mut(rows * n).for_each(run);
+        } else {
+            run(&mut out);
+        }
+        out
+    }
 }
 
 /// An output buffer of `len` elements for gemm to write (no zeroing pass).
@@ -525,7 +567,7 @@ macro_rules! direct {
         impl MatmulElem for $t {
             fn matmul(a: &RawTensor, b: &RawTensor) -> Result<Vec<Self>> {
                 read2::<$t, _>("matmul", a, b, |sa, la, sb, lb| {
-                    product((sa, la), (sb, lb), 1.0, None)
+                    product((sa, la), (sb, lb), 1.0, Epilogue::NONE)
                 })
             }
         }
@@ -560,7 +602,7 @@ macro_rules! half_matmul {
                     })
                 };
                 let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
-                let v = product((&wa, &la), (&wb, &lb), 1.0f32, None);
+                let v = product((&wa, &la), (&wb, &lb), 1.0f32, Epilogue::NONE);
                 let mut out = vec![<$h as Half>::ZERO; v.len()];
                 par_convert(&v, &mut out, <$h as Half>::narrow);
                 Ok(out)
@@ -601,23 +643,32 @@ fn matmul_t<T: MatmulElem + CpuElem>(a: &RawTensor, b: &RawTensor) -> Result<Raw
     Ok(output(T::matmul(a, b)?, &shape))
 }
 
-/// `a @ b + bias` for gemm's own element types, the bias added as the product is laid
-/// out (`bias` is a row broadcast to the product's shape).
-fn matmul_bias_t<T: GemmElem + CpuElem>(
-    a: &RawTensor,
-    b: &RawTensor,
-    bias: &RawTensor,
+/// `a @ b (+ bias) (then ReLU)` for gemm's own element types, the epilogue applied as
+/// the product is laid out (`bias` is a row broadcast to the product's shape).
+fn matmul_epilogue_t<T: GemmElem + CpuElem>(
+    (a, b): (&RawTensor, &RawTensor),
+    bias: Option<&RawTensor>,
+    relu: bool,
     one: T,
 ) -> Result<RawTensor> {
     let shape = out_shape(a, b)?;
-    let row = read::<T, _>("matmul", bias, |s, l| {
-        let (n, stride) = (shape[shape.len() - 1], l.strides()[l.rank() - 1]);
-        (0..n)
-            .map(|j| s[l.offset() + j * stride])
-            .collect::<Vec<T>>()
-    })?;
+    let n = shape[shape.len() - 1];
+    let row = bias
+        .map(|bias| {
+            read::<T, _>("matmul", bias, |s, l| {
+                let stride = l.strides()[l.rank() - 1];
+                (0..n)
+                    .map(|j| s[l.offset() + j * stride])
+                    .collect::<Vec<T>>()
+            })
+        })
+        .transpose()?;
+    let epi = Epilogue {
+        row: row.as_deref(),
+        relu,
+    };
     let v = read2::<T, _>("matmul", a, b, |sa, la, sb, lb| {
-        product((sa, la), (sb, lb), one, Some(&row))
+        product((sa, la), (sb, lb), one, epi)
     })?;
     Ok(output(v, &shape))
 }
@@ -627,13 +678,18 @@ impl Products for CpuBackend {
         super::elem::with_float!(a.dtype(), "matmul", |T| matmul_t::<T>(a, b))
     }
 
-    /// f32 and f64 add the bias inside the product's passes; f16 and bf16 round the
-    /// product before the add, so they run the two ops.
-    fn matmul_bias(&self, a: &RawTensor, b: &RawTensor, bias: &RawTensor) -> Result<RawTensor> {
+    /// f32 and f64 add the bias and apply ReLU inside the product's passes; f16 and bf16
+    /// round the product before the add, so they run the separate ops.
+    fn matmul_epilogue(
+        &self,
+        (a, b): (&RawTensor, &RawTensor),
+        bias: Option<&RawTensor>,
+        relu: bool,
+    ) -> Result<RawTensor> {
         match a.dtype() {
-            DType::F32 => matmul_bias_t::<f32>(a, b, bias, 1.0),
-            DType::F64 => matmul_bias_t::<f64>(a, b, bias, 1.0),
-            _ => crate::backend::primitives::matmul_then_add(self, a, b, bias),
+            DType::F32 => matmul_epilogue_t::<f32>((a, b), bias, relu, 1.0),
+            DType::F64 => matmul_epilogue_t::<f64>((a, b), bias, relu, 1.0),
+            _ => crate::backend::primitives::matmul_then_epilogue(self, (a, b), bias, relu),
         }
     }
 }
