@@ -7,8 +7,6 @@ use half::{bf16, f16};
 
 /// A 16-bit float stored on the CPU and computed in f32: f16 or bf16.
 pub(crate) trait Half: Copy + Send + Sync + Default + 'static {
-    /// Zero.
-    const ZERO: Self;
     /// The exact f32 value.
     fn to_f32(self) -> f32;
     /// `v` rounded to nearest even.
@@ -30,7 +28,6 @@ pub(crate) trait Half: Copy + Send + Sync + Default + 'static {
 }
 
 impl Half for f16 {
-    const ZERO: f16 = f16::ZERO;
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
@@ -68,7 +65,6 @@ impl Half for f16 {
 }
 
 impl Half for bf16 {
-    const ZERO: bf16 = bf16::ZERO;
     fn to_f32(self) -> f32 {
         f32::from_bits(u32::from(self.to_bits()) << 16)
     }

@@ -595,34 +595,44 @@ macro_rules! half_matmul {
                                 Layout::contiguous(l.shape()),
                             );
                         }
-                        let mut w = vec![0f32; end - start];
-                        par_convert(&s[start..end], &mut w, <$h as Half>::widen);
+                        let w = par_convert(&s[start..end], <$h as Half>::widen);
                         let shifted = Layout::new(l.shape().to_vec(), l.strides().to_vec(), 0);
                         (w, shifted)
                     })
                 };
                 let ((wa, la), (wb, lb)) = (widen(a)?, widen(b)?);
                 let v = product((&wa, &la), (&wb, &lb), 1.0f32, Epilogue::NONE);
-                let mut out = vec![<$h as Half>::ZERO; v.len()];
-                par_convert(&v, &mut out, <$h as Half>::narrow);
-                Ok(out)
+                Ok(par_convert(&v, <$h as Half>::narrow))
             }
         }
     };
 }
 
-/// `convert(src, dst)` over equal-length slices, in chunks across the rayon threads when
-/// they are long (a weight's widening would otherwise run on one core while the others
-/// wait for the product).
-fn par_convert<S: Sync, D: Send>(src: &[S], dst: &mut [D], convert: fn(&[S], &mut [D])) {
+/// `src` converted by `convert(src, dst)` (equal lengths) into a new vector, in chunks
+/// across the rayon threads when it is long (a weight's widening would otherwise run on
+/// one core while the others wait for the product). Each chunk of the output is zeroed
+/// right before its conversion, by the thread that converts it.
+fn par_convert<S: Sync, D: Copy + Default + Send>(
+    src: &[S],
+    convert: fn(&[S], &mut [D]),
+) -> Vec<D> {
     const CHUNK: usize = 1 << 14;
+    let mut out = uninit::<D>(src.len());
+    let run = |s: &[S], d: &mut [MaybeUninit<D>]| {
+        d.fill(MaybeUninit::new(D::default()));
+        // SAFETY: every element of `d` was just written; MaybeUninit<D> has D's layout.
+        let d = unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr().cast::<D>(), d.len()) };
+        convert(s, d);
+    };
     if src.len() >= super::strided::PAR_MIN && rayon::current_num_threads() > 1 {
         src.par_chunks(CHUNK)
-            .zip(dst.par_chunks_mut(CHUNK))
-            .for_each(|(s, d)| convert(s, d));
+            .zip(out.par_chunks_mut(CHUNK))
+            .for_each(|(s, d)| run(s, d));
     } else {
-        convert(src, dst);
+        run(src, &mut out);
     }
+    // SAFETY: the chunks cover every element, each written by `run`.
+    unsafe { assume_init(out) }
 }
 
 half_matmul!(f16);
